@@ -1,0 +1,1 @@
+"""Storage for hyperprior: ORM, engine, migrations and the store API."""

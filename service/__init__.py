@@ -1,0 +1,1 @@
+"""The hyperprior HTTP service and CLI."""

@@ -1,0 +1,1 @@
+"""The learning side of hyperprior: spaces, families, meta-features, datasets and surrogate."""
