@@ -1,0 +1,1 @@
+"""Alembic migrations of the hyperprior schema (run through `db.migrate`)."""
