@@ -1,0 +1,724 @@
+"""Runs -> surrogate features, and a target that is comparable across datasets.
+
+One code path serves retraining and suggesting: :func:`build_training_set` turns the
+run history of one family into ``X, y``, and :func:`design_matrix` (which it calls)
+turns freshly generated candidate configs plus the meta-features of the user's dataset
+into the same columns at fidelity 1. The columns, in order (:func:`feature_names`):
+
+* ``mf_*``: the dataset's core meta-features (:data:`training.metafeatures.CORE`),
+  NaN when unknown (LightGBM routes missing values on its own).
+* ``fidelity``: the fraction of the data/budget the run used (1 when suggesting).
+* ``task_*``: one-hot of the task.
+* ``cfg_*``: the config in the family's unit cube (``Space.encode_many``), so log-scaled
+  parameters are already on a log scale.
+* ``ix_*``: hand-made interactions of hyperparameters with the data, because a tree
+  splits on one feature at a time and cannot form ``min_child_samples / n_rows`` itself;
+  e.g. ``log(min_child_samples / rows)``, ``log(num_leaves) / log(rows)``,
+  ``log(n_estimators * learning_rate)``, ``log(batch_size / rows)``, the number of SGD
+  steps ``log(epochs * rows / batch_size)``, ``log(C * rows)``. ``rows`` is
+  ``n_rows * fidelity``: a run at fidelity 0.25 saw a quarter of the rows, so a
+  min_child_samples that is large for it is large because of the fidelity.
+
+The target: raw scores are not comparable across datasets (an AUC of 0.8 is superb on
+one and poor on another), so quality is normalised within each (dataset, metric) group
+of the family. Two normalisations are implemented and were compared by grouped CV by
+dataset (``benchmarks``/``surrogate.compare_objectives``; numbers in the module docstring
+of :mod:`training.surrogate`):
+
+* ``rank``: the percentile rank of the run within its group, in [0, 1] (ties share the
+  mean rank). Insensitive to outliers: one diverged config with AUC 0.5 does not squash
+  every other run towards 1, and the target is uniform on every dataset, so each dataset
+  weighs the same in the L2 loss. **This is the default**: it gave the lower top-1
+  regret and higher NDCG@5 in grouped CV (see :mod:`training.surrogate`).
+* ``minmax``: ``(score - min) / (max - min)`` of the group's ok runs. Keeps the size of
+  the gaps between configs (a flat dataset stays flat) but one outlier compresses the
+  rest, and datasets where nothing matters get as much spread as those where everything
+  does.
+
+A ranking objective (LightGBM ``lambdarank`` grouped by dataset) uses the rank target
+binned into integer relevance levels (:func:`relevance_labels`).
+
+Failed runs (crash, timeout, out of memory) get the worst quality of their group (0),
+ranked below every ok run: a config that fails on a dataset like the user's must not be
+suggested, and treating failure as the worst outcome teaches the surrogate exactly that.
+Groups with fewer than :data:`MIN_GROUP_RUNS` ok runs, or in which every ok run has the
+same score, carry no ranking information and are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FEATURES_VERSION = 1
+"""Bumped whenever the columns or their meaning change; stored with every surrogate."""
+
+TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
+NORMALISATIONS: tuple[str, ...] = ("rank", "minmax")
+FAILED_QUALITY = 0.0
+MIN_GROUP_RUNS = 3
+
+# Meta-features the interactions need; the names are those of training.metafeatures.
+N_ROWS = "n_rows"
+N_FEATURES = "n_features"
+
+_UNSAFE = re.compile(r"[^0-9A-Za-z_.\-]")
+
+
+def core_metafeatures() -> tuple[str, ...]:
+    """The core meta-feature names, in the order they appear as ``mf_*`` columns."""
+    from training.metafeatures import CORE
+
+    return tuple(CORE)
+
+
+def _space(family: str) -> Any:
+    from training.spaces import get_space
+
+    return get_space(family)
+
+
+@lru_cache(maxsize=32)
+def fidelity_unit(family: str) -> str:
+    """What a fidelity below 1 cuts for ``family``: ``"rows"`` or ``"epochs"``."""
+    try:
+        from training.families import get_family
+
+        return str(get_family(family).fidelity_unit)
+    except (ImportError, KeyError, ValueError):
+        return "rows"
+
+
+def _safe(name: str) -> str:
+    # LightGBM refuses JSON-special characters in feature names.
+    return _UNSAFE.sub("_", str(name))
+
+
+def canonical_config(config: Mapping[str, Any]) -> str:
+    """Stable JSON of a config (sorted keys, no spaces); used to dedupe and match configs."""
+    return json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Interactions of hyperparameters with the data
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), np.nan)
+
+
+def _count_or_fraction(value: np.ndarray, total: np.ndarray) -> np.ndarray:
+    # scikit-learn reads a float in (0, 1) as a fraction of the total, an int as a count.
+    value = np.asarray(value, dtype=np.float64)
+    return np.where((value > 0) & (value < 1), value * total, value)
+
+
+# Raw codes of max_features names (numbers are fractions of the features).
+_MAX_FEATURES_CODES = {"sqrt": -1.0, "log2": -2.0}
+
+
+def _max_features_count(code: np.ndarray, features: np.ndarray) -> np.ndarray:
+    code = np.asarray(code, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(
+            code == -1.0,
+            np.sqrt(features),
+            np.where(code == -2.0, np.log2(np.maximum(features, 1.0)), code * features),
+        )
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """A derived column computed from raw parameter values and the data's size.
+
+    ``fn`` gets a mapping with the raw parameters named in ``params`` plus ``rows``
+    (the training rows the run saw: n_rows, times the fidelity for families whose
+    fidelity cuts rows), ``epoch_fraction`` (the fidelity for families whose fidelity
+    cuts epochs, else 1) and ``features`` (n_features), each a float array.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    fn: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+
+
+INTERACTIONS: tuple[Interaction, ...] = (
+    # Tree boosters.
+    Interaction(
+        "log_min_child_per_row",
+        ("min_child_samples",),
+        lambda v: _log(v["min_child_samples"]) - _log(v["rows"]),
+    ),
+    Interaction(
+        "leaves_per_log_rows",
+        ("num_leaves",),
+        lambda v: _log(v["num_leaves"]) / _log(np.maximum(v["rows"], 2.0)),
+    ),
+    Interaction(
+        "log_leaves_per_feature",
+        ("num_leaves",),
+        lambda v: _log(v["num_leaves"]) - _log(v["features"]),
+    ),
+    Interaction(
+        "log_rows_per_leaf_over_min_child",
+        ("num_leaves", "min_child_samples"),
+        lambda v: _log(v["rows"]) - _log(v["num_leaves"]) - _log(v["min_child_samples"]),
+    ),
+    Interaction(
+        "log_rounds_x_lr",
+        ("n_estimators", "learning_rate"),
+        lambda v: _log(v["n_estimators"] * v["learning_rate"]),
+    ),
+    Interaction(
+        "log_features_per_tree",
+        ("colsample_bytree",),
+        lambda v: _log(v["colsample_bytree"] * v["features"]),
+    ),
+    Interaction(
+        "log_rows_per_tree",
+        ("subsample",),
+        lambda v: _log(v["subsample"] * v["rows"]),
+    ),
+    # Forests.
+    Interaction(
+        "log_min_leaf_per_row",
+        ("min_samples_leaf",),
+        lambda v: _log(_count_or_fraction(v["min_samples_leaf"], v["rows"])) - _log(v["rows"]),
+    ),
+    Interaction(
+        "log_min_split_per_row",
+        ("min_samples_split",),
+        lambda v: _log(_count_or_fraction(v["min_samples_split"], v["rows"])) - _log(v["rows"]),
+    ),
+    Interaction(
+        "log_max_features_count",
+        ("max_features",),
+        lambda v: _log(_max_features_count(v["max_features"], v["features"])),
+    ),
+    Interaction(
+        "log_rows_per_bootstrap",
+        ("max_samples",),
+        lambda v: _log(v["max_samples"] * v["rows"]),
+    ),
+    Interaction(
+        "depth_per_log_rows",
+        ("max_depth",),
+        lambda v: np.asarray(v["max_depth"], dtype=np.float64) / _log(np.maximum(v["rows"], 2.0)),
+    ),
+    # Linear models: the penalty's effect scales with the number of rows.
+    Interaction("log_C_x_rows", ("C",), lambda v: _log(v["C"]) + _log(v["rows"])),
+    Interaction("log_alpha_per_row", ("alpha",), lambda v: _log(v["alpha"]) - _log(v["rows"])),
+    # Neural nets.
+    Interaction(
+        "log_batch_per_row",
+        ("batch_size",),
+        lambda v: _log(v["batch_size"]) - _log(v["rows"]),
+    ),
+    Interaction(
+        "log_steps",
+        ("epochs", "batch_size"),
+        lambda v: _log(v["epochs"] * v["epoch_fraction"]) + _log(v["rows"]) - _log(v["batch_size"]),
+    ),
+    Interaction(
+        "log_steps_x_lr",
+        ("epochs", "batch_size", "learning_rate"),
+        lambda v: (
+            _log(v["epochs"] * v["epoch_fraction"] * v["learning_rate"])
+            + _log(v["rows"])
+            - _log(v["batch_size"])
+        ),
+    ),
+    Interaction(
+        "log_units_per_feature",
+        ("units",),
+        lambda v: _log(v["units"]) - _log(v["features"]),
+    ),
+    Interaction(
+        "log_units_per_feature",
+        ("hidden_units",),
+        lambda v: _log(v["hidden_units"]) - _log(v["features"]),
+    ),
+)
+
+
+def _param_names(space: Any) -> tuple[str, ...]:
+    """The parameter names a space knows, whatever attribute it exposes them under."""
+    for attr in ("param_names", "names"):
+        names = getattr(space, attr, None)
+        if names is not None and not callable(names):
+            return tuple(str(n) for n in names)
+    params = getattr(space, "params", None)
+    if params is not None:
+        if isinstance(params, Mapping):
+            return tuple(str(k) for k in params)
+        return tuple(str(getattr(p, "name", p)) for p in params)
+    return tuple(str(n) for n in space.dim_names)
+
+
+@lru_cache(maxsize=32)
+def interactions_for(family: str) -> tuple[Interaction, ...]:
+    """The interactions whose parameters all exist in ``family``'s space (first by name)."""
+    known = set(_param_names(_space(family)))
+    chosen: dict[str, Interaction] = {}
+    for ix in INTERACTIONS:
+        if ix.name not in chosen and all(p in known for p in ix.params):
+            chosen[ix.name] = ix
+    return tuple(chosen.values())
+
+
+def feature_names(family: str) -> list[str]:
+    """The surrogate's input columns for ``family``, in order."""
+    return list(_feature_names(family))
+
+
+@lru_cache(maxsize=32)
+def _feature_names(family: str) -> tuple[str, ...]:
+    space = _space(family)
+    return tuple(
+        [f"mf_{_safe(n)}" for n in core_metafeatures()]
+        + ["fidelity"]
+        + [f"task_{t}" for t in TASKS]
+        + [f"cfg_{_safe(n)}" for n in space.dim_names]
+        + [f"ix_{ix.name}" for ix in interactions_for(family)]
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Configs
+
+
+@dataclass(frozen=True)
+class ConfigBlock:
+    """Configs of one family with their unit-cube encoding and raw numeric values.
+
+    Attributes:
+        configs: the configs themselves (estimator keyword arguments).
+        unit: ``(n, d)`` unit-cube encoding from ``Space.encode_many``.
+        raw: raw values of the parameters the interactions need, as float arrays
+            (NaN where a config lacks the parameter or its value is not numeric).
+    """
+
+    configs: tuple[dict[str, Any], ...]
+    unit: np.ndarray
+    raw: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def take(self, index: Sequence[int] | np.ndarray) -> ConfigBlock:
+        """The rows at ``index``, in that order."""
+        idx = np.asarray(index, dtype=np.int64)
+        return ConfigBlock(
+            configs=tuple(self.configs[i] for i in idx),
+            unit=self.unit[idx],
+            raw={k: v[idx] for k, v in self.raw.items()},
+        )
+
+    @staticmethod
+    def concat(blocks: Sequence[ConfigBlock]) -> ConfigBlock:
+        """One block holding the rows of ``blocks`` in order (all of the same family)."""
+        blocks = [b for b in blocks if len(b)]
+        if not blocks:
+            raise ValueError("nothing to concatenate")
+        keys = set(blocks[0].raw)
+        return ConfigBlock(
+            configs=tuple(c for b in blocks for c in b.configs),
+            unit=np.vstack([b.unit for b in blocks]),
+            raw={k: np.concatenate([b.raw[k] for b in blocks]) for k in keys},
+        )
+
+
+def _raw_column(configs: Sequence[Mapping[str, Any]], param: Any) -> np.ndarray:
+    """Raw numeric values of one parameter; see :class:`ConfigBlock` for the conventions."""
+    name = getattr(param, "name", param)
+    none_means = getattr(param, "none_means", None)
+    # An inactive conditional parameter behaves as its default (no bagging: all rows).
+    fill = math.nan
+    if getattr(param, "condition", None) is not None:
+        default = getattr(param, "default", None)
+        fill = _raw_value(none_means if default is None else default, name)
+        fill = math.nan if fill is None else fill
+    out = np.full(len(configs), fill)
+    for i, config in enumerate(configs):
+        if name not in config:
+            continue
+        value = config[name]
+        if value is None and none_means is not None:
+            value = none_means
+        raw = _raw_value(value, name)
+        out[i] = math.nan if raw is None else raw
+    return out
+
+
+def _raw_value(value: Any, name: str) -> float | None:
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    if name == "max_features" and isinstance(value, str):
+        return _MAX_FEATURES_CODES.get(value)
+    return None
+
+
+def encode_configs(family: str, configs: Sequence[Mapping[str, Any]]) -> ConfigBlock:
+    """Encode configs of ``family`` for :func:`design_matrix`.
+
+    Args:
+        family: the model family whose space encodes the configs.
+        configs: estimator keyword arguments, one mapping per config.
+
+    Returns:
+        The block of configs with their unit-cube encoding and raw interaction inputs.
+    """
+    space = _space(family)
+    configs = tuple(dict(c) for c in configs)
+    if configs:
+        unit = np.asarray(space.encode_many(list(configs)), dtype=np.float64)
+        unit = unit.reshape(len(configs), len(space.dim_names))
+    else:
+        unit = np.empty((0, len(space.dim_names)))
+    needed = sorted({p for ix in interactions_for(family) for p in ix.params})
+    by_name = {getattr(p, "name", p): p for p in getattr(space, "params", ())}
+    raw = {p: _raw_column(configs, by_name.get(p, p)) for p in needed}
+    return ConfigBlock(configs=configs, unit=unit, raw=raw)
+
+
+# ---------------------------------------------------------------------------------------
+# The design matrix
+
+
+MetaInput = Mapping[str, Any]
+
+
+def _meta_column(meta: MetaInput, name: str, n: int) -> np.ndarray:
+    value = meta.get(name)
+    if value is None:
+        return np.full(n, np.nan)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise ValueError(f"meta-feature {name!r} has {arr.shape[0]} values for {n} rows")
+    return arr
+
+
+def design_matrix(
+    family: str,
+    block: ConfigBlock,
+    meta: MetaInput,
+    *,
+    task: str | Sequence[str] | np.ndarray,
+    fidelity: float | np.ndarray = 1.0,
+) -> np.ndarray:
+    """The surrogate's input matrix for ``block`` on data described by ``meta``.
+
+    Used both for training rows (``meta`` values are per-row arrays, ``task`` and
+    ``fidelity`` arrays) and for scoring candidates for one dataset (``meta`` values
+    are scalars broadcast to every row, ``fidelity`` 1).
+
+    Args:
+        family: the model family (fixes the columns, see :func:`feature_names`).
+        block: the configs, from :func:`encode_configs`.
+        meta: meta-feature name -> scalar or per-row array; missing names are NaN.
+        task: one task for all rows, or one per row.
+        fidelity: one fidelity for all rows, or one per row.
+
+    Returns:
+        A C-contiguous ``(len(block), len(feature_names(family)))`` float64 matrix.
+    """
+    n = len(block)
+    core = core_metafeatures()
+    ixs = interactions_for(family)
+    width = len(core) + 1 + len(TASKS) + block.unit.shape[1] + len(ixs)
+    X = np.empty((n, width), dtype=np.float64)
+    col = 0
+    for name in core:
+        X[:, col] = _meta_column(meta, name, n)
+        col += 1
+    fid = np.broadcast_to(np.asarray(fidelity, dtype=np.float64), (n,))
+    X[:, col] = fid
+    col += 1
+    tasks = np.broadcast_to(np.asarray(task, dtype=object), (n,))
+    for t in TASKS:
+        X[:, col] = tasks == t
+        col += 1
+    d = block.unit.shape[1]
+    X[:, col : col + d] = block.unit
+    col += d
+    if ixs:
+        values: dict[str, np.ndarray] = dict(block.raw)
+        by_epochs = fidelity_unit(family) == "epochs"
+        values["rows"] = _meta_column(meta, N_ROWS, n) * (1.0 if by_epochs else fid)
+        values["epoch_fraction"] = fid if by_epochs else np.ones(n)
+        values["features"] = _meta_column(meta, N_FEATURES, n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for ix in ixs:
+                out = np.asarray(ix.fn(values), dtype=np.float64)
+                X[:, col] = np.where(np.isfinite(out), out, np.nan)
+                col += 1
+    return X
+
+
+# ---------------------------------------------------------------------------------------
+# The target
+
+
+def _first_column(frame: pd.DataFrame, *names: str) -> pd.Series | None:
+    for name in names:
+        if name in frame.columns:
+            return frame[name]
+    return None
+
+
+def oriented_scores(frame: pd.DataFrame) -> np.ndarray:
+    """Scores turned so that higher is better; NaN for failed runs or missing scores."""
+    score = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=np.float64)
+    direction = _first_column(frame, "direction")
+    if direction is not None:
+        sign = np.where(direction.astype(str).str.lower().str.startswith("min"), -1.0, 1.0)
+        score = score * sign
+    status = _first_column(frame, "status")
+    if status is not None:
+        score = np.where(status.astype(str).to_numpy() == "ok", score, np.nan)
+    return score
+
+
+def normalise_quality(
+    oriented: np.ndarray, groups: np.ndarray, *, method: str = "rank"
+) -> np.ndarray:
+    """Quality in [0, 1] within each group; failed runs (NaN) get :data:`FAILED_QUALITY`.
+
+    Args:
+        oriented: scores, higher is better, NaN for failed runs.
+        groups: integer group code per row (one group per dataset and metric).
+        method: ``"rank"`` (percentile rank, failed runs ranked last) or ``"minmax"``.
+
+    Returns:
+        Normalised quality per row; NaN for rows of groups with no ranking information.
+    """
+    if method not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {method!r}; expected one of {NORMALISATIONS}")
+    frame = pd.DataFrame({"g": groups, "s": oriented})
+    ok = frame["s"].notna()
+    by = frame.groupby("g", sort=False)["s"]
+    n_ok = by.transform("count").to_numpy()
+    lo = by.transform("min").to_numpy()
+    hi = by.transform("max").to_numpy()
+    informative = (n_ok >= MIN_GROUP_RUNS) & (hi > lo)
+    if method == "rank":
+        # Failed runs share the bottom rank, below every ok run.
+        filled = frame["s"].fillna(-np.inf)
+        rank = filled.groupby(frame["g"], sort=False).rank(method="average").to_numpy()
+        size = frame.groupby("g", sort=False)["g"].transform("size").to_numpy()
+        quality = (rank - 1.0) / np.maximum(size - 1.0, 1.0)
+        quality = np.where(ok.to_numpy(), quality, FAILED_QUALITY)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            quality = (frame["s"].to_numpy() - lo) / (hi - lo)
+        quality = np.where(ok.to_numpy(), quality, FAILED_QUALITY)
+    return np.where(informative, quality, np.nan)
+
+
+def relevance_labels(quality: np.ndarray, levels: int = 16) -> np.ndarray:
+    """Integer relevance for a ranking objective: quality in [0, 1] binned to 0..levels-1."""
+    q = np.clip(np.nan_to_num(quality, nan=0.0), 0.0, 1.0)
+    return np.minimum((q * levels).astype(np.int32), levels - 1)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """The history of one family as surrogate inputs and targets.
+
+    Rows are sorted by (group, run id) so ranking objectives get contiguous groups
+    and the same history always yields the same matrix.
+
+    Attributes:
+        family: the model family.
+        normalisation: how ``y`` was normalised.
+        feature_names: the columns of ``X``.
+        X: ``(n, p)`` inputs.
+        y: normalised quality in [0, 1].
+        dataset: dataset key per row (what grouped CV splits on).
+        group: integer code of the (dataset, metric) group per row.
+        fidelity: fidelity per row.
+        oriented: raw score per row, higher is better, NaN for failed runs.
+        configs: canonical JSON of each row's config.
+        dataset_names: dataset key -> human-readable name.
+        task: task per row.
+    """
+
+    family: str
+    normalisation: str
+    feature_names: list[str]
+    X: np.ndarray
+    y: np.ndarray
+    dataset: np.ndarray
+    group: np.ndarray
+    fidelity: np.ndarray
+    oriented: np.ndarray
+    configs: np.ndarray
+    task: np.ndarray
+    dataset_names: Mapping[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_datasets(self) -> int:
+        """Number of distinct datasets."""
+        return len(np.unique(self.dataset))
+
+    def subset(self, mask: np.ndarray) -> TrainingSet:
+        """The rows where ``mask`` (boolean or indices) holds."""
+        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
+        return TrainingSet(
+            family=self.family,
+            normalisation=self.normalisation,
+            feature_names=self.feature_names,
+            X=self.X[idx],
+            y=self.y[idx],
+            dataset=self.dataset[idx],
+            group=self.group[idx],
+            fidelity=self.fidelity[idx],
+            oriented=self.oriented[idx],
+            configs=self.configs[idx],
+            task=self.task[idx],
+            dataset_names=self.dataset_names,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What the set holds, for the surrogate's metadata."""
+        full = self.fidelity >= 1.0 - 1e-9
+        return {
+            "n_runs": int(len(self.y)),
+            "n_full_fidelity": int(full.sum()),
+            "n_failed": int(np.isnan(self.oriented).sum()),
+            "n_datasets": self.n_datasets,
+            "n_groups": int(len(np.unique(self.group))),
+            "tasks": {
+                str(t): int(c)
+                for t, c in zip(*np.unique(self.task, return_counts=True), strict=True)
+            },
+            "normalisation": self.normalisation,
+        }
+
+
+def _meta_from_frame(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    meta: dict[str, np.ndarray] = {}
+    for name in core_metafeatures():
+        col = _first_column(frame, f"mf_{name}")
+        if col is not None:
+            meta[name] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+    return meta
+
+
+def build_training_set(
+    runs: pd.DataFrame, family: str, *, normalisation: str = "rank"
+) -> TrainingSet:
+    """Turn the run history of ``family`` into surrogate inputs and targets.
+
+    Args:
+        runs: one row per run as ``Store.runs_frame`` returns it (ok and failed runs):
+            ``id, dataset_id, family, config, metric, direction, score, fidelity,
+            status``, the task (``task`` or ``dataset_task``), optionally the dataset
+            name (``dataset_name``), and meta-features as ``mf_*`` columns.
+        family: which family's runs to use (others are ignored).
+        normalisation: ``"rank"`` or ``"minmax"`` (see the module docstring).
+
+    Returns:
+        The training set; rows of groups without ranking information are dropped.
+    """
+    frame = runs
+    if "family" in frame.columns:
+        frame = frame[frame["family"] == family]
+    frame = frame.reset_index(drop=True)
+    names = feature_names(family)
+    if frame.empty:
+        return _empty_set(family, normalisation, names)
+
+    dataset = frame["dataset_id"].astype(str).to_numpy()
+    metric = (
+        frame["metric"].astype(str)
+        if "metric" in frame.columns
+        else pd.Series("", index=frame.index)
+    )
+    group_key = pd.Series(dataset).str.cat(metric.to_numpy(), sep="|")
+    group = pd.factorize(group_key, sort=True)[0]
+    oriented = oriented_scores(frame)
+    y = normalise_quality(oriented, group, method=normalisation)
+    keep = ~np.isnan(y)
+    run_id = (
+        frame["id"].astype(str).to_numpy()
+        if "id" in frame.columns
+        else np.arange(len(frame)).astype(str)
+    )
+    order = np.lexsort((run_id, group))
+    order = order[keep[order]]
+    if order.size == 0:
+        return _empty_set(family, normalisation, names)
+
+    sub = frame.iloc[order].reset_index(drop=True)
+    task_col = _first_column(sub, "task", "dataset_task")
+    task = (
+        task_col.astype(str) if task_col is not None else pd.Series("", index=sub.index)
+    ).to_numpy()
+    fidelity = (
+        pd.to_numeric(sub["fidelity"], errors="coerce").fillna(1.0).to_numpy(dtype=np.float64)
+    )
+    configs = [c if isinstance(c, Mapping) else json.loads(c) for c in sub["config"]]
+    block = encode_configs(family, configs)
+    X = design_matrix(family, block, _meta_from_frame(sub), task=task, fidelity=fidelity)
+    name_col = _first_column(sub, "dataset_name", "name")
+    dataset_sub = dataset[order]
+    dataset_names = (
+        dict(zip(dataset_sub, name_col.astype(str).to_numpy(), strict=True))
+        if name_col is not None
+        else {d: d for d in dataset_sub}
+    )
+    return TrainingSet(
+        family=family,
+        normalisation=normalisation,
+        feature_names=names,
+        X=X,
+        y=y[order],
+        dataset=dataset_sub,
+        group=pd.factorize(group[order])[0],
+        fidelity=fidelity,
+        oriented=oriented[order],
+        configs=np.array([canonical_config(c) for c in configs], dtype=object),
+        task=task,
+        dataset_names=dataset_names,
+    )
+
+
+def _empty_set(family: str, normalisation: str, names: list[str]) -> TrainingSet:
+    empty = np.empty(0)
+    return TrainingSet(
+        family=family,
+        normalisation=normalisation,
+        feature_names=names,
+        X=np.empty((0, len(names))),
+        y=empty,
+        dataset=np.empty(0, dtype=object),
+        group=np.empty(0, dtype=np.int64),
+        fidelity=empty,
+        oriented=empty,
+        configs=np.empty(0, dtype=object),
+        task=np.empty(0, dtype=object),
+    )

@@ -1,0 +1,643 @@
+"""The surrogate: a bagged LightGBM ensemble per family, its grouped CV, save and load.
+
+What it predicts: the normalised quality (see :mod:`training.features`) of a config on a
+dataset described by its meta-features. Uncertainty comes from bagging *over datasets*:
+each of the ``n_members`` boosters is trained on a bootstrap resample of the datasets
+(plus row and feature subsampling), so the members disagree where the history has few
+datasets like the one asked about. Suggestions rank by the pessimistic
+``mean - kappa * spread`` so that a config far from anything seen does not win by
+extrapolation.
+
+The members are stored as ONE LightGBM text model with ``num_tree_per_iteration`` equal
+to the number of members (the multi-output layout LightGBM uses for multiclass; member
+``k`` owns trees ``k, k + K, k + 2K, ...``). One ``predict(raw_score=True)`` call then
+returns every member's prediction, one sha256 covers the whole ensemble, and
+``pred_contrib`` explains all members at once. Never pickled: :func:`load` checks the
+sha256 of the exact text before LightGBM parses it.
+
+Evaluation is grouped CV by dataset (``GroupKFold``: no dataset in both train and
+test), scored within each test dataset on its measured full-fidelity runs:
+Spearman of predicted vs measured score, NDCG@5 (relevance: min-max scaled score),
+and top-1 regret of the surrogate's pick, ``(best - picked) / (best - worst)`` (a
+failed pick has regret 1); each averaged over datasets. The library default's regret on
+the same datasets is reported next to it as the bar to clear.
+
+Choice of target and objective (grouped CV, 5 folds; see ``benchmarks/surrogate_cv.py``
+and the closing note of issue 4 for the numbers on the bootstrap history): rank
+percentile with an L2 objective is the default. ``minmax`` let outlier runs (a
+diverged learning rate) compress every other run of their dataset and was worse on
+regret; ``lambdarank`` grouped by dataset was close on NDCG@5 but its scores have no
+scale, so it gives no interpretable predicted quality or interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from training.features import (
+    FEATURES_VERSION,
+    TrainingSet,
+    build_training_set,
+    canonical_config,
+    feature_names,
+    relevance_labels,
+)
+
+FORMAT = "hyperprior-surrogate/1"
+OBJECTIVES: tuple[str, ...] = ("regression", "lambdarank")
+
+
+class SurrogateIntegrityError(ValueError):
+    """The stored model text does not match its sha256, or its metadata is unusable."""
+
+
+@dataclass(frozen=True)
+class SurrogateParams:
+    """How a surrogate is trained; stored with it so a retrain can repeat the recipe.
+
+    The defaults keep one suggestion (about a thousand candidates through
+    ``n_members * n_rounds`` trees) within the latency budget on 2 cores.
+    """
+
+    objective: str = "regression"
+    normalisation: str = "rank"
+    n_members: int = 5
+    n_rounds: int = 60
+    num_leaves: int = 15
+    learning_rate: float = 0.1
+    min_data_in_leaf: int = 20
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    max_bin: int = 63
+    dataset_bootstrap: bool = True
+    kappa: float = 1.0
+    interval_level: float = 0.8
+    cv_folds: int = 5
+    seed: int = 0
+    num_threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SurrogateParams:
+        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted normalised quality per row.
+
+    Attributes:
+        mean: mean over the ensemble's members.
+        spread: standard deviation over the members.
+        lower: lower end of the calibrated interval.
+        upper: upper end of the calibrated interval.
+        score: the pessimistic ranking score, ``mean - kappa * spread``.
+    """
+
+    mean: np.ndarray
+    spread: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    score: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+
+
+def _lgb_params(params: SurrogateParams, member: int, max_group: int) -> dict[str, Any]:
+    seed = params.seed * 7919 + member
+    out: dict[str, Any] = {
+        "objective": params.objective,
+        "num_leaves": params.num_leaves,
+        "learning_rate": params.learning_rate,
+        "min_data_in_leaf": params.min_data_in_leaf,
+        "feature_fraction": params.feature_fraction,
+        "bagging_fraction": params.bagging_fraction,
+        "bagging_freq": 1 if params.bagging_fraction < 1.0 else 0,
+        "lambda_l2": params.lambda_l2,
+        "max_bin": params.max_bin,
+        "num_threads": params.num_threads,
+        "seed": seed,
+        "bagging_seed": seed + 1,
+        "feature_fraction_seed": seed + 2,
+        "data_random_seed": params.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    if params.objective == "lambdarank":
+        levels = 16
+        out["label_gain"] = [float(i) for i in range(levels)]
+        out["lambdarank_truncation_level"] = max(10, max_group)
+    return out
+
+
+def _member_weights(ts: TrainingSet, params: SurrogateParams, member: int) -> np.ndarray:
+    if not params.dataset_bootstrap or params.n_members == 1:
+        return np.ones(len(ts))
+    datasets, inverse = np.unique(ts.dataset, return_inverse=True)
+    rng = np.random.default_rng([params.seed, member, 4242])
+    counts = rng.poisson(1.0, size=len(datasets)).astype(np.float64)
+    if counts.sum() == 0:
+        counts[:] = 1.0
+    return counts[inverse]
+
+
+def _train_members(ts: TrainingSet, params: SurrogateParams) -> list[lgb.Booster]:
+    if params.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {params.objective!r}; expected one of {OBJECTIVES}")
+    if len(ts) == 0:
+        raise ValueError(f"no usable runs to train a {ts.family} surrogate on")
+    label = relevance_labels(ts.y) if params.objective == "lambdarank" else ts.y
+    # Rows are sorted by group, so the counts of the sorted codes are the query sizes.
+    group_sizes = (
+        np.unique(ts.group, return_counts=True)[1] if params.objective == "lambdarank" else None
+    )
+    max_group = int(group_sizes.max()) if group_sizes is not None else 0
+    data = lgb.Dataset(
+        ts.X,
+        label=label,
+        group=group_sizes,
+        feature_name=list(ts.feature_names),
+        params={"max_bin": params.max_bin, "verbosity": -1, "data_random_seed": params.seed},
+        free_raw_data=False,
+    )
+    data.construct()
+    members = []
+    for k in range(params.n_members):
+        data.set_weight(_member_weights(ts, params, k))
+        members.append(
+            lgb.train(_lgb_params(params, k, max_group), data, num_boost_round=params.n_rounds)
+        )
+    return members
+
+
+_TREE_SPLIT = re.compile(r"^Tree=\d+\n", re.M)
+
+
+def combine_members(texts: Sequence[str]) -> str:
+    """One LightGBM text model whose outputs are the members' raw predictions.
+
+    Args:
+        texts: LightGBM text models with one output each and the same number of trees
+            and the same features.
+
+    Returns:
+        A model text with ``num_tree_per_iteration = len(texts)``.
+    """
+    if len(texts) == 1:
+        return texts[0]
+    heads, trees = [], []
+    for text in texts:
+        head, rest = text.split("\nTree=0\n", 1)
+        body = rest.split("\nend of trees\n", 1)[0]
+        blocks = [b.strip("\n") for b in _TREE_SPLIT.split("Tree=0\n" + body) if b.strip()]
+        heads.append(head)
+        trees.append(blocks)
+    n_trees = {len(t) for t in trees}
+    if len(n_trees) != 1:
+        raise ValueError(f"members have different numbers of trees: {sorted(n_trees)}")
+    k = len(texts)
+    head = heads[0]
+    head = re.sub(r"^num_class=\d+$", f"num_class={k}", head, flags=re.M)
+    head = re.sub(r"^num_tree_per_iteration=\d+$", f"num_tree_per_iteration={k}", head, flags=re.M)
+    # Any multi-output objective works for raw scores; multiclassova loads without a softmax.
+    head = re.sub(
+        r"^objective=.*$", f"objective=multiclassova num_class:{k} sigmoid:1", head, flags=re.M
+    )
+    head = re.sub(r"^tree_sizes=.*\n?", "", head, flags=re.M)
+    parts = [head.rstrip("\n"), ""]
+    index = 0
+    for i in range(n_trees.pop()):
+        for member in range(k):
+            parts.append(f"Tree={index}\n{trees[member][i]}\n")
+            index += 1
+    return "\n".join(parts) + "\nend of trees\n"
+
+
+# ---------------------------------------------------------------------------------------
+# The fitted surrogate
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of the UTF-8 bytes of ``text``."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Surrogate:
+    """A fitted surrogate: the booster, its recipe and what it was trained and scored on.
+
+    Thread-safe for prediction (LightGBM's predict does not mutate the booster).
+    """
+
+    def __init__(self, text: str, metadata: Mapping[str, Any]) -> None:
+        """Parse ``text`` (already verified by the caller) and keep ``metadata``."""
+        self.text = text
+        self.metadata: dict[str, Any] = dict(metadata)
+        self.booster = lgb.Booster(model_str=text)
+        self.family: str = self.metadata["family"]
+        self.feature_names: list[str] = list(self.metadata["feature_names"])
+        self.params = SurrogateParams.from_dict(self.metadata.get("params", {}))
+        self.n_members = int(self.metadata.get("n_members", self.params.n_members))
+        interval = self.metadata.get("interval", {})
+        self.interval_scale = float(interval.get("scale", 1.28))
+        if self.booster.num_feature() != len(self.feature_names):
+            raise SurrogateIntegrityError(
+                f"model has {self.booster.num_feature()} features, metadata names "
+                f"{len(self.feature_names)}"
+            )
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the model text."""
+        return sha256_text(self.text)
+
+    @property
+    def kappa(self) -> float:
+        """Pessimism of the ranking score."""
+        return float(self.params.kappa)
+
+    def compatible(self) -> bool:
+        """Whether the current code builds the features this model was trained on."""
+        return (
+            self.metadata.get("features_version") == FEATURES_VERSION
+            and feature_names(self.family) == self.feature_names
+        )
+
+    def predict_members(self, X: np.ndarray) -> np.ndarray:
+        """Raw prediction of every member, ``(n, n_members)``."""
+        out = self.booster.predict(X, raw_score=True, num_threads=self.params.num_threads)
+        return np.asarray(out, dtype=np.float64).reshape(len(X), self.n_members)
+
+    def predict(self, X: np.ndarray, *, kappa: float | None = None) -> Prediction:
+        """Mean, spread, calibrated interval and pessimistic score per row."""
+        return self.summarise(self.predict_members(X), kappa=kappa)
+
+    def summarise(self, members: np.ndarray, *, kappa: float | None = None) -> Prediction:
+        """Turn member predictions into a :class:`Prediction`."""
+        mean = members.mean(axis=1)
+        spread = members.std(axis=1) if members.shape[1] > 1 else np.zeros(len(members))
+        half = self.interval_scale * spread
+        k = self.kappa if kappa is None else kappa
+        return Prediction(
+            mean=mean,
+            spread=spread,
+            lower=mean - half,
+            upper=mean + half,
+            score=mean - k * spread,
+        )
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature SHAP contributions to the ensemble mean, ``(n, n_features)``."""
+        raw = self.booster.predict(X, pred_contrib=True, num_threads=self.params.num_threads)
+        raw = np.asarray(raw, dtype=np.float64).reshape(len(X), self.n_members, -1)
+        return raw[:, :, :-1].mean(axis=1)  # the last column is the bias term
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+
+    return {
+        "lightgbm": lgb.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def fit(
+    ts: TrainingSet,
+    params: SurrogateParams | None = None,
+    *,
+    cv: CVReport | None = None,
+) -> Surrogate:
+    """Train the ensemble on all of ``ts``.
+
+    Args:
+        ts: the training set of one family.
+        params: the recipe (defaults: :class:`SurrogateParams`).
+        cv: grouped-CV report of the same recipe on the same data, stored in the
+            metadata and used to calibrate the interval.
+
+    Returns:
+        The fitted surrogate.
+    """
+    params = params or SurrogateParams()
+    members = _train_members(ts, params)
+    text = combine_members([m.model_to_string() for m in members])
+    metadata: dict[str, Any] = {
+        "format": FORMAT,
+        "family": ts.family,
+        "features_version": FEATURES_VERSION,
+        "feature_names": list(ts.feature_names),
+        "params": params.to_dict(),
+        "n_members": params.n_members,
+        "normalisation": ts.normalisation,
+        "objective": params.objective,
+        "training": ts.summary(),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "interval": {
+            "level": params.interval_level,
+            "scale": cv.interval_scale if cv is not None else 1.28,
+        },
+        "cv": cv.metrics if cv is not None else {},
+        "sha256": sha256_text(text),
+    }
+    return Surrogate(text, metadata)
+
+
+# ---------------------------------------------------------------------------------------
+# Grouped cross-validation
+
+
+@dataclass(frozen=True)
+class CVReport:
+    """Grouped-CV result of one recipe on one training set.
+
+    Attributes:
+        metrics: mean metrics over test datasets (see :func:`ranking_metrics`).
+        per_group: one row per evaluated (dataset, metric) group.
+        oof_mean: out-of-fold mean prediction per training row.
+        oof_spread: out-of-fold spread per training row.
+        interval_scale: ``c`` such that ``mean +- c * spread`` covers the requested
+            share of out-of-fold targets.
+    """
+
+    metrics: dict[str, Any]
+    per_group: pd.DataFrame = field(repr=False)
+    oof_mean: np.ndarray = field(repr=False)
+    oof_spread: np.ndarray = field(repr=False)
+    interval_scale: float = 1.28
+
+
+def _default_configs(family: str, tasks: Sequence[str]) -> dict[str, str]:
+    from training.spaces import get_space
+
+    space = get_space(family)
+    out = {}
+    for task in tasks:
+        try:
+            out[task] = canonical_config(space.default(task))
+        except Exception:  # noqa: BLE001 - a task the family does not support has no default
+            continue
+    return out
+
+
+def ranking_metrics(
+    ts: TrainingSet,
+    mean: np.ndarray,
+    score: np.ndarray,
+    *,
+    k: int = 5,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Within-dataset ranking quality of predictions on the full-fidelity runs of ``ts``.
+
+    Args:
+        ts: the evaluated rows (typically all rows, with out-of-fold predictions).
+        mean: predicted quality per row (for Spearman).
+        score: the ranking score per row (what picks: pessimistic for suggestions).
+        k: cut-off of NDCG and of the best-of-k regret.
+
+    Returns:
+        Means over groups (``spearman``, ``ndcg_at_5``, ``regret_at_1``,
+        ``regret_at_5``, ``regret_at_1_mean``, ``default_regret``, ``random_regret``,
+        ``n_groups``) and the per-group table.
+    """
+    full = ts.fidelity >= 1.0 - 1e-9
+    frame = pd.DataFrame(
+        {
+            "group": ts.group[full],
+            "dataset": ts.dataset[full],
+            "s": ts.oriented[full],
+            "mean": mean[full],
+            "score": score[full],
+            "config": ts.configs[full],
+            "task": ts.task[full],
+        }
+    )
+    g = frame.groupby("group", sort=True)
+    best = g["s"].transform("max")
+    worst = g["s"].transform("min")
+    span = (best - worst).to_numpy()
+    frame["n_ok"] = g["s"].transform("count")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        regret = np.where(frame["s"].isna(), 1.0, (best - frame["s"]).to_numpy() / span)
+        rel = np.where(frame["s"].isna(), 0.0, (frame["s"] - worst).to_numpy() / span)
+    frame["regret"] = regret
+    frame["rel"] = rel
+    frame = frame[(frame["n_ok"] >= 2) & np.isfinite(span) & (span > 0)]
+    if frame.empty:
+        return {"n_groups": 0}, pd.DataFrame()
+
+    def top(col: str, n: int) -> pd.DataFrame:
+        # Stable order: ties resolved by the original row order.
+        ordered = frame.sort_values(["group", col], ascending=[True, False], kind="mergesort")
+        ordered = ordered.assign(pos=ordered.groupby("group").cumcount())
+        return ordered[ordered["pos"] < n]
+
+    out = pd.DataFrame(index=pd.Index(sorted(frame["group"].unique()), name="group"))
+    out["dataset"] = frame.groupby("group")["dataset"].first()
+    out["n_runs"] = frame.groupby("group").size()
+    top1 = top("score", 1).set_index("group")
+    out["regret_at_1"] = top1["regret"]
+    out["regret_at_5"] = top("score", k).groupby("group")["regret"].min()
+    out["regret_at_1_mean"] = top("mean", 1).set_index("group")["regret"]
+    out["random_regret"] = frame.groupby("group")["regret"].mean()
+
+    discounts = 1.0 / np.log2(np.arange(k) + 2.0)
+    picked = top("score", k)
+    dcg = picked["rel"].to_numpy() * discounts[picked["pos"].to_numpy()]
+    ideal = top("rel", k)
+    idcg = ideal["rel"].to_numpy() * discounts[ideal["pos"].to_numpy()]
+    out["ndcg_at_5"] = (
+        pd.Series(dcg, index=picked["group"]).groupby(level=0).sum()
+        / pd.Series(idcg, index=ideal["group"]).groupby(level=0).sum()
+    )
+
+    ok = frame[frame["s"].notna()].copy()
+    ok["r_true"] = ok.groupby("group")["s"].rank()
+    ok["r_pred"] = ok.groupby("group")["mean"].rank()
+    corr = ok.groupby("group")[["r_true", "r_pred"]].corr().unstack()
+    if ("r_true", "r_pred") in corr.columns:
+        out["spearman"] = corr[("r_true", "r_pred")]
+
+    defaults = _default_configs(ts.family, sorted(set(frame["task"])))
+    is_default = frame["config"].to_numpy() == frame["task"].map(defaults).to_numpy()
+    if is_default.any():
+        out["default_regret"] = frame[is_default].groupby("group")["regret"].min()
+
+    metrics: dict[str, Any] = {"n_groups": len(out), "n_datasets": int(out["dataset"].nunique())}
+    for col in (
+        "spearman",
+        "ndcg_at_5",
+        "regret_at_1",
+        "regret_at_5",
+        "regret_at_1_mean",
+        "default_regret",
+        "random_regret",
+    ):
+        if col in out.columns and out[col].notna().any():
+            metrics[col] = round(float(out[col].mean()), 5)
+    if "default_regret" in out.columns:
+        both = out[["regret_at_1", "default_regret"]].dropna()
+        if len(both):
+            metrics["beats_default_share"] = round(
+                float((both["regret_at_1"] < both["default_regret"]).mean()), 5
+            )
+            metrics["n_groups_with_default"] = len(both)
+    return metrics, out.reset_index()
+
+
+def grouped_folds(ts: TrainingSet, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Train/test row indices of a grouped K-fold split by dataset (deterministic)."""
+    from sklearn.model_selection import GroupKFold
+
+    n_datasets = ts.n_datasets
+    if n_datasets < 2:
+        raise ValueError("grouped CV needs at least two datasets")
+    splitter = GroupKFold(n_splits=min(n_splits, n_datasets))
+    return list(splitter.split(ts.X, ts.y, groups=ts.dataset))
+
+
+def cross_validate(
+    ts: TrainingSet,
+    params: SurrogateParams | None = None,
+    *,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> CVReport:
+    """Grouped K-fold CV by dataset of the recipe ``params`` on ``ts``.
+
+    Args:
+        ts: the training set.
+        params: the recipe.
+        folds: explicit splits (to compare recipes on identical folds).
+
+    Returns:
+        Mean metrics over test datasets, per-group metrics, out-of-fold predictions
+        and the interval calibration.
+    """
+    params = params or SurrogateParams()
+    folds = folds if folds is not None else grouped_folds(ts, params.cv_folds)
+    oof = np.full((len(ts), params.n_members), np.nan)
+    for train_idx, test_idx in folds:
+        members = _train_members(ts.subset(np.sort(train_idx)), params)
+        X_test = ts.X[test_idx]
+        oof[test_idx] = np.column_stack(
+            [m.predict(X_test, raw_score=True, num_threads=params.num_threads) for m in members]
+        )
+    mean = oof.mean(axis=1)
+    spread = oof.std(axis=1) if params.n_members > 1 else np.zeros(len(ts))
+    score = mean - params.kappa * spread
+    metrics, per_group = ranking_metrics(ts, mean, score)
+    scale = _interval_scale(ts.y, mean, spread, params.interval_level)
+    metrics["interval_scale"] = round(scale, 4)
+    metrics["folds"] = len(folds)
+    if params.objective == "regression":
+        metrics["rmse"] = round(float(np.sqrt(np.mean((mean - ts.y) ** 2))), 5)
+    return CVReport(metrics, per_group, mean, spread, scale)
+
+
+def _interval_scale(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, level: float) -> float:
+    ok = np.isfinite(mean) & (spread > 1e-12)
+    if not ok.any():
+        return 1.28
+    ratio = np.abs(y[ok] - mean[ok]) / spread[ok]
+    return float(np.quantile(ratio, level))
+
+
+def train_and_evaluate(
+    runs: pd.DataFrame,
+    family: str,
+    params: SurrogateParams | None = None,
+) -> tuple[Surrogate, CVReport]:
+    """Build the training set from ``runs``, cross-validate the recipe, fit on all.
+
+    Args:
+        runs: the run history (see :func:`training.features.build_training_set`).
+        family: which family.
+        params: the recipe.
+
+    Returns:
+        The surrogate fitted on all runs and the grouped-CV report it carries.
+    """
+    params = params or SurrogateParams()
+    ts = build_training_set(runs, family, normalisation=params.normalisation)
+    report = cross_validate(ts, params)
+    return fit(ts, params, cv=report), report
+
+
+# ---------------------------------------------------------------------------------------
+# Save and load
+
+
+def from_text(text: str, metadata: Mapping[str, Any], *, sha256: str | None = None) -> Surrogate:
+    """Verify ``text`` against its sha256 and only then parse it.
+
+    Args:
+        text: the LightGBM model text.
+        metadata: the JSON metadata stored with it.
+        sha256: the expected digest (e.g. from the registry); defaults to the one in
+            ``metadata``. When both are given they must agree.
+
+    Returns:
+        The surrogate.
+
+    Raises:
+        SurrogateIntegrityError: no digest, a digest that does not match the text, or
+            metadata of an unknown format.
+    """
+    expected = {d for d in (sha256, metadata.get("sha256")) if d}
+    if not expected:
+        raise SurrogateIntegrityError("refusing a surrogate without a sha256")
+    actual = sha256_text(text)
+    if expected != {actual}:
+        raise SurrogateIntegrityError(
+            f"surrogate text sha256 {actual} does not match the expected {sorted(expected)}"
+        )
+    if metadata.get("format") != FORMAT:
+        raise SurrogateIntegrityError(f"unknown surrogate format {metadata.get('format')!r}")
+    return Surrogate(text, metadata)
+
+
+def save(surrogate: Surrogate, directory: str | Path, name: str | None = None) -> Path:
+    """Write ``NAME.txt`` (LightGBM text) and ``NAME.json`` (metadata with sha256).
+
+    Returns:
+        The path of the metadata file.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = name or surrogate.family
+    (directory / f"{name}.txt").write_text(surrogate.text, encoding="utf-8")
+    meta_path = directory / f"{name}.json"
+    meta_path.write_text(json.dumps(surrogate.metadata, indent=2, sort_keys=True), encoding="utf-8")
+    return meta_path
+
+
+def load(directory: str | Path, name: str) -> Surrogate:
+    """Read a surrogate written by :func:`save`, refusing one whose text was altered."""
+    directory = Path(directory)
+    metadata = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+    text = (directory / f"{name}.txt").read_text(encoding="utf-8")
+    return from_text(text, metadata)
