@@ -1,0 +1,391 @@
+"""What every family shares: the trial result, metrics, folds, fidelity and the CV loop.
+
+A family module only says how to build an unfitted estimator (preprocessing included)
+from a config; :func:`evaluate_family` does the rest the same way for every family:
+
+- the data is cleaned once with :func:`training.preprocess.prepare_frame`; rows whose
+  target is missing are dropped; class labels become codes ``0..k-1``;
+- k-fold CV: ``StratifiedKFold`` for classification (k reduced to the smallest class
+  count when a class has fewer than k rows), ``KFold`` for regression, both shuffled
+  with the trial's seed;
+- fidelity ``"rows"``: each fold's *training* part is subsampled to that fraction
+  (stratified, at least :data:`MIN_ROWS_PER_CLASS` rows per class or
+  :data:`MIN_TRAIN_ROWS` rows for regression); the validation part is always whole.
+  Fidelity ``"epochs"``: the family scales its own epochs and uses every row;
+- one thread for everything (BLAS via threadpoolctl, the libraries' ``n_jobs=1``),
+  because trials run in parallel processes;
+- anything raised, and a score that is not finite, becomes a ``failed`` result:
+  :func:`evaluate_family` never raises.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from training.preprocess import prepare_frame
+from training.spaces import Space, check_task, is_classification
+
+__all__ = [
+    "MIN_ROWS_PER_CLASS",
+    "MIN_TRAIN_ROWS",
+    "PRIMARY_METRICS",
+    "Family",
+    "TrialResult",
+    "evaluate_family",
+    "failed_result",
+    "make_folds",
+    "prepare_data",
+    "primary_metric",
+    "score_predictions",
+    "subsample_rows",
+]
+
+PRIMARY_METRICS: Mapping[str, str] = {
+    "binary": "roc_auc",
+    "multiclass": "accuracy",
+    "regression": "r2",
+}
+
+MIN_ROWS_PER_CLASS = 5
+MIN_TRAIN_ROWS = 20
+
+# Probabilities are clipped before log_loss so one confident mistake cannot make it inf.
+_EPS = 1e-15
+
+
+def primary_metric(task: str) -> str:
+    """The metric a trial is judged by: ``roc_auc`` (binary, on probabilities),
+    ``accuracy`` (multiclass) or ``r2`` (regression). Always maximised."""
+    return PRIMARY_METRICS[check_task(task)]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The outcome of one evaluated config.
+
+    Attributes:
+        status: ``"ok"`` or ``"failed"``.
+        score: Mean primary metric over the folds; ``None`` when failed.
+        metric: Name of the primary metric (maximised).
+        metrics: Fold means of the primary and extra metrics (``log_loss``,
+            ``balanced_accuracy``, ``rmse``...), ``<metric>_std`` and ``n_folds``.
+        cost_seconds: Wall-clock seconds of the whole evaluation.
+        fidelity: The fidelity it ran at, in ``(0, 1]``.
+        n_train_rows: Mean training rows per fold after the fidelity subsample.
+        error: ``"ExceptionType: message"`` when failed, else ``None``.
+    """
+
+    status: str
+    score: float | None
+    metric: str
+    metrics: dict[str, float]
+    cost_seconds: float
+    fidelity: float
+    n_train_rows: int
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the trial succeeded."""
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+BuildFn = Callable[[Mapping[str, Any], str, int, int, float], Any]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: its space and how to build an estimator from a config.
+
+    Attributes:
+        name: Family name, as in :data:`training.spaces.SPACES`.
+        space: Its search space.
+        build: ``build(config, task, n_classes, seed, fidelity)`` -> an unfitted
+            scikit-learn-style estimator (preprocessing included) whose ``fit`` takes
+            a frame from ``prepare_frame`` and label codes or float targets.
+        fidelity_unit: ``"rows"`` (training rows per fold are subsampled) or
+            ``"epochs"`` (``build`` scales the epochs; every row is used).
+        description: One line for the docs.
+        setup: Called once before the clock starts (heavy imports), or ``None``.
+    """
+
+    name: str
+    space: Space
+    build: BuildFn
+    fidelity_unit: Literal["rows", "epochs"]
+    description: str = ""
+    setup: Callable[[], None] | None = None
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def prepare_data(
+    X: pd.DataFrame, y: pd.Series | np.ndarray, task: str
+) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """Clean features and target for the CV loop.
+
+    Args:
+        X: Features.
+        y: Target, aligned with ``X`` by position.
+        task: ``binary``, ``multiclass`` or ``regression``.
+
+    Returns:
+        ``(X, y, n_classes)``: the frame from ``prepare_frame`` without the rows whose
+        target is missing, label codes ``0..k-1`` (``int64``) or ``float64`` targets,
+        and the number of classes (0 for regression).
+
+    Raises:
+        ValueError: on a length mismatch, a non-numeric regression target, or a class
+            count that does not fit the task.
+    """
+    check_task(task)
+    y_values = np.asarray(y.to_numpy() if isinstance(y, pd.Series) else y, dtype=object)
+    if y_values.ndim != 1 or len(y_values) != len(X):
+        raise ValueError(f"y has shape {y_values.shape}, expected ({len(X)},)")
+    keep = ~pd.isna(y_values)
+    Xp = prepare_frame(X)
+    if not keep.all():
+        Xp = Xp.loc[keep].reset_index(drop=True)
+        y_values = y_values[keep]
+    if len(y_values) == 0:
+        raise ValueError("no rows with a target")
+    if task == "regression":
+        try:
+            y_out = y_values.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("a regression target must be numeric") from exc
+        if not np.isfinite(y_out).all():
+            raise ValueError("the regression target has infinite values")
+        return Xp, y_out, 0
+    try:
+        codes, uniques = pd.factorize(y_values, sort=True)
+    except TypeError:  # labels of mixed types cannot be sorted
+        codes, uniques = pd.factorize(y_values.astype(str), sort=True)
+    n_classes = len(uniques)
+    if n_classes < 2:
+        raise ValueError(f"classification needs at least 2 classes, y has {n_classes}")
+    if task == "binary" and n_classes != 2:
+        raise ValueError(f"task 'binary' needs exactly 2 classes, y has {n_classes}")
+    return Xp, codes.astype(np.int64), n_classes
+
+
+def make_folds(
+    y: np.ndarray, task: str, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled (stratified) k-fold splits, k reduced to fit the smallest class.
+
+    Raises:
+        ValueError: if ``folds < 2`` or a class has fewer than 2 rows.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    if is_classification(task):
+        counts = np.bincount(y)
+        smallest = int(counts.min())
+        if smallest < 2:
+            raise ValueError(
+                f"class {int(counts.argmin())} has {smallest} row(s); cross-validation "
+                "needs at least 2 per class"
+            )
+        splitter: Any = StratifiedKFold(
+            n_splits=min(folds, smallest), shuffle=True, random_state=seed
+        )
+    else:
+        if len(y) < 4:
+            raise ValueError(f"regression needs at least 4 rows, got {len(y)}")
+        splitter = KFold(n_splits=min(folds, len(y) // 2), shuffle=True, random_state=seed)
+    return [(tr, va) for tr, va in splitter.split(np.zeros(len(y)), y)]
+
+
+def subsample_rows(
+    train_idx: np.ndarray, y: np.ndarray, task: str, fidelity: float, seed: int
+) -> np.ndarray:
+    """A fraction ``fidelity`` of ``train_idx``, stratified for classification.
+
+    Each class keeps ``ceil(fidelity * n_c)`` rows but at least
+    ``min(n_c, MIN_ROWS_PER_CLASS)``; regression keeps ``ceil(fidelity * n)`` but at
+    least ``min(n, MIN_TRAIN_ROWS)``. Returns sorted indices (all of them at 1.0).
+    """
+    if fidelity >= 1.0:
+        return train_idx
+    rng = np.random.default_rng(seed)
+    if is_classification(task):
+        parts = []
+        y_train = y[train_idx]
+        for c in np.unique(y_train):
+            members = train_idx[y_train == c]
+            k = max(math.ceil(fidelity * len(members)), min(len(members), MIN_ROWS_PER_CLASS))
+            parts.append(rng.choice(members, size=k, replace=False))
+        chosen = np.concatenate(parts)
+    else:
+        n = len(train_idx)
+        k = max(math.ceil(fidelity * n), min(n, MIN_TRAIN_ROWS))
+        chosen = rng.choice(train_idx, size=k, replace=False)
+    return np.sort(chosen)
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def _predict(model: Any, X: pd.DataFrame, task: str, n_classes: int) -> np.ndarray:
+    if task == "regression":
+        return np.asarray(model.predict(X), dtype=np.float64).reshape(-1)
+    proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+    classes = np.asarray(getattr(model, "classes_", np.arange(proba.shape[1])), dtype=np.int64)
+    if proba.shape[1] == n_classes and np.array_equal(classes, np.arange(n_classes)):
+        return proba
+    # A class missing from a (subsampled) training fold gets probability 0.
+    full = np.zeros((proba.shape[0], n_classes))
+    full[:, classes] = proba
+    return full
+
+
+def score_predictions(
+    y_true: np.ndarray, pred: np.ndarray, task: str, n_classes: int
+) -> dict[str, float]:
+    """Primary and extra metrics of one validation fold.
+
+    Args:
+        y_true: Label codes or float targets.
+        pred: Class probabilities (``n x n_classes``) or predicted values.
+        task: The task.
+        n_classes: Number of classes (ignored for regression).
+
+    Returns:
+        binary: ``roc_auc``, ``log_loss``, ``accuracy``, ``balanced_accuracy``;
+        multiclass: ``accuracy``, ``log_loss``, ``balanced_accuracy``;
+        regression: ``r2``, ``rmse``, ``mae``.
+
+    Raises:
+        ValueError: if predictions are not finite (a diverged model).
+    """
+    from sklearn import metrics as m
+
+    if not np.isfinite(pred).all():
+        raise ValueError("the model predicted non-finite values")
+    if task == "regression":
+        return {
+            "r2": float(m.r2_score(y_true, pred)),
+            "rmse": float(np.sqrt(m.mean_squared_error(y_true, pred))),
+            "mae": float(m.mean_absolute_error(y_true, pred)),
+        }
+    proba = np.clip(pred, _EPS, 1.0)
+    proba /= proba.sum(axis=1, keepdims=True)
+    labels = np.arange(n_classes)
+    y_hat = proba.argmax(axis=1)
+    out = {
+        "accuracy": float(m.accuracy_score(y_true, y_hat)),
+        "balanced_accuracy": float(m.balanced_accuracy_score(y_true, y_hat)),
+        "log_loss": float(m.log_loss(y_true, proba, labels=labels)),
+    }
+    if task == "binary":
+        out = {"roc_auc": float(m.roc_auc_score(y_true, proba[:, 1])), **out}
+    return out
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def failed_result(
+    task: str, error: BaseException | str, *, started: float, fidelity: float, n_train_rows: int = 0
+) -> TrialResult:
+    """A ``failed`` result; ``started`` is the ``time.perf_counter()`` of the start."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return TrialResult(
+        status="failed",
+        score=None,
+        metric=PRIMARY_METRICS.get(task, ""),
+        metrics={},
+        cost_seconds=time.perf_counter() - started,
+        fidelity=float(fidelity) if isinstance(fidelity, int | float) else float("nan"),
+        n_train_rows=n_train_rows,
+        error=message,
+    )
+
+
+def evaluate_family(
+    family: Family,
+    config: Mapping[str, Any],
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    task: str,
+    *,
+    fidelity: float = 1.0,
+    folds: int = 5,
+    seed: int = 0,
+) -> TrialResult:
+    """Cross-validate one config of ``family`` on ``(X, y)``; never raises.
+
+    See the module docstring for the protocol, and
+    :func:`training.families.evaluate` for the arguments.
+    """
+    if family.setup is not None:
+        try:
+            family.setup()
+        except Exception as exc:
+            return failed_result(task, exc, started=time.perf_counter(), fidelity=fidelity)
+    started = time.perf_counter()
+    train_rows: list[int] = []
+    try:
+        metric = primary_metric(task)
+        if not isinstance(fidelity, int | float) or not 0.0 < fidelity <= 1.0:
+            raise ValueError(f"fidelity must be in (0, 1], got {fidelity!r}")
+        cfg = family.space.validate(config, task)
+        Xp, y_codes, n_classes = prepare_data(X, y, task)
+        splits = make_folds(y_codes, task, folds, seed)
+        per_fold: list[dict[str, float]] = []
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1), warnings.catch_warnings():
+            # Convergence and deprecation chatter from thousands of trials is noise;
+            # what matters is recorded in the result.
+            warnings.simplefilter("ignore")
+            for fold, (tr, va) in enumerate(splits):
+                if family.fidelity_unit == "rows":
+                    tr = subsample_rows(tr, y_codes, task, fidelity, abs(seed) * 1009 + fold)
+                model = family.build(cfg, task, n_classes, seed, float(fidelity))
+                model.fit(Xp.iloc[tr], y_codes[tr])
+                pred = _predict(model, Xp.iloc[va], task, n_classes)
+                per_fold.append(score_predictions(y_codes[va], pred, task, n_classes))
+                train_rows.append(len(tr))
+        metrics = {k: float(np.mean([f[k] for f in per_fold])) for k in per_fold[0]}
+        metrics[f"{metric}_std"] = float(np.std([f[metric] for f in per_fold]))
+        metrics["n_folds"] = float(len(per_fold))
+        score = metrics[metric]
+        n_rows = round(float(np.mean(train_rows)))
+        if not math.isfinite(score):
+            return failed_result(
+                task,
+                f"non-finite {metric}: {score}",
+                started=started,
+                fidelity=fidelity,
+                n_train_rows=n_rows,
+            )
+        return TrialResult(
+            status="ok",
+            score=score,
+            metric=metric,
+            metrics=metrics,
+            cost_seconds=time.perf_counter() - started,
+            fidelity=float(fidelity),
+            n_train_rows=n_rows,
+            error=None,
+        )
+    except Exception as exc:
+        n_rows = round(float(np.mean(train_rows))) if train_rows else 0
+        return failed_result(task, exc, started=started, fidelity=fidelity, n_train_rows=n_rows)

@@ -1,0 +1,226 @@
+"""A Keras multilayer perceptron on imputed, scaled, one-hot features.
+
+Config keys (see ``training.spaces.KERAS_MLP`` for ranges and defaults):
+
+- ``learning_rate``: of the optimizer.
+- ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``rmsprop`` (Keras defaults otherwise:
+  AdamW's weight decay 0.004, SGD without momentum).
+- ``batch_size``, ``epochs``: of ``Model.fit``; no early stopping (epochs are the
+  hyperparameter). Fidelity scales the epochs: ``max(1, round(epochs * fidelity))``,
+  and every training row is used.
+- ``n_layers`` hidden ``Dense(units)`` layers with ``activation``; with ``batch_norm``
+  a ``BatchNormalization`` between the Dense and its activation; ``Dropout(dropout)``
+  after each hidden layer when ``dropout > 0``; ``l2`` kernel regularisation of the
+  hidden layers when ``l2 > 0``.
+- Output: sigmoid unit (binary), softmax (multiclass), linear unit on the
+  standardised target (regression; predictions are mapped back to the original
+  scale before scoring).
+
+TensorFlow is imported only inside this module's functions, quietly
+(``TF_CPP_MIN_LOG_LEVEL=3``), with one intra- and one inter-op thread, because trials
+run in parallel processes. Seeds are set with ``keras.utils.set_random_seed`` before
+each fit. A fit whose final loss is not finite raises, so the trial is ``failed``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from training.families.base import Family
+from training.preprocess import dense_preprocessor
+from training.spaces import SPACES
+
+__all__ = ["FAMILY", "KerasMLP", "build", "effective_epochs", "import_keras"]
+
+_PREDICT_CHUNK = 8192
+_STEPS_PER_EXECUTION = 32
+
+
+def import_keras() -> Any:
+    """Import Keras (TensorFlow backend) once per process, quiet and single-threaded."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # oneDNN prints a banner that TF_CPP_MIN_LOG_LEVEL cannot silence, and its
+    # reordered float arithmetic makes runs differ between machines.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # the runtime is already initialised in this process; keep its setting
+    tf.get_logger().setLevel("ERROR")
+    import keras
+
+    return keras
+
+
+def effective_epochs(epochs: int, fidelity: float) -> int:
+    """Epochs actually run at ``fidelity``."""
+    return max(1, round(epochs * fidelity))
+
+
+def _optimizer(keras: Any, name: str, learning_rate: float) -> Any:
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return classes[name](learning_rate=learning_rate)
+
+
+def _build_model(
+    keras: Any, n_features: int, config: Mapping[str, Any], task: str, n_classes: int
+) -> Any:
+    layers = keras.layers
+    l2 = float(config["l2"])
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    model = keras.Sequential([keras.Input(shape=(n_features,))])
+    for _ in range(int(config["n_layers"])):
+        if config["batch_norm"]:
+            model.add(layers.Dense(int(config["units"]), kernel_regularizer=reg))
+            model.add(layers.BatchNormalization())
+            model.add(layers.Activation(config["activation"]))
+        else:
+            model.add(
+                layers.Dense(
+                    int(config["units"]),
+                    activation=config["activation"],
+                    kernel_regularizer=reg,
+                )
+            )
+        if float(config["dropout"]) > 0:
+            model.add(layers.Dropout(float(config["dropout"])))
+    if task == "binary":
+        model.add(layers.Dense(1, activation="sigmoid"))
+        loss = "binary_crossentropy"
+    elif task == "multiclass":
+        model.add(layers.Dense(n_classes, activation="softmax"))
+        loss = "sparse_categorical_crossentropy"
+    else:
+        model.add(layers.Dense(1))
+        loss = "mean_squared_error"
+    model.compile(
+        optimizer=_optimizer(keras, config["optimizer"], float(config["learning_rate"])),
+        loss=loss,
+        # XLA compilation costs seconds per model on CPU and buys nothing for small MLPs.
+        jit_compile=False,
+        # Several batches per graph call: same updates, a fraction of the Python overhead.
+        steps_per_execution=_STEPS_PER_EXECUTION,
+    )
+    return model
+
+
+class KerasMLP(BaseEstimator):
+    """A scikit-learn estimator around a Keras MLP (``fit``/``predict[_proba]``).
+
+    Args:
+        config: A validated ``keras_mlp`` config.
+        task: ``binary``, ``multiclass`` or ``regression``.
+        n_classes: Number of classes (0 for regression).
+        seed: Seed for ``keras.utils.set_random_seed``.
+        epochs: Epochs to run (already scaled by fidelity).
+    """
+
+    def __init__(
+        self, config: Mapping[str, Any], task: str, n_classes: int, seed: int, epochs: int
+    ) -> None:
+        self.config = dict(config)
+        self.task = task
+        self.n_classes = n_classes
+        self.seed = seed
+        self.epochs = epochs
+
+    def fit(self, X: Any, y: Any) -> KerasMLP:
+        """Train from scratch on ``X`` (dense floats) and ``y`` (codes or floats)."""
+        keras = import_keras()
+        # Each fold builds a fresh model; without clearing, Keras keeps every old graph.
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(self.seed)
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y)
+        if self.task == "regression":
+            self.y_mean_ = float(np.mean(y))
+            std = float(np.std(y))
+            self.y_scale_ = std if std > 0 else 1.0
+            target = ((y - self.y_mean_) / self.y_scale_).astype(np.float32)
+        else:
+            target = y.astype(np.int64)
+            self.classes_ = np.arange(self.n_classes)
+        self.model_ = _build_model(keras, X.shape[1], self.config, self.task, self.n_classes)
+        history = self.model_.fit(
+            X,
+            target,
+            epochs=self.epochs,
+            batch_size=int(self.config["batch_size"]),
+            shuffle=True,
+            verbose=0,
+        )
+        final_loss = float(history.history["loss"][-1])
+        if not np.isfinite(final_loss):
+            raise FloatingPointError(f"training diverged: final loss {final_loss}")
+        return self
+
+    def _forward(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        # Direct calls avoid tracing a predict function per model (Model.predict does).
+        parts = [
+            np.asarray(self.model_(X[i : i + _PREDICT_CHUNK], training=False))
+            for i in range(0, max(len(X), 1), _PREDICT_CHUNK)
+        ]
+        return np.concatenate(parts, axis=0).astype(np.float64)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, ``n x n_classes``."""
+        out = self._forward(X)
+        if self.task == "binary":
+            p = out[:, 0]
+            return np.column_stack([1.0 - p, p])
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class codes, or values on the original target scale."""
+        if self.task == "regression":
+            return self._forward(X)[:, 0] * self.y_scale_ + self.y_mean_
+        return np.asarray(self.predict_proba(X).argmax(axis=1))
+
+
+def build(config: Mapping[str, Any], task: str, n_classes: int, seed: int, fidelity: float) -> Any:
+    """An unfitted pipeline: dense preprocessing, then :class:`KerasMLP`.
+
+    Args:
+        config: A validated ``keras_mlp`` config.
+        task: ``binary``, ``multiclass`` or ``regression``.
+        n_classes: Number of classes.
+        seed: Random seed of the network.
+        fidelity: Scales the epochs (see :func:`effective_epochs`).
+
+    Returns:
+        A scikit-learn ``Pipeline``.
+    """
+    from sklearn.pipeline import Pipeline
+
+    epochs = effective_epochs(int(config["epochs"]), fidelity)
+    return Pipeline(
+        [("pre", dense_preprocessor()), ("model", KerasMLP(config, task, n_classes, seed, epochs))]
+    )
+
+
+def _setup() -> None:
+    import_keras()
+
+
+FAMILY = Family(
+    name="keras_mlp",
+    space=SPACES["keras_mlp"],
+    build=build,
+    fidelity_unit="epochs",
+    description=SPACES["keras_mlp"].description,
+    setup=_setup,
+)
