@@ -1,0 +1,305 @@
+"""The bootstrap job: real trials of every family over the dataset catalog.
+
+Each (dataset, family) gets the library default plus a scrambled Sobol sample of the
+family's space at full fidelity, and the first few of those again at reduced
+fidelities. Every trial becomes a run with source ``bootstrap``.
+
+Run ids are derived from the trial itself (dataset, family, config, fidelity, folds,
+seed), so the job is resumable and idempotent: trials whose run is already stored are
+skipped, and re-recording a run is a duplicate, never a second row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from db.store import DatasetSpec, NewRun, Store
+from training.executor import TrialExecutor, time_limit
+
+log = logging.getLogger(__name__)
+
+# Changing this namespace would orphan every stored bootstrap run: keep it fixed.
+RUN_NAMESPACE = uuid.UUID("6f1c3a52-52f4-4c55-9a39-3c1d0f1f6e21")
+
+DEFAULT_FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """How many trials of what to run; the defaults meet the shipped corpus' size."""
+
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    n_configs: int = 48
+    n_configs_keras: int = 16
+    reduced_fidelities: tuple[float, ...] = (0.25,)
+    n_reduced: int = 12
+    folds: int = 3
+    seed: int = 0
+    time_limit_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial to run: everything a worker needs, and nothing that is not picklable."""
+
+    dataset: str
+    task: str
+    family: str
+    config_json: str
+    fidelity: float
+    folds: int
+    seed: int
+    time_limit_seconds: float
+    origin: str  # "default" or "sobol"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(json.loads(self.config_json))
+
+    @property
+    def run_id(self) -> uuid.UUID:
+        key = "|".join(
+            [
+                self.dataset,
+                self.family,
+                self.config_json,
+                f"{self.fidelity:.6g}",
+                str(self.folds),
+                str(self.seed),
+            ]
+        )
+        return uuid.uuid5(RUN_NAMESPACE, key)
+
+
+@dataclass
+class BootstrapReport:
+    """What a bootstrap call did."""
+
+    planned: int = 0
+    skipped: int = 0
+    ran: int = 0
+    failed: int = 0
+    inserted: int = 0
+    seconds: float = 0.0
+    by_family: dict[str, int] = field(default_factory=dict)
+
+
+def canonical_json(config: dict[str, Any]) -> str:
+    """Stable JSON of a config: sorted keys, no spaces; ids and dedup depend on it."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars sneak in from sampling; store them as plain Python numbers.
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def _dataset_seed(name: str, family: str, seed: int) -> int:
+    # Different Sobol points per dataset cover the space better than one shared sample.
+    return (zlib.crc32(f"{name}|{family}".encode()) + seed) % (2**31)
+
+
+def plan_trials(datasets: Sequence[tuple[str, str]], config: BootstrapConfig) -> list[TrialSpec]:
+    """Every trial for ``datasets`` (pairs of name and task), cheapest datasets first.
+
+    Args:
+        datasets: ``(name, task)`` pairs, in the order to run them.
+        config: what to run per dataset and family.
+
+    Returns:
+        The trial specs; the first of each (dataset, family) is the library default.
+    """
+    from training.spaces import get_space
+
+    specs: list[TrialSpec] = []
+    for name, task in datasets:
+        for family in config.families:
+            space = get_space(family)
+            n = config.n_configs_keras if family == "keras_mlp" else config.n_configs
+            configs = [("default", space.default(task))]
+            sampled = space.sample(max(0, n - 1), _dataset_seed(name, family, config.seed), task)
+            configs += [("sobol", c) for c in sampled]
+            for i, (origin, cfg) in enumerate(configs):
+                fidelities = [1.0]
+                if i < config.n_reduced:
+                    fidelities += list(config.reduced_fidelities)
+                for fid in fidelities:
+                    specs.append(
+                        TrialSpec(
+                            dataset=name,
+                            task=task,
+                            family=family,
+                            config_json=canonical_json(cfg),
+                            fidelity=float(fid),
+                            folds=config.folds,
+                            seed=config.seed,
+                            time_limit_seconds=config.time_limit_seconds,
+                            origin=origin,
+                        )
+                    )
+    return specs
+
+
+@lru_cache(maxsize=2)
+def _load(name: str) -> Any:
+    from training.datasets import load_dataset
+
+    return load_dataset(name)
+
+
+def run_trial(spec: TrialSpec) -> Any:
+    """Worker side: load the dataset (cached per process) and evaluate one config.
+
+    Never raises for a bad config: a crash or timeout comes back as a failed result.
+    """
+    from training.families import TrialResult, evaluate, primary_metric
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    started = time.perf_counter()
+    try:
+        data = _load(spec.dataset)
+        with time_limit(spec.time_limit_seconds):
+            return evaluate(
+                spec.family,
+                spec.config,
+                data.X,
+                data.y,
+                data.task,
+                fidelity=spec.fidelity,
+                folds=spec.folds,
+                seed=spec.seed,
+            )
+    except Exception as exc:  # a timeout raised outside evaluate's own guard
+        return TrialResult(
+            status="failed",
+            score=None,
+            metric=primary_metric(spec.task),
+            metrics={},
+            cost_seconds=time.perf_counter() - started,
+            fidelity=spec.fidelity,
+            n_train_rows=0,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+
+
+def dataset_spec(name: str, *, seed: int = 0) -> DatasetSpec:
+    """Load a catalog dataset and describe it as the store knows datasets."""
+    from training.metafeatures import compute_metafeatures
+
+    data = _load(name)
+    mf = compute_metafeatures(data.X, data.y, data.task, seed=seed)
+    return DatasetSpec(name=name, task=data.task, meta_features=mf)
+
+
+def to_new_run(spec: TrialSpec, result: Any, dataset: DatasetSpec) -> NewRun:
+    """The run to record for a finished trial."""
+    ok = result.status == "ok"
+    return NewRun(
+        id=spec.run_id,
+        family=spec.family,
+        config=spec.config,
+        metric=result.metric,
+        direction="maximize",
+        score=float(result.score) if ok else None,
+        fidelity=spec.fidelity,
+        cost_seconds=max(0.0, float(result.cost_seconds)),
+        source="bootstrap",
+        status="ok" if ok else "failed",
+        error=None if ok else (result.error or "unknown error")[:2000],
+        dataset=dataset,
+    )
+
+
+def bootstrap(
+    store: Store,
+    specs: Sequence[TrialSpec],
+    executor: TrialExecutor,
+    *,
+    flush_every: int = 25,
+    flush_seconds: float = 30.0,
+    progress: bool = True,
+    on_flush: Callable[[BootstrapReport], None] | None = None,
+) -> BootstrapReport:
+    """Run the specs not yet stored and record each as a ``bootstrap`` run.
+
+    Results are written in small batches as they arrive, so an interrupted bootstrap
+    keeps everything it finished; the next call skips those trials.
+
+    Args:
+        store: where runs are recorded (and read to skip finished trials).
+        specs: the plan, usually from :func:`plan_trials`.
+        executor: where trials run.
+        flush_every: write after this many results ...
+        flush_seconds: ... or after this long, whichever comes first.
+        progress: show a progress bar on stderr.
+        on_flush: called after every write with the report so far.
+
+    Returns:
+        Counts of what was planned, skipped, run, failed and inserted.
+    """
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    report = BootstrapReport(planned=len(specs))
+    done = store.existing_run_ids(s.run_id for s in specs)
+    todo = [s for s in specs if s.run_id not in done]
+    report.skipped = len(specs) - len(todo)
+    if not todo:
+        report.seconds = time.perf_counter() - started
+        return report
+
+    described: dict[str, DatasetSpec] = {}
+    buffer: list[NewRun] = []
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        if buffer:
+            report.inserted += store.ingest_runs(buffer).inserted
+            buffer.clear()
+        last_flush = time.monotonic()
+        if on_flush is not None:
+            on_flush(report)
+
+    bar = tqdm(total=len(todo), desc="bootstrap", unit="trial", disable=not progress)
+    try:
+        for spec, result in executor.map_unordered(run_trial, _describe_first(todo, described)):
+            buffer.append(to_new_run(spec, result, described[spec.dataset]))
+            report.ran += 1
+            report.by_family[spec.family] = report.by_family.get(spec.family, 0) + 1
+            if result.status != "ok":
+                report.failed += 1
+            bar.update(1)
+            bar.set_postfix(dataset=spec.dataset[-24:], failed=report.failed, refresh=False)
+            if len(buffer) >= flush_every or time.monotonic() - last_flush > flush_seconds:
+                flush()
+        flush()
+    finally:
+        # Keep what finished even when interrupted.
+        if buffer:
+            flush()
+        bar.close()
+        report.seconds = time.perf_counter() - started
+    return report
+
+
+def _describe_first(
+    todo: Iterable[TrialSpec], described: dict[str, DatasetSpec]
+) -> Iterable[TrialSpec]:
+    # Meta-features are computed in the parent as each dataset's first trial is submitted,
+    # so a resumed run only describes the datasets it still has trials for.
+    for spec in todo:
+        if spec.dataset not in described:
+            described[spec.dataset] = dataset_spec(spec.dataset)
+        yield spec

@@ -1,0 +1,219 @@
+"""The seed run history shipped with the package, and its export and load.
+
+Layout of ``training/seed/``:
+
+* ``datasets.parquet``: one row per dataset: ``name``, ``task``, ``meta_features`` (JSON).
+* ``runs.parquet``: one row per run; datasets are referenced by name, so the seed does
+  not depend on any database's ids.
+* ``manifest.json``: the command that made it, package versions, date and counts.
+
+Loading is idempotent: run ids are fixed, so a second load only finds duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from db.store import DatasetSpec, NewRun, Store
+
+SEED_DIR = Path(__file__).resolve().parent / "seed"
+
+_RUN_COLUMNS = [
+    "id",
+    "dataset",
+    "family",
+    "config",
+    "metric",
+    "direction",
+    "score",
+    "fidelity",
+    "cost_seconds",
+    "status",
+    "error",
+    "source",
+]
+
+
+@dataclass(frozen=True)
+class SeedLoadResult:
+    """What a seed load did."""
+
+    runs: int
+    inserted: int
+    duplicates: int
+    datasets: int
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("hyperprior", "lightgbm", "scikit-learn", "tensorflow-cpu", "pandas", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def export_seed(
+    store: Store,
+    directory: Path = SEED_DIR,
+    *,
+    command: str = "",
+    sources: tuple[str, ...] = ("bootstrap",),
+) -> dict[str, Any]:
+    """Write the store's runs of ``sources`` as the seed history and return the manifest.
+
+    Args:
+        store: the database to export from.
+        directory: where to write ``datasets.parquet``, ``runs.parquet`` and the manifest.
+        command: the command line that produced the runs, recorded in the manifest.
+        sources: which run sources to export.
+
+    Returns:
+        The manifest that was written.
+    """
+    frame = store.runs_frame(status=None)
+    frame = frame[frame["source"].isin(sources)]
+    directory.mkdir(parents=True, exist_ok=True)
+
+    mf_cols = [c for c in frame.columns if c.startswith("mf_")]
+    ds_rows = []
+    for name, group in frame.groupby("dataset_name", sort=True):
+        first = group.iloc[0]
+        mf = {
+            c[3:]: float(first[c])
+            for c in mf_cols
+            if first[c] is not None and not (isinstance(first[c], float) and math.isnan(first[c]))
+        }
+        ds_rows.append(
+            {"name": name, "task": first["task"], "meta_features": json.dumps(mf, sort_keys=True)}
+        )
+    datasets = pd.DataFrame(ds_rows, columns=["name", "task", "meta_features"])
+
+    runs = pd.DataFrame(
+        {
+            "id": frame["id"].astype(str),
+            "dataset": frame["dataset_name"],
+            "family": frame["family"],
+            "config": [json.dumps(c, sort_keys=True) for c in frame["config"]],
+            "metric": frame["metric"],
+            "direction": frame["direction"],
+            "score": frame["score"].astype(float),
+            "fidelity": frame["fidelity"].astype(float),
+            "cost_seconds": frame["cost_seconds"].astype(float),
+            "status": frame["status"],
+            "error": frame["error"],
+            "source": frame["source"],
+        }
+    )[_RUN_COLUMNS].sort_values(["dataset", "family", "id"], kind="stable")
+
+    datasets.to_parquet(directory / "datasets.parquet", index=False, compression="zstd")
+    runs.to_parquet(directory / "runs.parquet", index=False, compression="zstd")
+
+    counts_runs: dict[str, dict[str, int]] = {}
+    for (family, fidelity, status), n in runs.groupby(["family", "fidelity", "status"]).size().items():
+        counts_runs.setdefault(str(family), {})[f"fidelity={fidelity:g},{status}"] = int(n)
+    manifest = {
+        "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "command": command,
+        "versions": _versions(),
+        "datasets": int(len(datasets)),
+        "datasets_by_task": {str(k): int(v) for k, v in datasets["task"].value_counts().items()},
+        "runs": int(len(runs)),
+        "runs_by_family": {str(k): int(v) for k, v in runs["family"].value_counts().items()},
+        "runs_by_family_fidelity_status": counts_runs,
+        "configs_per_dataset_family_full_fidelity": {
+            str(fam): {
+                "min": int(s.min()),
+                "median": float(s.median()),
+            }
+            for fam, s in runs[runs["fidelity"] == 1.0]
+            .groupby(["family", "dataset"])
+            .size()
+            .groupby(level=0)
+        },
+        "trial_cpu_seconds": float(runs["cost_seconds"].sum()),
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_seed(directory: Path = SEED_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The seed's datasets and runs frames; empty frames when no seed is shipped."""
+    ds_path, runs_path = directory / "datasets.parquet", directory / "runs.parquet"
+    if not ds_path.exists() or not runs_path.exists():
+        return pd.DataFrame(columns=["name", "task", "meta_features"]), pd.DataFrame(
+            columns=_RUN_COLUMNS
+        )
+    return pd.read_parquet(ds_path), pd.read_parquet(runs_path)
+
+
+def _none_if_nan(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def load_seed(
+    store: Store,
+    directory: Path = SEED_DIR,
+    *,
+    batch_size: int = 5000,
+    progress: Callable[[int], None] | None = None,
+) -> SeedLoadResult:
+    """Load the seed history into ``store``; a second load inserts nothing.
+
+    Args:
+        store: the target database (migrated to head).
+        directory: the seed directory.
+        batch_size: runs per transaction.
+        progress: called with the number of runs handled after each batch.
+
+    Returns:
+        How many runs were in the seed, inserted and already present.
+    """
+    datasets, runs = read_seed(directory)
+    specs = {
+        row.name: DatasetSpec(
+            name=row.name, task=row.task, meta_features=json.loads(row.meta_features)
+        )
+        for row in datasets.itertuples(index=False)
+    }
+    inserted = duplicates = 0
+    records = runs.to_dict("records")
+    for start in range(0, len(records), batch_size):
+        batch = [
+            NewRun(
+                id=r["id"],
+                family=r["family"],
+                config=json.loads(r["config"]),
+                metric=r["metric"],
+                direction=r["direction"],
+                score=_none_if_nan(r["score"]),
+                fidelity=float(r["fidelity"]),
+                cost_seconds=float(r["cost_seconds"]),
+                source=r["source"],
+                status=r["status"],
+                error=_none_if_nan(r["error"]),
+                dataset=specs[r["dataset"]],
+            )
+            for r in records[start : start + batch_size]
+        ]
+        result = store.ingest_runs(batch)
+        inserted += result.inserted
+        duplicates += result.duplicates
+        if progress is not None:
+            progress(len(batch))
+    return SeedLoadResult(
+        runs=len(records), inserted=inserted, duplicates=duplicates, datasets=len(specs)
+    )
