@@ -121,7 +121,8 @@ def export_seed(
     runs.to_parquet(directory / "runs.parquet", index=False, compression="zstd")
 
     counts_runs: dict[str, dict[str, int]] = {}
-    for (family, fidelity, status), n in runs.groupby(["family", "fidelity", "status"]).size().items():
+    sizes = runs.groupby(["family", "fidelity", "status"]).size()
+    for (family, fidelity, status), n in sizes.items():
         counts_runs.setdefault(str(family), {})[f"fidelity={fidelity:g},{status}"] = int(n)
     manifest = {
         "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
