@@ -141,6 +141,14 @@ _PG_INSERT_RUNS = (
     + ", ".join([*_PG_ARRAY_COLUMNS, "config_json"])
     + ") ORDER BY u.id ON CONFLICT (id) DO NOTHING RETURNING id"
 )
+_SQLITE_INSERT_COLUMNS = (*_PG_ARRAY_COLUMNS, "config_json", "created_at")
+_SQLITE_INSERT_RUNS = (
+    "INSERT INTO runs ("
+    + ", ".join([*_PG_ARRAY_COLUMNS, "config", "created_at"])
+    + ") VALUES ("
+    + ", ".join("?" for _ in _SQLITE_INSERT_COLUMNS)
+    + ")"
+)
 _JOB_TRANSITIONS = {
     "queued": {"queued", "running", "succeeded", "failed"},
     "running": {"running", "succeeded", "failed"},
@@ -149,11 +157,15 @@ _JOB_TRANSITIONS = {
 }
 
 
+# One encoder for all calls: json.dumps with options builds a new one every time.
+_CANONICAL_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def _canonical_json(value: Any) -> str:
     """Serialise deterministically (sorted keys, no whitespace, no NaN)."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return _CANONICAL_ENCODER.encode(value)
 
 
 def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
@@ -603,6 +615,7 @@ class Store:
         Returns:
             The prepared runs and the rows of their inline datasets by fingerprint.
         """
+        # Keyed by id() of the spec objects (alive in ``runs`` meanwhile) and by value.
         spec_cache: dict[Any, dict[str, Any]] = {}
         prepared: list[_PreparedRun] = []
         for index, run in enumerate(runs):
@@ -669,17 +682,7 @@ class Store:
         body_digest = hashlib.sha256((_canonical_json(body) + config_json).encode()).digest()
         fingerprint = None
         if run.dataset is not None:
-            spec = run.dataset
-            try:
-                key = (spec.name, spec.task, tuple(sorted(spec.meta_features.items())))
-            except (TypeError, AttributeError):
-                key = None
-            dataset_row = spec_cache.get(key) if key is not None else None
-            if dataset_row is None:
-                dataset_row = self._dataset_row(spec, now=None)
-                if key is not None:
-                    spec_cache[key] = dataset_row
-            fingerprint = dataset_row["fingerprint"]
+            fingerprint = self._cached_dataset_row(run.dataset, spec_cache)["fingerprint"]
         row = {
             "id": run_key,
             "family": run.family,
@@ -695,6 +698,25 @@ class Store:
             "source": run.source,
         }
         return _PreparedRun(index, row, body_digest, fingerprint, run.dataset_id)
+
+    def _cached_dataset_row(
+        self, spec: DatasetSpec, cache: dict[Any, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """`_dataset_row`, computed once per distinct description in a batch."""
+        row = cache.get(id(spec))
+        if row is not None:
+            return row
+        try:
+            key: Any = (spec.name, spec.task, tuple(sorted(spec.meta_features.items())))
+            row = cache.get(key)
+        except (TypeError, AttributeError):  # unhashable or malformed: validate below
+            key = None
+        if row is None:
+            row = self._dataset_row(spec, now=None)
+            if key is not None:
+                cache[key] = row
+        cache[id(spec)] = row
+        return row
 
     def ingest_runs(self, runs: Sequence[NewRun]) -> IngestResult:
         """Insert runs, idempotently and all-or-nothing.
@@ -793,31 +815,55 @@ class Store:
             }
         # Sorted by id so concurrent batches take row locks in the same order.
         rows = [unique[key] for key in sorted(unique)]
-        inserted_ids = self._insert_runs(conn, rows, now)
-        not_inserted = [row["id"] for row in rows if row["id"] not in inserted_ids]
-        for chunk in _chunks(not_inserted):
-            stmt_sha = select(_runs.c.id, _runs.c.content_sha).where(_runs.c.id.in_(chunk))
-            for run_id, stored_sha in conn.execute(stmt_sha):
-                if stored_sha != unique[run_id]["content_sha"]:
-                    raise ConflictError(
-                        f"run {run_id} already exists with different content",
-                        run_id=run_id,
-                    )
-        return IngestResult(
-            inserted=len(inserted_ids), duplicates=len(prepared) - len(inserted_ids)
-        )
+        if self._is_sqlite:
+            stored = self._stored_shas(conn, [row["id"] for row in rows])
+            self._check_conflicts(stored, unique)
+            new_rows = [row for row in rows if row["id"] not in stored]
+            self._insert_new_runs_sqlite(conn, new_rows, now)
+            n_inserted = len(new_rows)
+        else:
+            # Concurrent transactions may insert the same ids: let the unique index
+            # decide, then compare the content of the runs that were already there.
+            inserted_ids = self._insert_runs_postgres(conn, rows, now)
+            rest = [row["id"] for row in rows if row["id"] not in inserted_ids]
+            self._check_conflicts(self._stored_shas(conn, rest), unique)
+            n_inserted = len(inserted_ids)
+        return IngestResult(inserted=n_inserted, duplicates=len(prepared) - n_inserted)
 
-    def _insert_runs(
+    def _stored_shas(self, conn: Connection, run_ids: Sequence[str]) -> dict[str, str]:
+        stored: dict[str, str] = {}
+        for chunk in _chunks(run_ids):
+            stmt = select(_runs.c.id, _runs.c.content_sha).where(_runs.c.id.in_(chunk))
+            stored.update({run_id: sha for run_id, sha in conn.execute(stmt)})
+        return stored
+
+    @staticmethod
+    def _check_conflicts(stored: Mapping[str, str], rows: Mapping[str, dict[str, Any]]) -> None:
+        for run_id in sorted(stored):
+            if stored[run_id] != rows[run_id]["content_sha"]:
+                raise ConflictError(
+                    f"run {run_id} already exists with different content", run_id=run_id
+                )
+
+    def _insert_new_runs_sqlite(
+        self, conn: Connection, rows: Sequence[dict[str, Any]], now: dt.datetime
+    ) -> None:
+        # The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so ids checked
+        # absent stay absent. The driver's own executemany over pre-serialised values
+        # keeps the time spent holding that lock short.
+        stamp = now.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        params = [
+            tuple(row[name] for name in _SQLITE_INSERT_COLUMNS[:-1]) + (stamp,) for row in rows
+        ]
+        if params:
+            conn.exec_driver_sql(_SQLITE_INSERT_RUNS, params)
+
+    def _insert_runs_postgres(
         self, conn: Connection, rows: Sequence[dict[str, Any]], now: dt.datetime
     ) -> set[str]:
-        """Insert rows (sorted by id), skipping existing ids; return the inserted ids."""
-        if self._is_sqlite:
-            stmt = self._insert(_runs).on_conflict_do_nothing(index_elements=["id"])
-            rows = [{k: v for k, v in row.items() if k != "config_json"} for row in rows]
-            return set(conn.execute(stmt.returning(_runs.c.id), rows).scalars())
-        # PostgreSQL: one short statement with one array per column. A multi-row VALUES
-        # statement has ~14 parameters per run, and psycopg re-parses such a long
-        # query on every call; this form is parsed once and is several times faster.
+        # One short statement with one array per column. A multi-row VALUES statement
+        # has ~14 parameters per run, and psycopg re-parses such a long query on every
+        # call; this form is parsed once and is several times faster.
         params: dict[str, Any] = {name: [row[name] for row in rows] for name in _PG_ARRAY_COLUMNS}
         params["config_json"] = [row["config_json"] for row in rows]
         params["created_at"] = now
