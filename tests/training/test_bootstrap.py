@@ -1,0 +1,170 @@
+"""The bootstrap job: planning, recording, resuming, Dask, and the seed round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from db.store import Store
+from service.cli import main
+from training.bootstrap import BootstrapConfig, bootstrap, plan_trials
+from training.executor import DaskExecutor, InlineExecutor, LocalPoolExecutor
+from training.seed import export_seed, load_seed
+from training.spaces import get_space
+
+SMALL = [("sklearn/iris", "multiclass"), ("sklearn/breast_cancer", "binary")]
+CONFIG = BootstrapConfig(
+    families=("linear", "lightgbm"),
+    n_configs=3,
+    n_configs_keras=2,
+    reduced_fidelities=(0.5,),
+    n_reduced=1,
+    folds=2,
+    time_limit_seconds=60,
+)
+
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+
+def test_plan_starts_with_the_default_and_has_stable_ids() -> None:
+    specs = plan_trials(SMALL, CONFIG)
+    # per (dataset, family): 3 configs at fidelity 1, the first again at 0.5
+    assert len(specs) == len(SMALL) * len(CONFIG.families) * (3 + 1)
+    first = specs[0]
+    assert first.origin == "default"
+    assert first.config == get_space(first.family).default(first.task)
+    assert [s.fidelity for s in specs[:4]] == [1.0, 0.5, 1.0, 1.0]
+    again = plan_trials(SMALL, CONFIG)
+    assert [s.run_id for s in specs] == [s.run_id for s in again]
+    assert len({s.run_id for s in specs}) == len(specs)
+
+
+def test_plan_sizes_follow_the_config() -> None:
+    config = BootstrapConfig(families=("keras_mlp", "random_forest"), n_configs=5,
+                             n_configs_keras=2, reduced_fidelities=(0.25, 0.5), n_reduced=2)
+    specs = plan_trials([("sklearn/iris", "multiclass")], config)
+    by_family: dict[str, list[float]] = {}
+    for s in specs:
+        by_family.setdefault(s.family, []).append(s.fidelity)
+    assert sorted(by_family["keras_mlp"]).count(1.0) == 2
+    assert sorted(by_family["random_forest"]).count(1.0) == 5
+    assert by_family["random_forest"].count(0.25) == 2
+    assert by_family["random_forest"].count(0.5) == 2
+
+
+@sqlite_only
+def test_bootstrap_records_runs_and_resumes(store: Store) -> None:
+    specs = plan_trials(SMALL[:1], CONFIG)
+    report = bootstrap(store, specs, InlineExecutor(), progress=False)
+    assert report.ran == len(specs)
+    assert report.inserted == len(specs)
+    frame = store.runs_frame(status=None)
+    assert len(frame) == len(specs)
+    assert set(frame["source"]) == {"bootstrap"}
+    assert set(frame["dataset_name"]) == {"sklearn/iris"}
+    ok = frame[frame["status"] == "ok"]
+    assert len(ok) == len(specs)
+    assert ((ok["score"] > 0) & (ok["score"] <= 1)).all()
+    assert set(frame["metric"]) == {"accuracy"}
+
+    # A second call measures nothing new.
+    again = bootstrap(store, specs, InlineExecutor(), progress=False)
+    assert again.skipped == len(specs)
+    assert again.ran == 0
+    assert store.stats().runs == len(specs)
+
+
+@sqlite_only
+def test_dask_records_the_same_runs_as_the_local_pool(store: Store, tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    specs = plan_trials(SMALL[:1], BootstrapConfig(
+        families=("linear",), n_configs=3, n_reduced=1, reduced_fidelities=(0.5,), folds=2
+    ))
+    pool = LocalPoolExecutor(1)
+    try:
+        bootstrap(store, specs, pool, progress=False)
+    finally:
+        pool.close()
+    local = store.runs_frame(status=None).set_index("id").sort_index()
+
+    from db.engine import make_engine
+    from db.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'dask.db'}")
+    upgrade(engine)
+    dask_store = Store(engine)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        report = bootstrap(dask_store, specs, DaskExecutor(client=client), progress=False)
+    assert report.ran == len(specs)
+    remote = dask_store.runs_frame(status=None).set_index("id").sort_index()
+    assert list(remote.index) == list(local.index)
+    assert list(remote["status"]) == list(local["status"])
+    assert remote["score"].tolist() == pytest.approx(local["score"].tolist(), abs=1e-12)
+
+
+@sqlite_only
+def test_seed_round_trip_is_idempotent(store: Store, tmp_path: Path) -> None:
+    specs = plan_trials(SMALL[:1], BootstrapConfig(families=("linear",), n_configs=2,
+                                                   n_reduced=0, folds=2))
+    bootstrap(store, specs, InlineExecutor(), progress=False)
+    manifest = export_seed(store, tmp_path / "seed", command="test")
+    assert manifest["runs"] == len(specs)
+    assert manifest["datasets_by_task"] == {"multiclass": 1}
+
+    from db.engine import make_engine
+    from db.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    upgrade(engine)
+    fresh = Store(engine)
+    first = load_seed(fresh, tmp_path / "seed")
+    assert (first.inserted, first.duplicates) == (len(specs), 0)
+    second = load_seed(fresh, tmp_path / "seed")
+    assert (second.inserted, second.duplicates) == (0, len(specs))
+    original = store.runs_frame(status=None).set_index("id").sort_index()
+    loaded = fresh.runs_frame(status=None).set_index("id").sort_index()
+    assert loaded["score"].tolist() == original["score"].tolist()
+    assert loaded["config"].tolist() == original["config"].tolist()
+    assert loaded["mf_n_rows"].tolist() == original["mf_n_rows"].tolist()
+
+
+def test_bootstrap_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bootstrap", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--families", "--datasets", "--configs", "--keras-configs",
+                   "--reduced-fidelities", "--reduced-configs", "--folds", "--seed",
+                   "--time-limit", "--workers", "--dask-scheduler", "--dry-run", "--json",
+                   "--database-url", "Resumable"):
+        assert option in text
+
+
+@sqlite_only
+def test_cli_second_run_measures_nothing_new(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["bootstrap", "--database-url", db_url, "--datasets", "sklearn/iris",
+            "--families", "linear", "--configs", "2", "--reduced-configs", "0",
+            "--folds", "2", "--workers", "0", "--no-progress", "--json"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert '"ran": 2' in first
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert '"ran": 0' in second
+    assert '"skipped": 2' in second
+
+
+@sqlite_only
+def test_cli_rejects_unknown_dataset_and_family(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bootstrap", "--database-url", db_url, "--datasets", "no/such-set"]) == 2
+    assert "no/such-set" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bootstrap", "--families", "xgboostish"])
+    assert "unknown xgboostish" in capsys.readouterr().err
