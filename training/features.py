@@ -354,6 +354,12 @@ def _raw_column(configs: Sequence[Mapping[str, Any]], param: Any) -> np.ndarray:
         default = getattr(param, "default", None)
         fill = _raw_value(none_means if default is None else default, name)
         fill = math.nan if fill is None else fill
+    if none_means is None and math.isnan(fill):
+        try:
+            # Fast path: plain numbers (None and missing become NaN).
+            return np.array([c.get(name) for c in configs], dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
     out = np.full(len(configs), fill)
     for i, config in enumerate(configs):
         if name not in config:
@@ -621,7 +627,8 @@ class TrainingSet:
 
 def _meta_from_frame(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     meta: dict[str, np.ndarray] = {}
-    for name in core_metafeatures():
+    # The raw counts are not surrogate columns but the interactions need them.
+    for name in (*core_metafeatures(), N_ROWS, N_FEATURES):
         col = _first_column(frame, f"mf_{name}")
         if col is not None:
             meta[name] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)

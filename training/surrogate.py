@@ -73,10 +73,10 @@ class SurrogateParams:
 
     objective: str = "regression"
     normalisation: str = "rank"
-    n_members: int = 5
-    n_rounds: int = 60
+    n_members: int = 4
+    n_rounds: int = 40
     num_leaves: int = 15
-    learning_rate: float = 0.1
+    learning_rate: float = 0.15
     min_data_in_leaf: int = 20
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
@@ -234,6 +234,22 @@ def combine_members(texts: Sequence[str]) -> str:
     return "\n".join(parts) + "\nend of trees\n"
 
 
+def member_text(text: str, member: int, n_members: int) -> str:
+    """The single-output model text of one member of a :func:`combine_members` model."""
+    if n_members == 1:
+        return text
+    head, rest = text.split("\nTree=0\n", 1)
+    body = rest.split("\nend of trees\n", 1)[0]
+    blocks = [b.strip("\n") for b in _TREE_SPLIT.split("Tree=0\n" + body) if b.strip()]
+    head = re.sub(r"^num_class=\d+$", "num_class=1", head, flags=re.M)
+    head = re.sub(r"^num_tree_per_iteration=\d+$", "num_tree_per_iteration=1", head, flags=re.M)
+    head = re.sub(r"^objective=.*$", "objective=regression", head, flags=re.M)
+    parts = [head.rstrip("\n"), ""]
+    for index, block in enumerate(blocks[member::n_members]):
+        parts.append(f"Tree={index}\n{block}\n")
+    return "\n".join(parts) + "\nend of trees\n"
+
+
 # ---------------------------------------------------------------------------------------
 # The fitted surrogate
 
@@ -260,6 +276,7 @@ class Surrogate:
         self.n_members = int(self.metadata.get("n_members", self.params.n_members))
         interval = self.metadata.get("interval", {})
         self.interval_scale = float(interval.get("scale", 1.28))
+        self._explainer: lgb.Booster | None = None
         if self.booster.num_feature() != len(self.feature_names):
             raise SurrogateIntegrityError(
                 f"model has {self.booster.num_feature()} features, metadata names "
@@ -307,10 +324,15 @@ class Surrogate:
         )
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature SHAP contributions to the ensemble mean, ``(n, n_features)``."""
-        raw = self.booster.predict(X, pred_contrib=True, num_threads=self.params.num_threads)
-        raw = np.asarray(raw, dtype=np.float64).reshape(len(X), self.n_members, -1)
-        return raw[:, :, :-1].mean(axis=1)  # the last column is the bias term
+        """Per-feature SHAP contributions (``pred_contrib``), ``(n, n_features)``.
+
+        Computed on the first member only: TreeSHAP costs far more than prediction, and
+        the members differ by resampling, not in what drives them.
+        """
+        if self._explainer is None:
+            self._explainer = lgb.Booster(model_str=member_text(self.text, 0, self.n_members))
+        raw = self._explainer.predict(X, pred_contrib=True, num_threads=self.params.num_threads)
+        return np.asarray(raw, dtype=np.float64).reshape(len(X), -1)[:, :-1]  # drop the bias
 
 
 def _versions() -> dict[str, str]:

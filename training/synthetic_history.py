@@ -22,13 +22,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import qmc
 
-from training.features import N_FEATURES, N_ROWS, core_metafeatures
+from training.features import N_FEATURES, N_ROWS
 
 _NAMESPACE = uuid.UUID("0b7b6d1e-2f6f-4b7e-9a43-58c2f1d0a9b1")
 
 
 def _primary(task: str) -> tuple[str, str]:
-    return ("rmse", "minimize") if task == "regression" else ("roc_auc", "maximize")
+    from training.families import primary_metric
+
+    return primary_metric(task), "maximize"
 
 
 @dataclass(frozen=True)
@@ -87,15 +89,21 @@ class SyntheticHistory:
         return -((u - best) ** 2 * weights).sum(axis=1) - 0.4 * (1.0 - fidelity)
 
     def sample_meta(self, rng: np.random.Generator, task: str) -> dict[str, float]:
-        """Random meta-features for a dataset of ``task`` (core names; some left NaN)."""
-        meta: dict[str, float] = {}
-        for name in core_metafeatures():
-            meta[name] = float(rng.uniform(0, 1)) if rng.uniform() > 0.1 else float("nan")
-        meta[N_ROWS] = float(np.round(np.exp(rng.uniform(np.log(150), np.log(200_000)))))
-        meta[N_FEATURES] = float(np.round(np.exp(rng.uniform(np.log(2), np.log(400)))))
-        if "n_classes" in meta:
-            meta["n_classes"] = 0.0 if task == "regression" else (2.0 if task == "binary" else 5.0)
-        return meta
+        """Random valid meta-features for a dataset of ``task`` (the rest are unknown)."""
+        from training.metafeatures import validate_metafeatures
+
+        n_rows = int(np.round(np.exp(rng.uniform(np.log(150), np.log(200_000)))))
+        n_features = int(np.round(np.exp(rng.uniform(np.log(2), np.log(400)))))
+        given: dict[str, float | int] = {
+            N_ROWS: n_rows,
+            N_FEATURES: n_features,
+            "missing_cells_frac": float(rng.uniform(0.0, 0.2)),
+            "skew_mean": float(rng.normal(0.0, 1.0)),
+        }
+        if task != "regression":
+            given["n_classes"] = 2 if task == "binary" else int(rng.integers(3, 10))
+        checked = validate_metafeatures(task, given)
+        return {k: float(v) for k, v in checked.items() if v is not None}
 
     def frame(
         self,
@@ -172,6 +180,39 @@ class SyntheticHistory:
                 columns[f"mf_{key}"] = [value] * n
             frames.append(pd.DataFrame(columns))
         return pd.concat(frames, ignore_index=True)
+
+
+def new_runs(frame: pd.DataFrame) -> list[Any]:
+    """The runs of a synthetic frame as ``db.entities.NewRun`` objects, for a store."""
+    from db.entities import DatasetSpec, NewRun
+
+    mf_cols = [c for c in frame.columns if c.startswith("mf_")]
+    specs: dict[Any, Any] = {}
+    runs = []
+    for row in frame.to_dict("records"):
+        spec = specs.get(row["dataset_id"])
+        if spec is None:
+            meta = {c[3:]: row[c] for c in mf_cols if row[c] == row[c]}  # drop NaN
+            spec = DatasetSpec(name=row["dataset_name"], task=row["task"], meta_features=meta)
+            specs[row["dataset_id"]] = spec
+        ok = row["status"] == "ok"
+        runs.append(
+            NewRun(
+                id=uuid.UUID(row["id"]),
+                family=row["family"],
+                config=row["config"],
+                metric=row["metric"],
+                direction=row["direction"],
+                score=float(row["score"]) if ok else None,
+                fidelity=float(row["fidelity"]),
+                cost_seconds=float(row["cost_seconds"]),
+                source=row["source"],
+                status=row["status"],
+                error=None if ok else "synthetic failure",
+                dataset=spec,
+            )
+        )
+    return runs
 
 
 class FrameReader:

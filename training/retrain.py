@@ -1,0 +1,357 @@
+"""The retrain job: fit a new surrogate on the current history and promote it if not worse.
+
+:func:`retrain` for one family:
+
+1. takes the store lock ``retrain:{family}`` (a lease with a TTL, refreshed by a
+   background thread while training, so a crashed or killed retrain's lock expires on
+   its own and two retrains never overlap);
+2. reads every run of the family (ok and failed) through the store, builds the
+   training set, grouped-CVs the recipe and fits the candidate on all runs, with the
+   portfolio (best configs per dataset) in its metadata;
+3. registers the candidate and activates it only if its grouped-CV top-1 regret is not
+   worse than the active model's **on the same data**, within ``tolerance``.
+
+"The active model's regret on the same data" is the grouped CV of the active model's
+recipe (its stored :class:`~training.surrogate.SurrogateParams`) over the current runs,
+with the candidate's folds. The stored CV metrics of the active model were measured
+on older, smaller data and are not comparable; its in-sample predictions on today's
+data would flatter it (it trained on most of those runs). When the recipes are equal
+the comparison is exact without refitting (grouped CV is deterministic for a recipe
+and a training set), so the newer model, which has seen more runs, is promoted.
+
+Nothing changes the active model until the very last call (``activate_surrogate``,
+one transaction in the store): a retrain that crashes or is killed at any point before
+leaves the active model serving, at worst with an unpromoted candidate in the
+registry. If the lease was lost mid-way (a stall longer than the TTL) the candidate
+is registered but not activated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+
+from training.features import FEATURES_VERSION, build_training_set
+from training.suggest import Portfolio, with_portfolio
+from training.surrogate import (
+    CVReport,
+    Surrogate,
+    SurrogateParams,
+    cross_validate,
+    fit,
+    grouped_folds,
+)
+
+log = logging.getLogger(__name__)
+
+MIN_DATASETS = 3
+"""Fewer datasets than this cannot be cross-validated by dataset meaningfully."""
+
+
+class RetrainStore(Protocol):
+    """What :func:`retrain` needs from the store (``db.store.Store`` implements it)."""
+
+    def runs_frame(
+        self, *, family: str | None = None, status: str | None = "ok"
+    ) -> pd.DataFrame: ...  # pragma: no cover - protocol
+
+    def find_active_surrogate(self, family: str) -> Any: ...  # pragma: no cover
+
+    def add_surrogate(
+        self,
+        *,
+        family: str,
+        model_text: str,
+        n_runs: int,
+        metrics: Mapping[str, Any],
+        meta: Mapping[str, Any] | None = None,
+        status: str = "candidate",
+    ) -> Any: ...  # pragma: no cover
+
+    def activate_surrogate(self, surrogate_id: int) -> Any: ...  # pragma: no cover
+
+    def try_acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool: ...
+
+    def refresh_lock(self, name: str, owner: str, ttl_seconds: float) -> bool: ...
+
+    def release_lock(self, name: str, owner: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """What a retrain did.
+
+    Attributes:
+        family: the family.
+        outcome: ``activated`` (the candidate now serves), ``kept`` (registered as a
+            candidate, the active model stays), ``locked`` (another retrain holds the
+            lock; nothing done), ``no_data`` (too little history; nothing done).
+        reason: one sentence on why.
+        candidate_id: the registered candidate, if any.
+        previous_id: the model active before, if any.
+        metrics: the candidate's grouped-CV metrics.
+        active_metrics: the active model's recipe, grouped-CV on the same data.
+        n_runs: runs the candidate was trained on.
+        n_datasets: datasets among them.
+        seconds: wall time.
+    """
+
+    family: str
+    outcome: str
+    reason: str
+    candidate_id: int | None = None
+    previous_id: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    active_metrics: dict[str, Any] | None = None
+    n_runs: int = 0
+    n_datasets: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def default_owner() -> str:
+    """A lock owner id unique to this process and call."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _LeaseKeeper:
+    """Refreshes a lease every ``ttl / 3`` seconds in a daemon thread."""
+
+    def __init__(self, store: RetrainStore, name: str, owner: str, ttl: float) -> None:
+        self.store, self.name, self.owner, self.ttl = store, name, owner, ttl
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease:{name}", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(max(self.ttl / 3.0, 0.05)):
+            try:
+                if not self.store.refresh_lock(self.name, self.owner, self.ttl):
+                    self.lost = True
+                    log.error("lost the lock %s while retraining", self.name)
+                    return
+            except Exception as exc:  # noqa: BLE001 - keep trying until the TTL runs out
+                log.warning("could not refresh the lock %s: %s", self.name, exc)
+
+    def check(self) -> bool:
+        """Whether the lease is still ours (refreshes it now)."""
+        if self.lost:
+            return False
+        try:
+            return bool(self.store.refresh_lock(self.name, self.owner, self.ttl))
+        except Exception:  # noqa: BLE001
+            return False
+
+
+def _same_recipe(meta: Mapping[str, Any], params: SurrogateParams) -> bool:
+    return (
+        meta.get("features_version") == FEATURES_VERSION
+        and SurrogateParams.from_dict(meta.get("params", {})) == params
+    )
+
+
+def retrain(
+    store: RetrainStore,
+    family: str,
+    *,
+    tolerance: float = 0.0,
+    params: SurrogateParams | None = None,
+    force: bool = False,
+    owner: str | None = None,
+    lock_ttl_seconds: float = 600.0,
+    min_datasets: int = MIN_DATASETS,
+    progress: Callable[[str], None] | None = None,
+) -> RetrainResult:
+    """Retrain the surrogate of ``family`` and promote it if it is not worse.
+
+    Args:
+        store: the run history and surrogates registry.
+        family: the model family.
+        tolerance: how much larger (in normalised regret) the candidate's top-1 regret
+            may be than the active recipe's and still be promoted.
+        params: the recipe (default :class:`SurrogateParams`).
+        force: activate the candidate whatever the comparison says.
+        owner: lock owner id (default: host, pid and a random suffix).
+        lock_ttl_seconds: lease length; a retrain that dies holds the lock at most
+            this long.
+        min_datasets: fewer datasets than this: nothing is trained.
+        progress: called with a short message at each step.
+
+    Returns:
+        What happened; see :class:`RetrainResult`.
+    """
+    started = time.perf_counter()
+    params = params or SurrogateParams()
+    owner = owner or default_owner()
+    lock = f"retrain:{family}"
+    say = progress or (lambda message: log.info("retrain %s: %s", family, message))
+
+    if not store.try_acquire_lock(lock, owner, lock_ttl_seconds):
+        return RetrainResult(family, "locked", f"another retrain holds {lock}")
+    try:
+        with _LeaseKeeper(store, lock, owner, lock_ttl_seconds) as lease:
+            return _retrain_locked(
+                store,
+                family,
+                params,
+                tolerance=tolerance,
+                force=force,
+                min_datasets=min_datasets,
+                lease=lease,
+                say=say,
+                started=started,
+            )
+    finally:
+        try:
+            store.release_lock(lock, owner)
+        except Exception as exc:  # noqa: BLE001 - the TTL frees it anyway
+            log.warning("could not release %s: %s", lock, exc)
+
+
+def _retrain_locked(
+    store: RetrainStore,
+    family: str,
+    params: SurrogateParams,
+    *,
+    tolerance: float,
+    force: bool,
+    min_datasets: int,
+    lease: _LeaseKeeper,
+    say: Callable[[str], None],
+    started: float,
+) -> RetrainResult:
+    say("reading runs")
+    runs = store.runs_frame(family=family, status=None)
+    ts = build_training_set(runs, family, normalisation=params.normalisation)
+    if ts.n_datasets < min_datasets:
+        return RetrainResult(
+            family,
+            "no_data",
+            f"{ts.n_datasets} usable datasets, at least {min_datasets} are needed",
+            n_runs=len(ts),
+            n_datasets=ts.n_datasets,
+            seconds=time.perf_counter() - started,
+        )
+    folds = grouped_folds(ts, params.cv_folds)
+    say(f"grouped CV on {len(ts)} runs of {ts.n_datasets} datasets")
+    report = cross_validate(ts, params, folds=folds)
+    say("fitting on all runs")
+    candidate = fit(ts, params, cv=report)
+    ok_runs = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    candidate = with_portfolio(candidate, Portfolio.from_frame(ok_runs, family))
+
+    active = store.find_active_surrogate(family)
+    active_metrics: dict[str, Any] | None = None
+    if active is not None:
+        active_metrics = _active_metrics_on(ts, runs, active.meta, params, report, folds, say)
+    activate, reason = _decide(report.metrics, active_metrics, tolerance=tolerance, force=force)
+    metrics = dict(report.metrics)
+    if active_metrics is not None:
+        metrics["compared_with"] = {"id": int(active.id), **_short(active_metrics)}
+
+    if not lease.check():
+        activate, reason = False, "lost the retrain lock; registered the candidate only"
+    say("registering the candidate")
+    record = store.add_surrogate(
+        family=family,
+        model_text=candidate.text,
+        n_runs=len(ts),
+        metrics=metrics,
+        meta=candidate.metadata,
+        status="candidate",
+    )
+    outcome = "kept"
+    if activate:
+        store.activate_surrogate(int(record.id))
+        outcome = "activated"
+    say(f"{outcome}: {reason}")
+    return RetrainResult(
+        family=family,
+        outcome=outcome,
+        reason=reason,
+        candidate_id=int(record.id),
+        previous_id=None if active is None else int(active.id),
+        metrics=metrics,
+        active_metrics=active_metrics,
+        n_runs=len(ts),
+        n_datasets=ts.n_datasets,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _active_metrics_on(
+    ts: Any,
+    runs: pd.DataFrame,
+    meta: Mapping[str, Any],
+    params: SurrogateParams,
+    report: CVReport,
+    folds: Any,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    if _same_recipe(meta, params):
+        return dict(report.metrics)
+    active_params = SurrogateParams.from_dict(meta.get("params", {}))
+    say("grouped CV of the active model's recipe on the same runs")
+    active_ts = ts
+    if active_params.normalisation != params.normalisation:
+        active_ts = build_training_set(runs, ts.family, normalisation=active_params.normalisation)
+        if len(active_ts) != len(ts):  # pragma: no cover - same rows by construction
+            folds = grouped_folds(active_ts, active_params.cv_folds)
+    return dict(cross_validate(active_ts, active_params, folds=folds).metrics)
+
+
+def _short(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("regret_at_1", "ndcg_at_5", "spearman")
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def _decide(
+    candidate: Mapping[str, Any],
+    active: Mapping[str, Any] | None,
+    *,
+    tolerance: float,
+    force: bool,
+) -> tuple[bool, str]:
+    regret = candidate.get("regret_at_1")
+    if force:
+        return True, "forced"
+    if regret is None:
+        return False, "the candidate has no grouped-CV regret (no dataset to evaluate on)"
+    if active is None:
+        return True, f"no active model; candidate regret {regret:.4f}"
+    old = active.get("regret_at_1")
+    if old is None:
+        return True, "the active model has no comparable regret"
+    if regret <= old + tolerance:
+        return True, f"regret {regret:.4f} <= active {old:.4f} + tolerance {tolerance:g}"
+    return False, f"regret {regret:.4f} > active {old:.4f} + tolerance {tolerance:g}"
+
+
+def surrogate_summary(surrogate: Surrogate) -> dict[str, Any]:
+    """Short description of a fitted surrogate for logs and CLI output."""
+    return {
+        "family": surrogate.family,
+        "sha256": surrogate.sha256,
+        "n_runs": surrogate.metadata.get("training", {}).get("n_runs"),
+        "cv": _short(surrogate.metadata.get("cv", {})),
+    }

@@ -1,0 +1,1065 @@
+"""The suggestion policy: from a dataset's meta-features to ranked, diverse configs.
+
+How one request is answered (:meth:`SuggestionPolicy.suggest`):
+
+1. Candidates: a scrambled Sobol sample of the family's unit cube (cached per task,
+   seed and ``fixed``), the best configs of the ``k`` nearest datasets of the history
+   in standardised meta-feature space (the portfolio), and the library default.
+   ``fixed`` parameters are forced on every candidate.
+2. Each candidate is scored by the surrogate at fidelity 1 through
+   :func:`training.features.design_matrix` (the code path retraining uses) and ranked
+   by the pessimistic ``mean - kappa * spread``: a config far from anything measured on
+   similar datasets has a wide spread and does not win by extrapolation.
+3. Coarse to fine: the best few are perturbed locally in the unit cube and rescored.
+4. The top ``n`` are kept diverse (a minimum distance in the unit cube between picks).
+
+Without a surrogate (cold start) the answer is the portfolio of the nearest datasets
+and the library default, unscored, and the response says so.
+
+The policy reads history only through :class:`HistoryReader` (``Store`` satisfies it;
+tests use an in-memory frame) and the registry through :class:`SurrogateRegistry`, so
+this module never touches a database session. :class:`SuggestionEngine` keeps one
+policy per family and reloads it when the registry's active surrogate changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from training.features import (
+    TASKS,
+    ConfigBlock,
+    canonical_config,
+    core_metafeatures,
+    design_matrix,
+    encode_configs,
+    normalise_quality,
+    oriented_scores,
+)
+from training.surrogate import Surrogate, SurrogateIntegrityError, from_text
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("surrogate", "portfolio", "default")
+
+
+class HistoryReader(Protocol):
+    """Read access to the run history (``db.store.Store`` implements it)."""
+
+    def runs_frame(
+        self, *, family: str | None = None, status: str | None = "ok"
+    ) -> pd.DataFrame:  # pragma: no cover - protocol
+        """One row per run; see ``Store.runs_frame``."""
+        ...
+
+
+class SurrogateRecord(Protocol):
+    """A registered surrogate as the registry hands it out (``db.entities.Surrogate``)."""
+
+    id: int
+    family: str
+    created_at: datetime
+    n_runs: int
+    status: str
+    meta: dict[str, Any]
+    sha256: str
+    model_text: str | None
+
+
+class SurrogateRegistry(Protocol):
+    """The surrogates registry (``db.store.Store`` implements it)."""
+
+    def list_surrogates(
+        self, family: str | None = None
+    ) -> Sequence[SurrogateRecord]:  # pragma: no cover - protocol
+        """Registered surrogates without model text, newest first."""
+        ...
+
+    def get_surrogate(self, surrogate_id: int) -> SurrogateRecord:  # pragma: no cover
+        """One surrogate with its model text."""
+        ...
+
+
+class SuggestionError(ValueError):
+    """A request that cannot be answered as asked (HTTP 422).
+
+    Attributes:
+        field: where in the request the problem is (``"fixed"``, ``"task"``...).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class SuggestionRequest:
+    """What the client asks for.
+
+    Attributes:
+        family: model family.
+        task: ``binary``, ``multiclass`` or ``regression``.
+        meta_features: the dataset's meta-features; missing optional ones are allowed.
+        n: how many suggestions (1..50).
+        seed: makes the answer reproducible; ``None`` means 0.
+        fixed: parameters forced on every suggestion.
+        metric: the metric the client will judge by (informational).
+        dataset_name: the dataset's name (informational).
+    """
+
+    family: str
+    task: str
+    meta_features: Mapping[str, Any]
+    n: int = 5
+    seed: int | None = None
+    fixed: Mapping[str, Any] | None = None
+    metric: str | None = None
+    dataset_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One suggested config.
+
+    Attributes:
+        rank: 1 is the best.
+        config: estimator keyword arguments.
+        predicted_quality: expected normalised quality (the percentile the config would
+            reach among the configs tried on a dataset like this), None at cold start.
+        interval: calibrated interval of the quality, None at cold start.
+        source: where the candidate came from: ``surrogate`` (Sobol or local search),
+            ``portfolio`` (best on a nearby dataset) or ``default``.
+        explanation: nearest datasets and the features that drove the prediction.
+    """
+
+    rank: int
+    config: dict[str, Any]
+    predicted_quality: float | None
+    interval: tuple[float, float] | None
+    source: str
+    explanation: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SurrogateInfo:
+    """Which surrogate answered."""
+
+    id: int | None
+    family: str
+    trained_at: str | None
+    n_runs: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SuggestionResult:
+    """The answer to a :class:`SuggestionRequest`."""
+
+    suggestions: list[Suggestion]
+    surrogate: SurrogateInfo | None
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Knobs of the policy; the defaults fit the latency budget (n=5: p50 <= 15 ms).
+
+    Attributes:
+        n_sobol: Sobol candidates per request (rounded up to a power of two).
+        n_neighbors: nearest datasets whose best configs join the candidates.
+        per_dataset: best configs kept per dataset in the portfolio.
+        refine_parents: best candidates perturbed in the fine stage.
+        refine_children: perturbations per parent.
+        refine_sigma: standard deviation of a perturbation in the unit cube.
+        min_distance: smallest RMS distance in the unit cube between two picks.
+        top_features: contributions listed per suggestion.
+        far_distance: nearest-dataset distance (RMS of standardised meta-features)
+            beyond which the answer carries an extrapolation warning.
+        kappa: pessimism override (None: the surrogate's own).
+        cache_size: Sobol pools kept (per task, seed and fixed params).
+    """
+
+    n_sobol: int = 1024
+    n_neighbors: int = 5
+    per_dataset: int = 3
+    refine_parents: int = 6
+    refine_children: int = 12
+    refine_sigma: float = 0.06
+    min_distance: float = 0.08
+    top_features: int = 5
+    far_distance: float = 1.5
+    kappa: float | None = None
+    cache_size: int = 32
+
+
+# ---------------------------------------------------------------------------------------
+# The portfolio: best configs per dataset and a nearest-neighbour index
+
+
+def _squash(x: np.ndarray) -> np.ndarray:
+    # Counts span orders of magnitude; a signed log keeps one huge dataset from
+    # dominating the standardisation.
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """A dataset of the history near the query."""
+
+    dataset: str
+    name: str
+    task: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class PortfolioEntry:
+    """One good config measured on one dataset of the history."""
+
+    dataset: str
+    config: dict[str, Any]
+    quality: float
+
+
+class Portfolio:
+    """Best measured configs per dataset, indexed by standardised meta-features.
+
+    Args:
+        family: the model family.
+        datasets: per dataset key: ``name``, ``task``, ``meta`` (core meta-features),
+            ``entries`` (list of ``{"config", "quality"}``, best first).
+    """
+
+    def __init__(self, family: str, datasets: Mapping[str, Mapping[str, Any]]) -> None:
+        self.family = family
+        self.names = list(core_metafeatures())
+        self.keys = sorted(datasets)
+        self._datasets = {k: datasets[k] for k in self.keys}
+        raw = np.array(
+            [
+                [_as_float(datasets[k].get("meta", {}).get(m)) for m in self.names]
+                for k in self.keys
+            ],
+            dtype=np.float64,
+        ).reshape(len(self.keys), len(self.names))
+        z = _squash(raw)
+        known = np.isfinite(z)
+        counts = known.sum(axis=0)
+        safe = np.where(known, z, 0.0)
+        # Mean and std over the datasets that know each meta-feature (all-unknown: 0, 1).
+        self.center = safe.sum(axis=0) / np.maximum(counts, 1)
+        var = (np.where(known, z - self.center, 0.0) ** 2).sum(axis=0) / np.maximum(counts, 1)
+        scale = np.sqrt(var)
+        self.scale = np.where(scale > 1e-9, scale, 1.0)
+        self.matrix = (z - self.center) / self.scale
+        self.tasks = np.array([str(datasets[k].get("task", "")) for k in self.keys], dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def from_frame(cls, runs: pd.DataFrame, family: str, *, per_dataset: int = 3) -> Portfolio:
+        """Build from a runs frame: each dataset's best full-fidelity ok configs.
+
+        Args:
+            runs: ``Store.runs_frame`` rows (any family; other families are ignored).
+            family: the family.
+            per_dataset: how many configs to keep per dataset.
+        """
+        frame = runs[runs["family"] == family] if "family" in runs.columns else runs
+        if "fidelity" in frame.columns:
+            frame = frame[pd.to_numeric(frame["fidelity"], errors="coerce") >= 1.0 - 1e-9]
+        frame = frame.reset_index(drop=True)
+        if frame.empty:
+            return cls(family, {})
+        key = frame["dataset_id"].astype(str)
+        metric = frame["metric"].astype(str) if "metric" in frame.columns else ""
+        group = pd.factorize(key + "|" + metric, sort=True)[0]
+        quality = normalise_quality(oriented_scores(frame), group, method="rank")
+        frame = frame.assign(_key=key, _q=quality, _s=oriented_scores(frame))
+        frame = frame[frame["_s"].notna() & np.isfinite(frame["_q"])]
+        mf_cols = {m: f"mf_{m}" for m in core_metafeatures() if f"mf_{m}" in frame.columns}
+        datasets: dict[str, dict[str, Any]] = {}
+        order = frame.sort_values(
+            ["_key", "_q", "id" if "id" in frame else "_key"],
+            ascending=[True, False, True],
+            kind="mergesort",
+        )
+        for k, rows in order.groupby("_key", sort=True):
+            first = rows.iloc[0]
+            entries, seen = [], set()
+            for config, q in zip(rows["config"], rows["_q"], strict=True):
+                text = canonical_config(config)
+                if text in seen:
+                    continue
+                seen.add(text)
+                entries.append({"config": dict(config), "quality": round(float(q), 6)})
+                if len(entries) >= per_dataset:
+                    break
+            datasets[str(k)] = {
+                "name": str(first.get("dataset_name", k)),
+                "task": str(first.get("task", "")),
+                "meta": {m: _as_float(first[c]) for m, c in mf_cols.items()},
+                "entries": entries,
+            }
+        return cls(family, datasets)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form (stored in a surrogate's metadata)."""
+        return {
+            k: {
+                "name": d["name"],
+                "task": d["task"],
+                "meta": {
+                    m: (None if v is None or not math.isfinite(v) else v)
+                    for m, v in d.get("meta", {}).items()
+                },
+                "entries": d["entries"],
+            }
+            for k, d in self._datasets.items()
+        }
+
+    @classmethod
+    def from_json(cls, family: str, data: Mapping[str, Any]) -> Portfolio:
+        """Inverse of :meth:`to_json`."""
+        return cls(family, data)
+
+    def standardise(self, meta: Mapping[str, Any]) -> np.ndarray:
+        """Query meta-features in the index's standardised space (NaN where unknown)."""
+        raw = np.array([_as_float(meta.get(m)) for m in self.names], dtype=np.float64)
+        return (_squash(raw) - self.center) / self.scale
+
+    def nearest(self, meta: Mapping[str, Any], task: str, k: int) -> list[Neighbor]:
+        """The ``k`` nearest datasets, preferring those of the same task.
+
+        Distance is the RMS difference of standardised meta-features over the ones the
+        query gives (a dataset's unknown ones count as the median).
+        """
+        if not len(self) or k <= 0:
+            return []
+        q = self.standardise(meta)
+        used = np.isfinite(q)
+        if not used.any():
+            return []
+        diff = np.nan_to_num(self.matrix[:, used], nan=0.0) - q[used]
+        dist = np.sqrt((diff**2).mean(axis=1))
+        same = self.tasks == task
+        pool = np.flatnonzero(same) if same.any() else np.arange(len(self))
+        # Ties (identical meta-features) break by dataset key for determinism.
+        order = pool[np.lexsort((pool, dist[pool]))]  # keys are sorted: index breaks ties
+        return [
+            Neighbor(
+                dataset=self.keys[i],
+                name=str(self._datasets[self.keys[i]]["name"]),
+                task=str(self.tasks[i]),
+                distance=round(float(dist[i]), 4),
+            )
+            for i in order[:k]
+        ]
+
+    def entries_of(self, dataset: str) -> list[PortfolioEntry]:
+        """All kept configs of one dataset, best first."""
+        return [
+            PortfolioEntry(dataset, dict(e["config"]), float(e["quality"]))
+            for e in self._datasets[dataset]["entries"]
+        ]
+
+    def name_of(self, dataset: str) -> str:
+        """The human-readable name of a dataset key."""
+        return str(self._datasets[dataset]["name"])
+
+    def entries(self, neighbors: Sequence[Neighbor], per_dataset: int) -> list[PortfolioEntry]:
+        """The best configs of ``neighbors``, nearest dataset first."""
+        out = []
+        for nb in neighbors:
+            for e in self._datasets[nb.dataset]["entries"][:per_dataset]:
+                out.append(PortfolioEntry(nb.dataset, dict(e["config"]), float(e["quality"])))
+        return out
+
+
+def _as_float(value: Any) -> float:
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out if math.isfinite(out) else math.nan
+
+
+# ---------------------------------------------------------------------------------------
+# The policy
+
+
+@dataclass
+class _Pool:
+    block: ConfigBlock
+    sources: list[str]
+    origin: list[str | None] = field(default_factory=list)
+
+
+class SuggestionPolicy:
+    """Answers suggestion requests for one family with one (or no) surrogate.
+
+    Thread-safe: requests only read the surrogate, and the candidate cache is guarded.
+
+    Args:
+        family: the model family.
+        surrogate: the loaded surrogate, or None (cold start).
+        portfolio: best configs of the history's datasets (may be empty).
+        info: what to report about the surrogate.
+        settings: the policy's knobs.
+        notes: warnings added to every answer (e.g. why there is no surrogate).
+    """
+
+    def __init__(
+        self,
+        family: str,
+        *,
+        surrogate: Surrogate | None,
+        portfolio: Portfolio | None = None,
+        info: SurrogateInfo | None = None,
+        settings: PolicySettings | None = None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        from training.spaces import get_space
+
+        self.family = family
+        self.space = get_space(family)
+        self.surrogate = surrogate
+        self.portfolio = portfolio or Portfolio(family, {})
+        self.info = info
+        self.settings = settings or PolicySettings()
+        self.notes = list(notes)
+        self._cache: OrderedDict[tuple[Any, ...], ConfigBlock] = OrderedDict()
+        self._lock = threading.Lock()
+        self._portfolio_blocks: dict[tuple[str, str], ConfigBlock] = {}
+
+    # -- validation ---------------------------------------------------------------------
+
+    def _check(self, request: SuggestionRequest) -> tuple[dict[str, float], dict[str, Any]]:
+        from training.spaces import check_task
+
+        if request.family != self.family:
+            raise SuggestionError(
+                f"this policy answers for {self.family!r}, not {request.family!r}", field="family"
+            )
+        try:
+            check_task(request.task)
+        except ValueError as exc:
+            raise SuggestionError(str(exc), field="task") from None
+        if not 1 <= int(request.n) <= 50:
+            raise SuggestionError(f"n must be between 1 and 50, got {request.n}", field="n")
+        meta = _check_meta(request.task, request.meta_features)
+        fixed = self._check_fixed(request.task, dict(request.fixed or {}))
+        return meta, fixed
+
+    def _check_fixed(self, task: str, fixed: dict[str, Any]) -> dict[str, Any]:
+        if not fixed:
+            return {}
+        known = {p.name for p in self.space.params_for(task)}
+        unknown = sorted(k for k in fixed if k not in known)
+        if unknown:
+            raise SuggestionError(
+                f"unknown parameter(s) {unknown} in fixed; {self.family} for {task} "
+                f"accepts {sorted(known)}",
+                field="fixed",
+            )
+        forced = _force_parents(self.space, fixed, fixed)
+        try:
+            checked = self.space.validate(forced, task)
+        except ValueError as exc:
+            raise SuggestionError(str(exc), field="fixed") from None
+        inactive = sorted(k for k in fixed if k not in checked)
+        if inactive:
+            conds = ", ".join(
+                f"{k} needs {self.space.param(k).condition[0]} in "
+                f"{list(self.space.param(k).condition[1])}"
+                for k in inactive
+                if self.space.param(k).condition is not None
+            )
+            raise SuggestionError(f"fixed parameter(s) {inactive} inactive: {conds}", field="fixed")
+        return {k: checked[k] for k in fixed}
+
+    # -- candidates ---------------------------------------------------------------------
+
+    def _apply_fixed(
+        self, configs: Sequence[Mapping[str, Any]], task: str, fixed: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        if not fixed:
+            return [dict(c) for c in configs]
+        return [
+            self.space.validate(_force_parents(self.space, {**c, **fixed}, fixed), task)
+            for c in configs
+        ]
+
+    def _sobol_block(self, task: str, seed: int, fixed: Mapping[str, Any]) -> ConfigBlock:
+        key = ("sobol", task, seed, canonical_config(fixed))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        from scipy.stats import qmc
+
+        d = len(self.space.dim_names)
+        m = max(0, math.ceil(math.log2(max(self.settings.n_sobol, 1))))
+        u = qmc.Sobol(d, scramble=True, rng=seed).random_base2(m)
+        block = self._decode(u, task, fixed)
+        with self._lock:
+            self._cache[key] = block
+            while len(self._cache) > self.settings.cache_size:
+                self._cache.popitem(last=False)
+        return block
+
+    def _decode(self, u: np.ndarray, task: str, fixed: Mapping[str, Any]) -> ConfigBlock:
+        if fixed:
+            u = u.copy()
+            forced = _force_parents(self.space, dict(fixed), fixed)
+            enc = self.space.encode(forced)
+            for name in forced:
+                j = self.space.dim_names.index(name)
+                u[:, j] = enc[j]
+        configs = self.space.decode_many(u, task)
+        if fixed:
+            configs = self._apply_fixed(configs, task, fixed)
+        return encode_configs(self.family, configs)
+
+    def _portfolio_block(
+        self, entries: Sequence[PortfolioEntry], task: str, fixed: Mapping[str, Any]
+    ) -> ConfigBlock | None:
+        if not entries:
+            return None
+        if fixed:
+            configs = [self._portfolio_config(e, task) for e in entries]
+            return encode_configs(self.family, self._apply_fixed(configs, task, fixed))
+        # Without fixed params each dataset's block is the same every time: cache it.
+        blocks = []
+        for dataset in dict.fromkeys(e.dataset for e in entries):
+            key = (dataset, task)
+            hit = self._portfolio_blocks.get(key)
+            if hit is None:
+                mine = self.portfolio.entries_of(dataset)
+                hit = encode_configs(self.family, [self._portfolio_config(e, task) for e in mine])
+                self._portfolio_blocks[key] = hit
+            blocks.append(hit.take(range(sum(e.dataset == dataset for e in entries))))
+        return ConfigBlock.concat(blocks)
+
+    def _portfolio_config(self, entry: PortfolioEntry, task: str) -> dict[str, Any]:
+        try:
+            return self.space.validate(entry.config, task)
+        except ValueError:
+            # A neighbour of another task may carry parameters this task lacks.
+            known = {p.name for p in self.space.params_for(task)}
+            return self.space.validate({k: v for k, v in entry.config.items() if k in known}, task)
+
+    def _default_block(self, task: str, fixed: Mapping[str, Any]) -> ConfigBlock:
+        key = ("default", task, canonical_config(fixed))
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is None:
+            hit = encode_configs(
+                self.family, self._apply_fixed([self.space.default(task)], task, fixed)
+            )
+            with self._lock:
+                self._cache[key] = hit
+        return hit
+
+    # -- answering ----------------------------------------------------------------------
+
+    def suggest(self, request: SuggestionRequest) -> SuggestionResult:
+        """Answer one request.
+
+        Raises:
+            SuggestionError: the request is impossible (unknown task, impossible
+                meta-features, unknown or invalid fixed parameters).
+        """
+        meta, fixed = self._check(request)
+        warnings = list(self.notes)
+        missing = [m for m in core_metafeatures() if not math.isfinite(meta.get(m, math.nan))]
+        if missing:
+            warnings.append(
+                "meta-features not given, treated as unknown: " + ", ".join(sorted(missing))
+            )
+        seed = 0 if request.seed is None else int(request.seed)
+        neighbors = self.portfolio.nearest(meta, request.task, self.settings.n_neighbors)
+        if neighbors and neighbors[0].distance > self.settings.far_distance:
+            warnings.append(
+                f"no dataset in the history is close to this one (nearest: "
+                f"{neighbors[0].name} at distance {neighbors[0].distance:.2f}); "
+                "predictions extrapolate, so verify the suggestions (POST /v1/refinements)"
+            )
+        if request.metric is not None:
+            warnings.extend(self._metric_warning(request.metric, request.task))
+        entries = self.portfolio.entries(neighbors, self.settings.per_dataset)
+        nb_json = [{"name": nb.name, "distance": nb.distance} for nb in neighbors]
+        if self.surrogate is None:
+            return self._cold_start(request, meta, fixed, entries, nb_json, warnings)
+        return self._scored(request, meta, fixed, seed, entries, nb_json, warnings)
+
+    def _metric_warning(self, metric: str, task: str) -> list[str]:
+        if self.surrogate is None:
+            return []
+        from training.families import primary_metric
+
+        expected = primary_metric(task)
+        if metric != expected:
+            return [
+                f"the history measures {task} runs by {expected}; suggestions are ranked "
+                f"by that, not by {metric}"
+            ]
+        return []
+
+    def _scored(
+        self,
+        request: SuggestionRequest,
+        meta: Mapping[str, float],
+        fixed: Mapping[str, Any],
+        seed: int,
+        entries: Sequence[PortfolioEntry],
+        nb_json: list[dict[str, Any]],
+        warnings: list[str],
+    ) -> SuggestionResult:
+        assert self.surrogate is not None
+        surrogate = self.surrogate
+        task = request.task
+        kappa = self.settings.kappa
+        blocks = [self._sobol_block(task, seed, fixed)]
+        sources = ["surrogate"] * len(blocks[0])
+        origins: list[str | None] = [None] * len(blocks[0])
+        pblock = self._portfolio_block(entries, task, fixed)
+        if pblock is not None:
+            blocks.append(pblock)
+            sources += ["portfolio"] * len(pblock)
+            origins += [self.portfolio.name_of(e.dataset) for e in entries]
+        dblock = self._default_block(task, fixed)
+        blocks.append(dblock)
+        sources += ["default"]
+        origins += [None]
+        block = ConfigBlock.concat(blocks)
+        X = design_matrix(self.family, block, meta, task=task, fidelity=1.0)
+        pred = surrogate.predict(X, kappa=kappa)
+
+        # Coarse to fine: perturb the best few and score the children too.
+        s = self.settings
+        if s.refine_parents > 0 and s.refine_children > 0:
+            parents = _top_distinct(pred.score, block.unit, s.refine_parents)
+            rng = np.random.default_rng([seed, 7, 1])
+            noise = rng.normal(
+                0.0, s.refine_sigma, (len(parents), s.refine_children, block.unit.shape[1])
+            )
+            u = np.clip(block.unit[parents][:, None, :] + noise, 0.0, 1.0).reshape(
+                -1, block.unit.shape[1]
+            )
+            child = self._decode(u, task, fixed)
+            Xc = design_matrix(self.family, child, meta, task=task, fidelity=1.0)
+            cpred = surrogate.predict(Xc, kappa=kappa)
+            block = ConfigBlock.concat([block, child])
+            X = np.vstack([X, Xc])
+            pred = type(pred)(
+                *(
+                    np.concatenate([a, b])
+                    for a, b in zip(
+                        (pred.mean, pred.spread, pred.lower, pred.upper, pred.score),
+                        (cpred.mean, cpred.spread, cpred.lower, cpred.upper, cpred.score),
+                        strict=True,
+                    )
+                )
+            )
+            sources += ["surrogate"] * len(child)
+            origins += [None] * len(child)
+
+        # Best first; ties keep candidate order (Sobol, portfolio, default, local).
+        order = np.argsort(-pred.score, kind="stable")
+        free = np.array([name not in fixed for name in self.space.dim_names])
+        picks = _diverse(order, block, free, request.n, s.min_distance)
+        contrib = surrogate.contributions(X[picks]) if picks else np.empty((0, X.shape[1]))
+        suggestions = []
+        for rank, (i, c) in enumerate(zip(picks, contrib, strict=True), start=1):
+            explanation: dict[str, Any] = {
+                "nearest_datasets": nb_json,
+                "top_features": _top_features(surrogate.feature_names, X[i], c, s.top_features),
+                "spread": round(float(pred.spread[i]), 5),
+            }
+            if sources[i] == "portfolio":
+                explanation["from_dataset"] = origins[i]
+            suggestions.append(
+                Suggestion(
+                    rank=rank,
+                    config=dict(block.configs[i]),
+                    predicted_quality=round(float(np.clip(pred.mean[i], 0.0, 1.0)), 5),
+                    interval=(
+                        round(float(np.clip(pred.lower[i], 0.0, 1.0)), 5),
+                        round(float(np.clip(pred.upper[i], 0.0, 1.0)), 5),
+                    ),
+                    source=sources[i],
+                    explanation=explanation,
+                )
+            )
+        return SuggestionResult(suggestions, self.info, warnings)
+
+    def _cold_start(
+        self,
+        request: SuggestionRequest,
+        meta: Mapping[str, float],
+        fixed: Mapping[str, Any],
+        entries: Sequence[PortfolioEntry],
+        nb_json: list[dict[str, Any]],
+        warnings: list[str],
+    ) -> SuggestionResult:
+        task = request.task
+        warnings.insert(
+            0,
+            f"no surrogate is active for {self.family} yet: suggestions are the library "
+            "default and the best configs of the nearest datasets in the history, unscored",
+        )
+        dblock = self._default_block(task, fixed)
+        pblock = self._portfolio_block(entries, task, fixed)
+        # The nearest dataset's best config first, then the library default (the bar
+        # every suggestion must clear), then the rest of the portfolio nearest first.
+        blocks, sources, origins = [], [], []
+        if pblock is not None:
+            blocks.append(pblock.take([0]))
+            sources.append("portfolio")
+            origins.append(self.portfolio.name_of(entries[0].dataset))
+        blocks.append(dblock)
+        sources.append("default")
+        origins.append(None)
+        if pblock is not None and len(pblock) > 1:
+            blocks.append(pblock.take(range(1, len(pblock))))
+            sources += ["portfolio"] * (len(pblock) - 1)
+            origins += [self.portfolio.name_of(e.dataset) for e in entries[1:]]
+        block = ConfigBlock.concat(blocks)
+        free = np.array([name not in fixed for name in self.space.dim_names])
+        picks = _diverse(np.arange(len(block)), block, free, request.n, self.settings.min_distance)
+        if not len(self.portfolio):
+            warnings.append(
+                f"no {self.family} runs in the history yet: only the library default is known"
+            )
+        elif len(picks) < request.n:
+            warnings.append(f"only {len(picks)} distinct configs are known without a surrogate")
+        suggestions = []
+        for rank, i in enumerate(picks, start=1):
+            explanation: dict[str, Any] = {"nearest_datasets": nb_json, "top_features": []}
+            if sources[i] == "portfolio":
+                explanation["from_dataset"] = origins[i]
+            suggestions.append(
+                Suggestion(rank, dict(block.configs[i]), None, None, sources[i], explanation)
+            )
+        return SuggestionResult(suggestions, None, warnings)
+
+
+def _check_meta(task: str, given: Mapping[str, Any]) -> dict[str, float]:
+    """Validated meta-features as floats (NaN when unknown).
+
+    Raises:
+        SuggestionError: impossible values (negative counts, n_classes < 2 for
+            classification...), naming what is wrong.
+    """
+    clean: dict[str, Any] = {}
+    for k, v in dict(given).items():
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue  # unknown: allowed, the surrogate treats it as missing
+        if isinstance(v, bool) or math.isnan(_as_float(v)):
+            raise SuggestionError(
+                f"meta-feature {k}={v!r} is not a finite number", field="meta_features"
+            )
+        clean[k] = v
+    try:
+        from training.metafeatures import validate_metafeatures
+    except ImportError:  # pragma: no cover - metafeatures always ships with training
+        validate_metafeatures = None
+    if validate_metafeatures is not None:
+        try:
+            result = validate_metafeatures(task, clean)
+        except ValueError as exc:
+            raise SuggestionError(
+                f"impossible meta-features: {exc}", field="meta_features"
+            ) from None
+        if isinstance(result, Mapping):
+            clean = dict(result)
+    out: dict[str, float] = {k: _as_float(v) for k, v in clean.items()}
+    for name in core_metafeatures():
+        out.setdefault(name, math.nan)
+    return out
+
+
+def _force_parents(space: Any, config: dict[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Make the parents of fixed conditional parameters allow them (unless fixed too)."""
+    out = dict(config)
+    for name in fixed:
+        p = space.param(name)
+        while p.condition is not None:
+            parent, allowed = p.condition
+            if parent in fixed:
+                break
+            parent_param = space.param(parent)
+            if parent_param.index_of(out.get(parent)) not in {
+                parent_param.index_of(v) for v in allowed
+            }:
+                out[parent] = allowed[0]
+            p = parent_param
+    return out
+
+
+def _top_distinct(score: np.ndarray, unit: np.ndarray, k: int) -> list[int]:
+    order = np.argsort(-score, kind="stable")
+    picked: list[int] = []
+    seen: set[bytes] = set()
+    for i in order:
+        key = np.round(unit[i], 6).tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        picked.append(int(i))
+        if len(picked) >= k:
+            break
+    return picked
+
+
+def _diverse(
+    order: np.ndarray, block: ConfigBlock, free: np.ndarray, n: int, min_distance: float
+) -> list[int]:
+    """Greedy picks in ``order`` at least ``min_distance`` apart (RMS over free dims).
+
+    Exact duplicates are always skipped; if too few candidates are far enough apart the
+    rest are filled with the best remaining distinct configs.
+    """
+    dims = free if free.any() else np.ones_like(free)
+    unit = block.unit[:, dims]
+    picked: list[int] = []
+    seen: set[str] = set()
+    skipped: list[int] = []
+    for i in order:
+        i = int(i)
+        text = canonical_config(block.configs[i])
+        if text in seen:
+            continue
+        if picked:
+            d = np.sqrt(((unit[picked] - unit[i]) ** 2).mean(axis=1)).min()
+            if d < min_distance:
+                skipped.append(i)
+                continue
+        seen.add(text)
+        picked.append(i)
+        if len(picked) >= n:
+            return picked
+    for i in skipped:
+        text = canonical_config(block.configs[i])
+        if text not in seen:
+            seen.add(text)
+            picked.append(i)
+            if len(picked) >= n:
+                break
+    # Keep the score order after filling.
+    position = {int(i): p for p, i in enumerate(order)}
+    return sorted(picked, key=position.__getitem__)
+
+
+def _top_features(
+    names: Sequence[str], x: np.ndarray, contrib: np.ndarray, k: int
+) -> list[dict[str, Any]]:
+    # Only features that depend on the config: the dataset's own meta-features shift
+    # every candidate alike and say nothing about why this config ranks where it does.
+    keep = np.array([n.startswith(("cfg_", "ix_")) for n in names])
+    contrib = np.where(keep, contrib, 0.0)
+    order = np.argsort(-np.abs(contrib), kind="stable")[:k]
+    return [
+        {
+            "feature": names[j],
+            "value": None if not math.isfinite(x[j]) else round(float(x[j]), 5),
+            "contribution": round(float(contrib[j]), 5),
+        }
+        for j in order
+        if contrib[j] != 0.0
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# The engine: one policy per family, reloaded when the active surrogate changes
+
+
+def surrogate_from_record(record: SurrogateRecord) -> Surrogate:
+    """Verify and load a registered surrogate (sha256 checked before parsing)."""
+    if record.model_text is None:
+        raise SurrogateIntegrityError(f"surrogate {record.id} came without its model text")
+    return from_text(record.model_text, record.meta, sha256=record.sha256)
+
+
+class SuggestionEngine:
+    """Per-family suggestion policies over the registry's active surrogates.
+
+    Policies are built lazily on first use and rebuilt by :meth:`refresh` when the
+    active surrogate of a family changes (a cheap listing of the registry, no model
+    text); the portfolio of a cold-start policy is rebuilt from the history at most
+    every ``portfolio_ttl`` seconds.
+
+    Args:
+        reader: the run history.
+        registry: the surrogates registry (None: always cold start).
+        settings: the policies' knobs.
+        portfolio_ttl: seconds a cold-start portfolio is reused.
+    """
+
+    def __init__(
+        self,
+        reader: HistoryReader,
+        registry: SurrogateRegistry | None,
+        *,
+        settings: PolicySettings | None = None,
+        portfolio_ttl: float = 600.0,
+    ) -> None:
+        self.reader = reader
+        self.registry = registry
+        self.settings = settings or PolicySettings()
+        self.portfolio_ttl = portfolio_ttl
+        self._policies: dict[str, tuple[int | None, float, SuggestionPolicy]] = {}
+        self._build_lock = threading.Lock()
+
+    def suggest(self, request: SuggestionRequest) -> SuggestionResult:
+        """Answer with the family's current policy (built on first use)."""
+        return self.policy(request.family).suggest(request)
+
+    def policy(self, family: str) -> SuggestionPolicy:
+        """The current policy of ``family``.
+
+        Raises:
+            SuggestionError: an unknown family.
+        """
+        entry = self._policies.get(family)
+        if entry is not None:
+            return entry[2]
+        from training.spaces import get_space
+
+        try:
+            get_space(family)
+        except (KeyError, ValueError) as exc:
+            raise SuggestionError(str(exc), field="family") from None
+        with self._build_lock:
+            entry = self._policies.get(family)
+            if entry is None:
+                active = self._active_ids().get(family)
+                entry = self._build(family, active)
+                self._policies[family] = entry
+        return entry[2]
+
+    def _active_ids(self) -> dict[str, int]:
+        if self.registry is None:
+            return {}
+        return {
+            s.family: int(s.id) for s in self.registry.list_surrogates() if s.status == "active"
+        }
+
+    def refresh(self) -> list[str]:
+        """Reload the policies whose active surrogate changed; return those families."""
+        changed = []
+        active = self._active_ids()
+        now = time.monotonic()
+        for family, (current, built, _) in list(self._policies.items()):
+            stale = current is None and now - built > self.portfolio_ttl
+            if active.get(family) != current or stale:
+                with self._build_lock:
+                    self._policies[family] = self._build(family, active.get(family))
+                changed.append(family)
+        return changed
+
+    def active_surrogate_id(self, family: str) -> int | None:
+        """Id of the surrogate the family's loaded policy uses (None: cold start)."""
+        entry = self._policies.get(family)
+        return None if entry is None else entry[0]
+
+    def _build(self, family: str, active: int | None) -> tuple[int | None, float, SuggestionPolicy]:
+        notes: list[str] = []
+        if active is not None and self.registry is not None:
+            try:
+                record = self.registry.get_surrogate(active)
+                surrogate = surrogate_from_record(record)
+                if not surrogate.compatible():
+                    raise SurrogateIntegrityError(
+                        "it was trained on features this version no longer builds; retrain it"
+                    )
+                portfolio_json = surrogate.metadata.get("portfolio")
+                portfolio = (
+                    Portfolio.from_json(family, portfolio_json)
+                    if portfolio_json is not None
+                    else self._history_portfolio(family)
+                )
+                info = SurrogateInfo(
+                    id=int(record.id),
+                    family=family,
+                    trained_at=record.created_at.isoformat()
+                    if record.created_at is not None
+                    else surrogate.metadata.get("trained_at"),
+                    n_runs=int(record.n_runs),
+                    sha256=record.sha256,
+                )
+                log.info("loaded %s surrogate %s (sha256 %s)", family, active, record.sha256[:12])
+                policy = SuggestionPolicy(
+                    family,
+                    surrogate=surrogate,
+                    portfolio=portfolio,
+                    info=info,
+                    settings=self.settings,
+                )
+                return active, time.monotonic(), policy
+            except (SurrogateIntegrityError, KeyError, ValueError) as exc:
+                log.error("cannot load %s surrogate %s: %s", family, active, exc)
+                notes.append(
+                    f"the active {family} surrogate ({active}) could not be loaded ({exc}); "
+                    "answering without it"
+                )
+        policy = SuggestionPolicy(
+            family,
+            surrogate=None,
+            portfolio=self._history_portfolio(family),
+            settings=self.settings,
+            notes=notes,
+        )
+        return active, time.monotonic(), policy
+
+    def _history_portfolio(self, family: str) -> Portfolio:
+        try:
+            frame = self.reader.runs_frame(family=family, status="ok")
+        except Exception as exc:  # noqa: BLE001 - a history outage must not stop answers
+            log.error("cannot read the %s history: %s", family, exc)
+            return Portfolio(family, {})
+        return Portfolio.from_frame(frame, family, per_dataset=self.settings.per_dataset)
+
+
+def with_portfolio(surrogate: Surrogate, portfolio: Portfolio) -> Surrogate:
+    """A copy of ``surrogate`` whose metadata carries ``portfolio`` (same model text)."""
+    meta = dict(surrogate.metadata)
+    meta["portfolio"] = portfolio.to_json()
+    return Surrogate(surrogate.text, meta)
+
+
+__all__ = [
+    "SOURCES",
+    "TASKS",
+    "HistoryReader",
+    "Neighbor",
+    "PolicySettings",
+    "Portfolio",
+    "PortfolioEntry",
+    "Suggestion",
+    "SuggestionEngine",
+    "SuggestionError",
+    "SuggestionPolicy",
+    "SuggestionRequest",
+    "SuggestionResult",
+    "SurrogateInfo",
+    "SurrogateRegistry",
+    "surrogate_from_record",
+    "with_portfolio",
+]
