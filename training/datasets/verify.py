@@ -51,6 +51,11 @@ MIN_ACC_ERROR_CUT = 0.05
 LEAK_SINGLE = 0.995
 # A whole model this good deserves a look even without one culprit feature.
 SUSPICIOUS_MODEL = 0.999
+# Below the automatic thresholds, strong scores are listed for a look by hand: real
+# leaks (a severity score that encodes death, spending that exists only for card
+# holders) often score 0.98, and so do honest ones (species from body measurements).
+REVIEW_SINGLE = 0.95
+REVIEW_MODEL = 0.98
 
 METRICS = {"binary": "auc", "multiclass": "acc", "regression": "r2"}
 
@@ -330,6 +335,17 @@ def print_report(verdicts: Sequence[Verdict], *, verbose: bool = False) -> None:
             for line in [*v.log, *v.warnings]:
                 print(f"{'':8}- {line}")
     kept = [v for v in verdicts if v.kept]
+    review = [v for v in kept if v.single_score >= REVIEW_SINGLE or v.model >= REVIEW_MODEL]
+    if review:
+        print(
+            f"\nkept but worth a look by hand (single feature >= {REVIEW_SINGLE} or model >= "
+            f"{REVIEW_MODEL}): is a column the target in disguise?"
+        )
+        for v in review:
+            print(
+                f"  {v.entry.name}: model {_fmt(v.model)}, "
+                f"{v.single_feature!r} alone {_fmt(v.single_score)}"
+            )
     print(f"\nkept {len(kept)} of {len(verdicts)}")
     print("by task:", dict(Counter(v.entry.task for v in kept)))
     buckets = Counter(_size_bucket(v.rows) for v in kept)
