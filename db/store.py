@@ -668,18 +668,21 @@ class Store:
             raise InvalidArgumentError(
                 f"config must be JSON with string keys and finite numbers: {error}"
             ) from None
-        body = [
-            run.family,
-            run.metric,
-            run.direction,
-            score,
-            float(fidelity),
-            float(cost),
-            run.status,
-            run.error,
-            run.source,
-        ]
-        body_digest = hashlib.sha256((_canonical_json(body) + config_json).encode()).digest()
+        # repr of a tuple of str/float/None is canonical and cheaper than JSON.
+        body = repr(
+            (
+                run.family,
+                run.metric,
+                run.direction,
+                score,
+                float(fidelity),
+                float(cost),
+                run.status,
+                run.error,
+                run.source,
+            )
+        )
+        body_digest = hashlib.sha256(f"{body}\x00{config_json}".encode()).digest()
         fingerprint = None
         if run.dataset is not None:
             fingerprint = self._cached_dataset_row(run.dataset, spec_cache)["fingerprint"]

@@ -1,0 +1,107 @@
+"""The FastAPI application factory.
+
+Nothing is built at import time: `create_app` makes the engine and the store from
+the settings it is given. ``uvicorn service.app:app_factory --factory`` (what
+``hyperprior serve`` runs, once per worker) reads the settings from the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from db import migrate
+from db.engine import make_engine
+from db.store import Store
+from service.errors import install_error_handlers
+from service.middleware import BodySizeLimitMiddleware
+from service.routes import datasets, health, runs, stats
+from service.settings import Settings
+
+__all__ = ["app_factory", "create_app", "engine_from_settings"]
+
+logger = logging.getLogger(__name__)
+
+try:
+    __version__ = version("hyperprior")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0+unknown"
+
+
+def engine_from_settings(settings: Settings) -> Engine:
+    """Build the database engine described by the settings."""
+    return make_engine(
+        settings.database_url,
+        echo=settings.db_echo,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+        busy_timeout_ms=settings.db_busy_timeout_ms,
+    )
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """Build the HTTP application.
+
+    On startup it refuses to run unless the database schema is at the newest
+    migration (the error names ``hyperprior db upgrade``); on shutdown it closes the
+    connection pool it created.
+
+    Args:
+        settings: Configuration; read from the environment when omitted.
+        store: Use this store instead of building one from ``settings.database_url``
+            (its engine is then left open on shutdown).
+
+    Returns:
+        The FastAPI application.
+    """
+    settings = settings or Settings()
+    owns_engine = store is None
+    if store is None:
+        store = Store(engine_from_settings(settings))
+    app_store = store
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await run_in_threadpool(migrate.verify_schema, app_store.engine)
+        except Exception as error:
+            logger.error("hyperprior cannot start: %s", error)
+            if owns_engine:
+                app_store.engine.dispose()
+            raise
+        logger.info(
+            "hyperprior ready on %s (schema %s)", app_store.backend, migrate.head_revision()
+        )
+        try:
+            yield
+        finally:
+            if owns_engine:
+                app_store.engine.dispose()
+
+    app = FastAPI(
+        title="hyperprior",
+        version=__version__,
+        description="Hyperparameter suggestions learned from a history of training runs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(runs.router, prefix="/v1")
+    app.include_router(datasets.router, prefix="/v1")
+    app.include_router(stats.router, prefix="/v1")
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory``: settings from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,73 @@
+"""The ``hyperprior`` command line.
+
+Subcommands live in `service.commands` (one module each, see there for how to add
+one). User errors print one line to stderr and exit with status 2; an unreachable
+database exits with status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from db.errors import DatabaseUnavailableError, StoreError
+from service.commands import COMMANDS, CommandError
+
+__all__ = ["EXIT_DATABASE_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_USAGE = 2
+EXIT_DATABASE_UNAVAILABLE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="hyperprior",
+        description="Hyperparameter suggestions learned from a history of training runs.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMANDS:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def _error(message: str) -> None:
+    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"hyperprior: error: {first_line}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI.
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with status 2 on bad usage
+    try:
+        return int(args.handler(args) or 0)
+    except DatabaseUnavailableError as error:
+        _error(f"cannot reach the database: {error}")
+        return EXIT_DATABASE_UNAVAILABLE
+    except (CommandError, StoreError) as error:
+        _error(str(error))
+        return EXIT_USAGE
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        _error(f"invalid settings: {details}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

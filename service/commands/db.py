@@ -1,0 +1,76 @@
+"""``hyperprior db``: schema migrations."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from service.commands import DB_COMMANDS
+
+
+def add_database_url_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--database-url`` (default: ``HYPERPRIOR_DATABASE_URL`` or the settings')."""
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="database URL (default: $HYPERPRIOR_DATABASE_URL or sqlite:///./hyperprior.db)",
+    )
+
+
+def database_url(args: argparse.Namespace) -> str:
+    """The database URL from the arguments, else from the settings."""
+    if getattr(args, "database_url", None):
+        return str(args.database_url)
+    from service.settings import Settings
+
+    return Settings().database_url
+
+
+def register(subparsers: Any) -> None:
+    """Add ``hyperprior db`` and its subcommands."""
+    parser = subparsers.add_parser("db", help="manage the database schema")
+    db_subparsers = parser.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+
+    upgrade = db_subparsers.add_parser("upgrade", help="migrate the schema to the newest version")
+    add_database_url_option(upgrade)
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    upgrade.set_defaults(handler=run_upgrade)
+
+    current = db_subparsers.add_parser("current", help="show the schema version")
+    add_database_url_option(current)
+    current.add_argument(
+        "--check", action="store_true", help="exit with status 1 unless the schema is at head"
+    )
+    current.set_defaults(handler=run_current)
+
+    for module_name in DB_COMMANDS:
+        importlib.import_module(module_name).register_db(db_subparsers)
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    """Migrate the schema."""
+    from db import migrate
+
+    url = database_url(args)
+    before = migrate.current_revision(url)
+    migrate.upgrade(url, args.revision)
+    after = migrate.current_revision(url)
+    if before == after:
+        print(f"database schema already at {after}")
+    else:
+        print(f"database schema upgraded from {before or 'nothing'} to {after}")
+    return 0
+
+
+def run_current(args: argparse.Namespace) -> int:
+    """Print the schema version and whether it is the newest."""
+    from db import migrate
+
+    current = migrate.current_revision(database_url(args))
+    head = migrate.head_revision()
+    if current == head:
+        print(f"{current} (head)")
+        return 0
+    print(f"{current or 'none'} (head is {head}: run `hyperprior db upgrade`)")
+    return 1 if args.check else 0

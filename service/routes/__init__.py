@@ -1,0 +1,1 @@
+"""HTTP routes: thin functions from a schema, through the store, to a schema."""

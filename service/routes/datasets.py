@@ -1,0 +1,35 @@
+"""Datasets seen in the run history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+
+from service.deps import StoreDep
+from service.schemas import DatasetPublic, DatasetsPublic, ErrorPublic
+
+router = APIRouter(tags=["datasets"])
+
+
+@router.get("/datasets")
+def list_datasets(
+    store: StoreDep,
+    task: Literal["binary", "multiclass", "regression"] | None = None,
+    name: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DatasetsPublic:
+    """List datasets, oldest first, paginated by cursor."""
+    page = store.list_datasets(task=task, name=name, cursor=cursor, limit=limit)
+    return DatasetsPublic(
+        data=[DatasetPublic.from_dataset(d) for d in page.data],
+        count=page.count,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/datasets/{dataset_id}", responses={404: {"model": ErrorPublic}})
+def get_dataset(dataset_id: Annotated[int, Path(gt=0)], store: StoreDep) -> DatasetPublic:
+    """One dataset by id."""
+    return DatasetPublic.from_dataset(store.get_dataset(dataset_id))

@@ -1,0 +1,76 @@
+"""Run ingestion and listing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+
+from db.errors import InvalidArgumentError
+from service.deps import SettingsDep, StoreDep
+from service.schemas import ErrorPublic, IngestResultPublic, RunPublic, RunsCreate, RunsPublic
+
+router = APIRouter(tags=["runs"])
+
+
+@router.post(
+    "/runs",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": IngestResultPublic, "description": "Nothing new: all were duplicates."},
+        409: {"model": ErrorPublic, "description": "A run id was reused with other content."},
+        413: {"model": ErrorPublic, "description": "Request body too large."},
+        503: {"model": ErrorPublic, "description": "Database unavailable; retry."},
+    },
+)
+def create_runs(
+    body: RunsCreate, store: StoreDep, settings: SettingsDep, response: Response
+) -> IngestResultPublic:
+    """Ingest a batch of runs, all-or-nothing and idempotent by run id."""
+    if len(body.runs) > settings.max_runs_per_batch:
+        raise InvalidArgumentError(
+            f"runs: {len(body.runs)} runs in one request, the limit is "
+            f"{settings.max_runs_per_batch} (HYPERPRIOR_MAX_RUNS_PER_BATCH): split the batch"
+        )
+    result = store.ingest_runs([run.to_new_run() for run in body.runs])
+    if result.inserted == 0:
+        response.status_code = status.HTTP_200_OK
+    return IngestResultPublic(inserted=result.inserted, duplicates=result.duplicates)
+
+
+@router.get("/runs")
+def list_runs(
+    store: StoreDep,
+    dataset_id: Annotated[int | None, Query(gt=0)] = None,
+    family: str | None = None,
+    source: Literal["user", "bootstrap", "verification", "import"] | None = None,
+    status: Literal["ok", "failed"] | None = None,
+    since: Annotated[
+        dt.datetime | None, Query(description="ISO 8601; without offset means UTC.")
+    ] = None,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> RunsPublic:
+    """List runs, oldest first, filtered and paginated by cursor."""
+    page = store.list_runs(
+        dataset_id=dataset_id,
+        family=family,
+        source=source,
+        status=status,
+        since=since,
+        cursor=cursor,
+        limit=limit,
+    )
+    return RunsPublic(
+        data=[RunPublic.from_run(run) for run in page.data],
+        count=page.count,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/runs/{run_id}", responses={404: {"model": ErrorPublic}})
+def get_run(run_id: uuid.UUID, store: StoreDep) -> RunPublic:
+    """One run by id."""
+    return RunPublic.from_run(store.get_run(run_id))

@@ -1,0 +1,16 @@
+"""Counts over the history."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import StoreDep
+from service.schemas import StatsPublic
+
+router = APIRouter(tags=["stats"])
+
+
+@router.get("/stats")
+def get_stats(store: StoreDep) -> StatsPublic:
+    """Numbers of runs and datasets, runs by family, task, source and status."""
+    return StatsPublic.from_stats(store.stats())

@@ -1,0 +1,305 @@
+"""Request and response bodies of the HTTP API (pydantic).
+
+Floats are finite everywhere (``allow_inf_nan=False``): Python's json module accepts
+the non-standard ``NaN`` and ``Infinity`` literals, and they must not reach the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from db.entities import Dataset, DatasetSpec, NewRun, Run, Stats
+
+__all__ = [
+    "DatasetCreate",
+    "DatasetPublic",
+    "DatasetsPublic",
+    "ErrorPublic",
+    "IngestResultPublic",
+    "MetaFeaturesCreate",
+    "RunCreate",
+    "RunPublic",
+    "RunsCreate",
+    "RunsPublic",
+    "StatsPublic",
+]
+
+Task = Literal["binary", "multiclass", "regression"]
+Direction = Literal["maximize", "minimize"]
+Source = Literal["user", "bootstrap", "verification", "import"]
+RunStatus = Literal["ok", "failed"]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+
+_MAX_CONFIG_DEPTH = 8
+
+
+def _check_json_value(value: dict[str, Any] | list[Any], path: str, depth: int = 0) -> None:
+    """Reject non-finite floats and absurd nesting anywhere inside a config."""
+    if depth >= _MAX_CONFIG_DEPTH:
+        raise ValueError(f"{path} is nested too deeply")
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        kind = type(item)
+        # Fast path for the common case (flat configs of numbers and strings).
+        if kind is float:
+            if not math.isfinite(item):
+                raise ValueError(f"{path}.{key} must be a finite number, got {item}")
+        elif kind is dict or kind is list:
+            _check_json_value(item, f"{path}.{key}", depth + 1)
+
+
+class MetaFeaturesCreate(BaseModel):
+    """Meta-features of a dataset: ``n_rows`` and ``n_features`` are required, any
+    other name may be added with a number (or null) as value."""
+
+    model_config = ConfigDict(extra="allow")
+
+    n_rows: int = Field(gt=0, description="Number of rows.")
+    n_features: int = Field(gt=0, description="Number of features.")
+    n_classes: int | None = Field(
+        default=None, ge=2, description="Number of classes (classification only)."
+    )
+    # Other meta-features are floats (or null): one type keeps error locations simple.
+    __pydantic_extra__: dict[str, FiniteFloat | None] = Field(init=False)
+
+    def as_mapping(self) -> dict[str, float | int | None]:
+        """All meta-features as one flat mapping."""
+        values: dict[str, float | int | None] = {
+            "n_rows": self.n_rows,
+            "n_features": self.n_features,
+        }
+        if self.n_classes is not None:
+            values["n_classes"] = self.n_classes
+        values.update(self.__pydantic_extra__ or {})
+        return values
+
+
+class DatasetCreate(BaseModel):
+    """A dataset described inline in a run; created on first use, deduplicated by
+    fingerprint (name, task and meta-features)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    task: Task
+    meta_features: MetaFeaturesCreate
+
+    @field_validator("meta_features")
+    @classmethod
+    def _classes_match_task(
+        cls, meta: MetaFeaturesCreate, info: ValidationInfo
+    ) -> MetaFeaturesCreate:
+        # Checked here rather than in MetaFeaturesCreate: one Python call per dataset.
+        for key, value in (meta.__pydantic_extra__ or {}).items():
+            if key.startswith("n_") and value is not None and value < 0:
+                raise ValueError(f"{key} is a count and must be >= 0, got {value}")
+        task = info.data.get("task")
+        if task == "binary" and meta.n_classes not in (None, 2):
+            raise ValueError(f"n_classes must be 2 for a binary task, got {meta.n_classes}")
+        if task == "regression" and meta.n_classes is not None:
+            raise ValueError("n_classes must be null or absent for a regression task")
+        return meta
+
+    def to_spec(self) -> DatasetSpec:
+        """The store's value object."""
+        return DatasetSpec(
+            name=self.name, task=self.task, meta_features=self.meta_features.as_mapping()
+        )
+
+
+class RunCreate(BaseModel):
+    """One training run. ``id`` is chosen by the client and makes retries safe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: uuid.UUID = Field(description="Client-chosen UUID: the idempotency key.")
+    dataset: DatasetCreate | None = Field(default=None, description="The dataset, inline.")
+    dataset_id: int | None = Field(default=None, gt=0, description="Or the id of a stored dataset.")
+    family: Name = Field(description="Model family, e.g. lightgbm.")
+    config: dict[str, Any] = Field(description="The estimator's keyword arguments.")
+    metric: Name
+    direction: Direction
+    status: RunStatus = "ok"
+    score: FiniteFloat | None = Field(
+        default=None, validate_default=True, description="Null only for failed runs."
+    )
+    fidelity: float = Field(gt=0, le=1, allow_inf_nan=False, description="In (0, 1].")
+    cost_seconds: float = Field(ge=0, allow_inf_nan=False)
+    source: Source
+    error: str | None = Field(default=None, max_length=20_000)
+
+    @field_validator("config")
+    @classmethod
+    def _config_is_finite_json(cls, config: dict[str, Any]) -> dict[str, Any]:
+        _check_json_value(config, "config")
+        return config
+
+    @field_validator("score")
+    @classmethod
+    def _score_unless_failed(cls, score: float | None, info: ValidationInfo) -> float | None:
+        if score is None and info.data.get("status", "ok") != "failed":
+            raise ValueError("score is required unless status is 'failed'")
+        return score
+
+    @model_validator(mode="after")
+    def _one_dataset_reference(self) -> RunCreate:
+        if (self.dataset is None) == (self.dataset_id is None):
+            raise ValueError("exactly one of 'dataset' and 'dataset_id' must be given")
+        return self
+
+    def to_new_run(self) -> NewRun:
+        """The store's value object."""
+        return NewRun(
+            id=self.id,
+            family=self.family,
+            config=self.config,
+            metric=self.metric,
+            direction=self.direction,
+            score=self.score,
+            fidelity=self.fidelity,
+            cost_seconds=self.cost_seconds,
+            source=self.source,
+            status=self.status,
+            error=self.error,
+            dataset=None if self.dataset is None else self.dataset.to_spec(),
+            dataset_id=self.dataset_id,
+        )
+
+
+class RunsCreate(BaseModel):
+    """A batch of runs, inserted all-or-nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runs: list[RunCreate] = Field(min_length=1)
+
+
+class IngestResultPublic(BaseModel):
+    """How many runs were new and how many were already stored (same id and content)."""
+
+    inserted: int
+    duplicates: int
+
+
+class RunPublic(BaseModel):
+    """A stored run."""
+
+    id: uuid.UUID
+    dataset_id: int
+    family: str
+    config: dict[str, Any]
+    metric: str
+    direction: str
+    score: float | None
+    fidelity: float
+    cost_seconds: float
+    status: str
+    error: str | None
+    source: str
+    created_at: dt.datetime
+
+    @classmethod
+    def from_run(cls, run: Run) -> RunPublic:
+        """Build from the store's value object."""
+        return cls(
+            id=run.id,
+            dataset_id=run.dataset_id,
+            family=run.family,
+            config=run.config,
+            metric=run.metric,
+            direction=run.direction,
+            score=run.score,
+            fidelity=run.fidelity,
+            cost_seconds=run.cost_seconds,
+            status=run.status,
+            error=run.error,
+            source=run.source,
+            created_at=run.created_at,
+        )
+
+
+class RunsPublic(BaseModel):
+    """A page of runs, oldest first."""
+
+    data: list[RunPublic]
+    count: int = Field(description="Runs matching the filters, on all pages.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class DatasetPublic(BaseModel):
+    """A stored dataset."""
+
+    id: int
+    name: str
+    fingerprint: str
+    task: str
+    n_rows: int
+    n_features: int
+    n_classes: int | None
+    meta_features: dict[str, float | int | None]
+    created_at: dt.datetime
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> DatasetPublic:
+        """Build from the store's value object."""
+        return cls(
+            id=dataset.id,
+            name=dataset.name,
+            fingerprint=dataset.fingerprint,
+            task=dataset.task,
+            n_rows=dataset.n_rows,
+            n_features=dataset.n_features,
+            n_classes=dataset.n_classes,
+            meta_features=dataset.meta_features,
+            created_at=dataset.created_at,
+        )
+
+
+class DatasetsPublic(BaseModel):
+    """A page of datasets, oldest first."""
+
+    data: list[DatasetPublic]
+    count: int
+    next_cursor: str | None
+
+
+class StatsPublic(BaseModel):
+    """Counts over the whole history (run counts by family, task, source, status)."""
+
+    runs: int
+    datasets: int
+    by_family: dict[str, int]
+    by_task: dict[str, int]
+    by_source: dict[str, int]
+    by_status: dict[str, int]
+
+    @classmethod
+    def from_stats(cls, stats: Stats) -> StatsPublic:
+        """Build from the store's value object."""
+        return cls(
+            runs=stats.runs,
+            datasets=stats.datasets,
+            by_family=stats.by_family,
+            by_task=stats.by_task,
+            by_source=stats.by_source,
+            by_status=stats.by_status,
+        )
+
+
+class ErrorPublic(BaseModel):
+    """An error that is not about request validation."""
+
+    detail: str

@@ -1,0 +1,52 @@
+"""Service settings, read from ``HYPERPRIOR_*`` environment variables (or ``.env``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything the service and the CLI can be configured with.
+
+    Each field is read from the environment variable ``HYPERPRIOR_<FIELD>``, e.g.
+    ``HYPERPRIOR_DATABASE_URL=postgresql://user@db/hyperprior``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="HYPERPRIOR_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Database
+    database_url: str = Field(
+        default="sqlite:///./hyperprior.db",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql://user@host/db.",
+    )
+    db_pool_size: int = Field(default=10, ge=1, description="Connections kept in the pool.")
+    db_max_overflow: int = Field(default=20, ge=0, description="Extra connections under load.")
+    db_pool_timeout_s: float = Field(default=30.0, gt=0, description="Wait for a connection.")
+    db_busy_timeout_ms: int = Field(
+        default=30_000, ge=0, description="SQLite: how long a writer waits for the lock."
+    )
+    db_echo: bool = Field(default=False, description="Log every SQL statement.")
+
+    # Requests
+    max_body_bytes: int = Field(
+        default=64 * MiB, gt=0, description="Largest accepted request body, in bytes."
+    )
+    max_runs_per_batch: int = Field(
+        default=10_000, gt=0, description="Most runs accepted by one POST /v1/runs."
+    )
+
+    # Server
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
+    workers: int = Field(default=1, ge=1, description="Server processes.")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    access_log: bool = Field(default=True, description="Log one line per request.")
