@@ -743,6 +743,11 @@ class SuggestionPolicy:
         block = ConfigBlock.concat(blocks)
         free = np.array([name not in fixed for name in self.space.dim_names])
         picks = _diverse(np.arange(len(block)), block, free, request.n, self.settings.min_distance)
+        default_at = sources.index("default")
+        default_text = canonical_config(block.configs[default_at])
+        if default_text not in {canonical_config(block.configs[i]) for i in picks}:
+            # The bar every suggestion must clear stays in the answer, at its place.
+            picks = sorted([*picks[: request.n - 1], default_at])
         if not len(self.portfolio):
             warnings.append(
                 f"no {self.family} runs in the history yet: only the library default is known"

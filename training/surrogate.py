@@ -178,7 +178,13 @@ def _train_members(ts: TrainingSet, params: SurrogateParams) -> list[lgb.Booster
         label=label,
         group=group_sizes,
         feature_name=list(ts.feature_names),
-        params={"max_bin": params.max_bin, "verbosity": -1, "data_random_seed": params.seed},
+        params={
+            "max_bin": params.max_bin,
+            "min_data_in_leaf": params.min_data_in_leaf,
+            "feature_pre_filter": False,
+            "verbosity": -1,
+            "data_random_seed": params.seed,
+        },
         free_raw_data=False,
     )
     data.construct()
@@ -244,6 +250,8 @@ def member_text(text: str, member: int, n_members: int) -> str:
     head = re.sub(r"^num_class=\d+$", "num_class=1", head, flags=re.M)
     head = re.sub(r"^num_tree_per_iteration=\d+$", "num_tree_per_iteration=1", head, flags=re.M)
     head = re.sub(r"^objective=.*$", "objective=regression", head, flags=re.M)
+    # Byte offsets of the trees no longer hold; LightGBM finds the trees without them.
+    head = re.sub(r"^tree_sizes=.*\n?", "", head, flags=re.M)
     parts = [head.rstrip("\n"), ""]
     for index, block in enumerate(blocks[member::n_members]):
         parts.append(f"Tree={index}\n{block}\n")

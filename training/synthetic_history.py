@@ -143,7 +143,7 @@ class SyntheticHistory:
             meta = self.sample_meta(rng, task)
             metric, direction = _primary(task)
             picks = rng.choice(len(pool), size=max(runs_per_dataset - 1, 0), replace=False)
-            configs = [space.default(task)] + [space.decode(pool[j]) for j in picks]
+            configs = [space.default(task)] + space.decode_many(pool[picks], task)
             unit = np.asarray(space.encode_many(configs), dtype=np.float64)
             fids = [1.0] * len(configs)
             if reduced_fidelity is not None and n_reduced > 0:

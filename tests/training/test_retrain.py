@@ -1,0 +1,115 @@
+"""The retrain job against a real store: promotion rules, locks, crash safety."""
+
+from __future__ import annotations
+
+import pytest
+
+from db.store import Store
+from training import retrain as retrain_module
+from training.retrain import retrain
+from training.suggest import surrogate_from_record
+from training.surrogate import SurrogateParams
+from training.synthetic_history import SyntheticHistory, new_runs
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+
+FAMILY = "lightgbm"
+GOOD = SurrogateParams(n_members=2, n_rounds=25, num_leaves=7, min_data_in_leaf=10, cv_folds=3)
+# Two shallow trees at a tiny learning rate: predictions barely depend on the config.
+BAD = SurrogateParams(
+    n_members=2, n_rounds=2, num_leaves=2, learning_rate=0.01, min_data_in_leaf=10, cv_folds=3
+)
+
+
+@pytest.fixture
+def history_store(store: Store) -> Store:
+    frame = SyntheticHistory(FAMILY, seed=21).frame(12, 16, n_reduced=0)
+    store.ingest_runs(new_runs(frame))
+    return store
+
+
+def test_first_retrain_activates_a_verified_candidate(history_store: Store) -> None:
+    result = retrain(history_store, FAMILY, params=GOOD)
+    assert result.outcome == "activated"
+    assert result.n_datasets == 12
+    active = history_store.find_active_surrogate(FAMILY)
+    assert active is not None
+    assert active.id == result.candidate_id
+    assert active.metrics["regret_at_1"] == result.metrics["regret_at_1"]
+    loaded = surrogate_from_record(active)
+    assert loaded.family == FAMILY
+    assert len(active.meta["portfolio"]) == 12
+    # The lock is released: another retrain may start at once.
+    assert history_store.try_acquire_lock(f"retrain:{FAMILY}", "someone", 60)
+
+
+def test_a_worse_candidate_is_kept_out_and_rollback_works(history_store: Store) -> None:
+    good = retrain(history_store, FAMILY, params=GOOD)
+    bad = retrain(history_store, FAMILY, params=BAD)
+    assert bad.outcome == "kept"
+    assert bad.active_metrics is not None
+    assert bad.metrics["regret_at_1"] > bad.active_metrics["regret_at_1"]
+    # The active model's recipe was re-evaluated on the same runs, not read from storage.
+    assert bad.metrics["compared_with"]["id"] == good.candidate_id
+    assert history_store.find_active_surrogate(FAMILY).id == good.candidate_id
+    statuses = {s.id: s.status for s in history_store.list_surrogates(FAMILY)}
+    assert statuses == {good.candidate_id: "active", bad.candidate_id: "candidate"}
+    # Roll forward by hand, then back.
+    history_store.activate_surrogate(bad.candidate_id)
+    assert history_store.find_active_surrogate(FAMILY).id == bad.candidate_id
+    history_store.activate_surrogate(good.candidate_id)
+    assert history_store.find_active_surrogate(FAMILY).id == good.candidate_id
+
+
+def test_same_recipe_on_more_data_is_promoted(history_store: Store) -> None:
+    first = retrain(history_store, FAMILY, params=GOOD)
+    more = SyntheticHistory(FAMILY, seed=21).frame(4, 16, n_reduced=0, start=100)
+    history_store.ingest_runs(new_runs(more))
+    second = retrain(history_store, FAMILY, params=GOOD)
+    assert second.outcome == "activated"
+    assert second.n_datasets == 16
+    assert second.previous_id == first.candidate_id
+
+
+def test_force_and_tolerance(history_store: Store) -> None:
+    retrain(history_store, FAMILY, params=GOOD)
+    forced = retrain(history_store, FAMILY, params=BAD, force=True)
+    assert forced.outcome == "activated"
+    assert forced.reason == "forced"
+    tolerant = retrain(history_store, FAMILY, params=GOOD, tolerance=1.0)
+    assert tolerant.outcome == "activated"
+
+
+def test_a_held_lock_stops_a_second_retrain_until_it_expires(
+    history_store: Store, clock: object
+) -> None:
+    assert history_store.try_acquire_lock(f"retrain:{FAMILY}", "other-host:1", 600)
+    blocked = retrain(history_store, FAMILY, params=GOOD)
+    assert blocked.outcome == "locked"
+    assert history_store.list_surrogates(FAMILY) == []
+    clock.advance(601)  # type: ignore[attr-defined]  # the other retrain died: its lease ran out
+    assert retrain(history_store, FAMILY, params=GOOD).outcome == "activated"
+
+
+def test_a_crash_leaves_the_active_model_serving(
+    history_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = retrain(history_store, FAMILY, params=GOOD)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise MemoryError("killed while fitting")
+
+    monkeypatch.setattr(retrain_module, "fit", boom)
+    with pytest.raises(MemoryError):
+        retrain(history_store, FAMILY, params=GOOD)
+    assert history_store.find_active_surrogate(FAMILY).id == good.candidate_id
+    assert len(history_store.list_surrogates(FAMILY)) == 1
+    assert history_store.try_acquire_lock(f"retrain:{FAMILY}", "next", 60)
+
+
+def test_too_little_history_trains_nothing(store: Store) -> None:
+    frame = SyntheticHistory(FAMILY, seed=2).frame(2, 8, n_reduced=0)
+    store.ingest_runs(new_runs(frame))
+    result = retrain(store, FAMILY, params=GOOD)
+    assert result.outcome == "no_data"
+    assert store.list_surrogates(FAMILY) == []
