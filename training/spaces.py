@@ -223,15 +223,16 @@ class _Numeric(Param):
         object.__setattr__(self, "_lo", lo)
         object.__setattr__(self, "_span", hi - lo)
 
-    def _check_range(self, value: float) -> None:
+    def _check_range(self, value: float, raw: Any) -> None:
+        # Messages quote the value as given, not its float conversion.
         if not math.isfinite(value):
-            raise ValueError(f"{self.name}={value!r} is not finite")
+            raise ValueError(f"{self.name}={raw!r} is not finite")
         if self.minimum is not None:
             if value < self.minimum or (self.exclusive_minimum and value == self.minimum):
                 op = ">" if self.exclusive_minimum else ">="
-                raise ValueError(f"{self.name}={value!r} must be {op} {self.minimum}")
+                raise ValueError(f"{self.name}={raw!r} must be {op} {self.minimum:g}")
         if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"{self.name}={value!r} must be <= {self.maximum}")
+            raise ValueError(f"{self.name}={raw!r} must be <= {self.maximum:g}")
 
     def to_unit(self, values: Sequence[Any]) -> np.ndarray:
         nm = self.none_means
@@ -314,7 +315,7 @@ class Float(_Numeric):
         if not _is_number(value):
             raise ValueError(f"{self.name}={value!r} must be a number")
         out = float(value)
-        self._check_range(out)
+        self._check_range(out, value)
         return out
 
     def from_unit(self, u: np.ndarray) -> list[Any]:
@@ -365,7 +366,7 @@ class Int(_Numeric):
         if not _is_number(value) or not float(value).is_integer():
             raise ValueError(f"{self.name}={value!r} must be an integer")
         out = int(value)
-        self._check_range(float(out))
+        self._check_range(float(out), value)
         return out
 
     def from_unit(self, u: np.ndarray) -> list[Any]:
