@@ -21,7 +21,8 @@ from db.engine import make_engine
 from db.store import Store
 from service.errors import install_error_handlers
 from service.middleware import BodySizeLimitMiddleware
-from service.routes import datasets, health, runs, stats
+from service.routes import datasets, health, runs, stats, suggestions, surrogates
+from service.scheduler import BackgroundServices
 from service.settings import Settings
 
 __all__ = ["app_factory", "create_app", "engine_from_settings"]
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     if store is None:
         store = Store(engine_from_settings(settings))
     app_store = store
+    # The suggestion engine, the registry watcher and (optionally) the nightly retrain.
+    background = BackgroundServices(store, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,9 +82,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         logger.info(
             "hyperprior ready on %s (schema %s)", app_store.backend, migrate.head_revision()
         )
+        background.start()
         try:
             yield
         finally:
+            background.stop()
             if owns_engine:
                 app_store.engine.dispose()
 
@@ -93,12 +98,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.suggestions = background
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(runs.router, prefix="/v1")
     app.include_router(datasets.router, prefix="/v1")
     app.include_router(stats.router, prefix="/v1")
+    app.include_router(suggestions.router, prefix="/v1")
+    app.include_router(surrogates.router, prefix="/v1")
     return app
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -50,3 +50,32 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, description="Server processes.")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     access_log: bool = Field(default=True, description="Log one line per request.")
+
+    # Surrogates and retraining
+    surrogate_poll_s: float = Field(
+        default=30.0, gt=0, description="How often API processes check for a newly active model."
+    )
+    retrain_in_process: bool = Field(
+        default=True, description="Run the nightly retrain scheduler inside the API process."
+    )
+    retrain_cron: str = Field(
+        default="0 3 * * *", description="When to retrain (cron expression, UTC)."
+    )
+    retrain_tolerance: float = Field(
+        default=0.0,
+        ge=0,
+        description="Promote a candidate whose grouped-CV top-1 regret is at most this much "
+        "worse than the active model's on the same data.",
+    )
+    retrain_lock_ttl_s: float = Field(
+        default=600.0, gt=0, description="Lease of the retrain lock; a dead retrain frees it after."
+    )
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r} (expected e.g. '0 3 * * *')")
+        return value

@@ -587,7 +587,11 @@ class SuggestionPolicy:
         """
         meta, fixed = self._check(request)
         warnings = list(self.notes)
-        missing = [m for m in core_metafeatures() if not math.isfinite(meta.get(m, math.nan))]
+        missing = [
+            m
+            for m in core_metafeatures()
+            if not math.isfinite(meta.get(m, math.nan)) and _applies(m, request.task, meta)
+        ]
         if missing:
             warnings.append(
                 "meta-features not given, treated as unknown: " + ", ".join(sorted(missing))
@@ -763,6 +767,17 @@ class SuggestionPolicy:
                 Suggestion(rank, dict(block.configs[i]), None, None, sources[i], explanation)
             )
         return SuggestionResult(suggestions, None, warnings)
+
+
+def _applies(name: str, task: str, meta: Mapping[str, float]) -> bool:
+    """Whether a meta-feature exists for this kind of data (else it is rightly absent)."""
+    if name.startswith("target_"):
+        return task == "regression"
+    if name.startswith(("class_", "imbalance")) or name in ("n_classes", "lm_nb"):
+        return task != "regression"
+    if name.startswith("cat_card") or name == "onehot_width":
+        return meta.get("n_categorical", math.nan) != 0
+    return True
 
 
 def _check_meta(task: str, given: Mapping[str, Any]) -> dict[str, float]:

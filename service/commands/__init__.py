@@ -18,6 +18,8 @@ COMMANDS: list[str] = [
     "service.commands.serve",
     "service.commands.db",
     "service.commands.bootstrap",
+    "service.commands.retrain",
+    "service.commands.suggest",
 ]
 
 DB_COMMANDS: list[str] = ["service.commands.seed"]

@@ -1,0 +1,121 @@
+"""``hyperprior retrain``: fit the surrogates now, or on a schedule (``--schedule``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+from service.commands import CommandError
+from service.commands.db import add_database_url_option, database_url
+
+_FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``hyperprior retrain``."""
+    parser = subparsers.add_parser(
+        "retrain",
+        help="retrain the surrogates (promoted only if not worse), now or on a schedule",
+        description=(
+            "Fit a new surrogate per family on the whole run history, measure it by grouped "
+            "cross-validation by dataset, register it, and activate it only if its top-1 "
+            "regret is not worse than the active model's on the same data (plus "
+            "--tolerance). With --schedule, keep running and retrain at the times of the "
+            "cron expression (the docker-compose 'retrainer' service)."
+        ),
+    )
+    parser.add_argument(
+        "--family",
+        action="append",
+        choices=_FAMILIES,
+        help="retrain only this family (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="activate the new model whatever its metrics"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        help="allowed regret increase (default: $HYPERPRIOR_RETRAIN_TOLERANCE or 0)",
+    )
+    parser.add_argument(
+        "--schedule", action="store_true", help="run forever, retraining at the cron times"
+    )
+    parser.add_argument(
+        "--cron", help="cron expression in UTC (default: $HYPERPRIOR_RETRAIN_CRON or 0 3 * * *)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON lines")
+    add_database_url_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def _print(result: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_dict(), sort_keys=True, default=str), flush=True)
+        return
+    m = result.metrics
+    line = f"{result.family:14s} {result.outcome:10s}"
+    if result.candidate_id is not None:
+        line += f" model {result.candidate_id}"
+        line += f"  regret@1 {m.get('regret_at_1', float('nan')):.4f}"
+        line += f" (default {m.get('default_regret', float('nan')):.4f})"
+        line += f"  ndcg@5 {m.get('ndcg_at_5', float('nan')):.4f}"
+        line += f"  spearman {m.get('spearman', float('nan')):.4f}"
+        line += f"  {result.n_runs} runs / {result.n_datasets} datasets  {result.seconds:.1f}s"
+    print(line, flush=True)
+    print(f"{'':14s} {result.reason}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Retrain once, or forever on the schedule."""
+    from db import migrate
+    from db.engine import make_engine
+    from db.store import Store
+    from service.scheduler import RetrainScheduler, validate_cron
+    from service.settings import Settings
+    from training.retrain import retrain
+
+    settings = Settings()
+    url = database_url(args)
+    migrate.verify_schema(url)
+    store = Store(make_engine(url))
+    families = tuple(args.family or _FAMILIES)
+    tolerance = settings.retrain_tolerance if args.tolerance is None else args.tolerance
+    if tolerance < 0:
+        raise CommandError("--tolerance must be >= 0")
+
+    if args.schedule:
+        if args.force:
+            raise CommandError("--force applies to a single retrain, not to --schedule")
+        try:
+            cron = validate_cron(args.cron or settings.retrain_cron)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        scheduler = RetrainScheduler(
+            store,
+            cron=cron,
+            families=families,
+            tolerance=tolerance,
+            lock_ttl_seconds=settings.retrain_lock_ttl_s,
+            on_result=lambda result: _print(result, args.json),
+        )
+        print(f"retraining {', '.join(families)} at '{cron}' (UTC); Ctrl-C to stop", flush=True)
+        scheduler.run_forever()
+        return 0
+
+    status = 0
+    for family in families:
+        result = retrain(
+            store,
+            family,
+            tolerance=tolerance,
+            force=args.force,
+            lock_ttl_seconds=settings.retrain_lock_ttl_s,
+        )
+        _print(result, args.json)
+        if result.outcome == "locked":
+            status = 1
+    return status

@@ -1,0 +1,210 @@
+"""``hyperprior suggest DATA.csv --target COL --family F``: suggestions for a local file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from service.commands import CommandError
+from service.commands.db import add_database_url_option, database_url
+
+_FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
+_TASKS = ("binary", "multiclass", "regression")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``hyperprior suggest``."""
+    parser = subparsers.add_parser(
+        "suggest",
+        help="suggest hyperparameters for a CSV or Parquet file",
+        description=(
+            "Compute the file's meta-features locally (the data never leaves this machine) "
+            "and print the suggested configs: from a running service with --url, else "
+            "straight from the local database and its active surrogate."
+        ),
+    )
+    parser.add_argument("data", type=Path, help="a .csv or .parquet file")
+    parser.add_argument("--target", required=True, help="the target column")
+    parser.add_argument("--family", required=True, choices=_FAMILIES, help="model family")
+    parser.add_argument(
+        "--task", choices=_TASKS, help="the task (default: inferred from the target)"
+    )
+    parser.add_argument("--n", type=int, default=5, help="how many suggestions (1-50)")
+    parser.add_argument("--seed", type=int, help="same seed, same suggestions")
+    parser.add_argument(
+        "--fixed",
+        action="append",
+        default=[],
+        metavar="PARAM=VALUE",
+        help="force a parameter on every suggestion (VALUE is JSON, e.g. num_leaves=63)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the API's JSON")
+    parser.add_argument("--url", help="a hyperprior service, e.g. http://127.0.0.1:8000")
+    add_database_url_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def read_table(path: Path) -> Any:
+    """A DataFrame from a CSV or Parquet file."""
+    import pandas as pd
+
+    if not path.exists():
+        raise CommandError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as error:  # noqa: BLE001 - any reader error is the user's file
+        raise CommandError(f"cannot read {path}: {error}") from None
+
+
+def infer_task(y: Any) -> str:
+    """``binary`` for two classes, ``multiclass`` for a few labels, else ``regression``."""
+    import pandas as pd
+
+    y = pd.Series(y).dropna()
+    n_unique = y.nunique()
+    if n_unique == 2:
+        return "binary"
+    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+    if numeric:
+        integral = bool((y == y.round()).all())
+        if not integral or n_unique > 20:
+            return "regression"
+    return "multiclass"
+
+
+def _parse_fixed(items: list[str]) -> dict[str, Any]:
+    fixed: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--fixed expects PARAM=VALUE, got {item!r}")
+        try:
+            fixed[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            fixed[name] = raw  # a bare word is a string choice (max_features=sqrt)
+    return fixed
+
+
+def build_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The POST /v1/suggestions body for the file in ``args``."""
+    from training.metafeatures import compute_metafeatures
+
+    frame = read_table(args.data)
+    if args.target not in frame.columns:
+        raise CommandError(f"no column {args.target!r} in {args.data}")
+    y = frame[args.target]
+    X = frame.drop(columns=[args.target])
+    if X.shape[1] == 0 or y.notna().sum() < 2:
+        raise CommandError(f"{args.data} needs feature columns and at least two target values")
+    task = args.task or infer_task(y)
+    meta = compute_metafeatures(X, y, task, seed=0)
+    body: dict[str, Any] = {
+        "family": args.family,
+        "task": task,
+        "dataset": {
+            "name": args.data.stem,
+            "meta_features": {
+                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in meta.items()
+            },
+        },
+        "n": args.n,
+    }
+    if args.seed is not None:
+        body["seed"] = args.seed
+    fixed = _parse_fixed(args.fixed)
+    if fixed:
+        body["fixed"] = fixed
+    return body
+
+
+def _ask_service(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+
+    try:
+        response = httpx.post(url.rstrip("/") + "/v1/suggestions", json=body, timeout=60.0)
+    except httpx.HTTPError as error:
+        raise CommandError(f"cannot reach {url}: {error}") from None
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        if isinstance(detail, list):
+            detail = "; ".join(str(d.get("msg", d)) for d in detail)
+        raise CommandError(f"{url} answered {response.status_code}: {detail}")
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _ask_locally(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
+    from db import migrate
+    from db.engine import make_engine
+    from db.store import Store
+    from service.routes.suggestions import SuggestionCreate, to_public
+    from training.suggest import SuggestionEngine, SuggestionError, SuggestionRequest
+
+    url = database_url(args)
+    migrate.verify_schema(url)
+    store = Store(make_engine(url))
+    request = SuggestionCreate.model_validate(body)
+    try:
+        result = SuggestionEngine(store, store).suggest(
+            SuggestionRequest(
+                family=request.family,
+                task=request.task,
+                meta_features=request.dataset.meta_features,
+                n=request.n,
+                seed=request.seed,
+                fixed=request.fixed,
+                dataset_name=request.dataset.name,
+            )
+        )
+    except SuggestionError as error:
+        raise CommandError(str(error)) from None
+    answer: dict[str, Any] = to_public(result).model_dump(mode="json")
+    return answer
+
+
+def format_table(answer: dict[str, Any]) -> str:
+    """A human-readable table of an answer."""
+    lines = []
+    surrogate = answer.get("surrogate")
+    if surrogate:
+        lines.append(
+            f"surrogate {surrogate['id']} (trained {surrogate['trained_at']}, "
+            f"{surrogate['n_runs']} runs)"
+        )
+    else:
+        lines.append("no surrogate: library default and portfolio only")
+    lines.append(f"{'rank':>4}  {'quality':>7}  {'interval':>13}  {'source':9}  config")
+    for s in answer["suggestions"]:
+        quality = "" if s["predicted_quality"] is None else f"{s['predicted_quality']:.3f}"
+        interval = "" if s["interval"] is None else "[{:.2f}, {:.2f}]".format(*s["interval"])
+        config = " ".join(f"{k}={_short(v)}" for k, v in s["config"].items())
+        lines.append(f"{s['rank']:>4}  {quality:>7}  {interval:>13}  {s['source']:9}  {config}")
+    for warning in answer.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print suggestions for the file."""
+    if not 1 <= args.n <= 50:
+        raise CommandError("--n must be between 1 and 50")
+    body = build_request(args)
+    answer = _ask_service(args.url, body) if args.url else _ask_locally(args, body)
+    print(json.dumps(answer, indent=2) if args.json else format_table(answer))
+    return 0

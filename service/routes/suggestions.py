@@ -1,0 +1,143 @@
+"""POST /v1/suggestions: configs a surrogate expects to do well on a described dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.suggest import (
+    SuggestionEngine,
+    SuggestionError,
+    SuggestionRequest,
+    SuggestionResult,
+)
+
+router = APIRouter(tags=["suggestions"])
+
+
+def get_engine(request: Request) -> SuggestionEngine:
+    """The suggestion engine of this process (built by the app factory)."""
+    engine: SuggestionEngine = request.app.state.suggestions.engine
+    return engine
+
+
+EngineDep = Annotated[SuggestionEngine, Depends(get_engine)]
+
+
+class DatasetDescription(BaseModel):
+    """The dataset to suggest for, described by its meta-features."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    meta_features: dict[str, float | int | None] = Field(
+        description="n_rows and n_features are required; the rest may be omitted or null."
+    )
+
+
+class SuggestionCreate(BaseModel):
+    """A request for suggestions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = Field(description="lightgbm, random_forest, linear or keras_mlp.")
+    task: Literal["binary", "multiclass", "regression"]
+    metric: str | None = Field(default=None, description="The metric you will judge by.")
+    dataset: DatasetDescription
+    n: int = Field(default=5, ge=1, le=50, description="How many suggestions.")
+    seed: int | None = Field(default=None, ge=0, description="Same seed, same answer.")
+    fixed: dict[str, Any] | None = Field(
+        default=None, description="Parameters forced on every suggestion."
+    )
+
+
+class SuggestionPublic(BaseModel):
+    """One suggested config."""
+
+    rank: int
+    config: dict[str, Any]
+    predicted_quality: float | None = Field(
+        description="Expected percentile among configs tried on similar datasets (0..1)."
+    )
+    interval: tuple[float, float] | None
+    source: str = Field(description="surrogate, portfolio or default.")
+    explanation: dict[str, Any]
+
+
+class SurrogateRef(BaseModel):
+    """The surrogate that scored the suggestions."""
+
+    id: int | None
+    trained_at: str | None
+    n_runs: int
+
+
+class SuggestionsPublic(BaseModel):
+    """Suggestions, best first."""
+
+    suggestions: list[SuggestionPublic]
+    surrogate: SurrogateRef | None
+    warnings: list[str]
+
+
+def to_public(result: SuggestionResult) -> SuggestionsPublic:
+    """The response schema of a policy result."""
+    return SuggestionsPublic(
+        suggestions=[
+            SuggestionPublic(
+                rank=s.rank,
+                config=s.config,
+                predicted_quality=s.predicted_quality,
+                interval=s.interval,
+                source=s.source,
+                explanation=s.explanation,
+            )
+            for s in result.suggestions
+        ],
+        surrogate=None
+        if result.surrogate is None
+        else SurrogateRef(
+            id=result.surrogate.id,
+            trained_at=result.surrogate.trained_at,
+            n_runs=result.surrogate.n_runs,
+        ),
+        warnings=result.warnings,
+    )
+
+
+_FIELD_LOC = {
+    "family": ["body", "family"],
+    "task": ["body", "task"],
+    "n": ["body", "n"],
+    "fixed": ["body", "fixed"],
+    "meta_features": ["body", "dataset", "meta_features"],
+}
+
+
+@router.post(
+    "/suggestions",
+    responses={422: {"description": "Unknown family or parameter, impossible meta-features."}},
+)
+def create_suggestions(body: SuggestionCreate, engine: EngineDep) -> SuggestionsPublic:
+    """Suggest configs for a dataset, ranked by the active surrogate."""
+    request = SuggestionRequest(
+        family=body.family,
+        task=body.task,
+        meta_features=body.dataset.meta_features,
+        n=body.n,
+        seed=body.seed,
+        fixed=body.fixed,
+        metric=body.metric,
+        dataset_name=body.dataset.name,
+    )
+    try:
+        result = engine.suggest(request)
+    except SuggestionError as error:
+        loc = _FIELD_LOC.get(error.field or "", ["body"])
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[{"loc": loc, "msg": str(error), "type": "value_error"}],
+        ) from None
+    return to_public(result)

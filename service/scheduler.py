@@ -1,0 +1,239 @@
+"""Background work of an API process: reload surrogates, and the nightly retrain.
+
+* :class:`SurrogateWatcher` polls the registry every ``surrogate_poll_s`` seconds (one
+  cheap listing query without model texts) and reloads a family's policy when its
+  active surrogate changed, verifying the model's sha256 before parsing it. A model
+  activated anywhere (another process, ``hyperprior retrain``, the ``retrainer``
+  service, ``POST /v1/surrogates/{id}/activate``) serves within one poll interval,
+  without a restart.
+* :class:`RetrainScheduler` runs :func:`training.retrain.retrain` for every family at
+  the times of a cron expression (``retrain_cron``, UTC, default ``0 3 * * *``). It runs
+  in the API process (disable with ``HYPERPRIOR_RETRAIN_IN_PROCESS=false``) or alone in
+  ``hyperprior retrain --schedule`` (the docker-compose ``retrainer`` service). Several
+  schedulers may run at once: the store lock ``retrain:{family}`` lets one retrain a
+  family at a time, and a scheduler skips a family whose newest surrogate was
+  registered after the scheduled time (someone else already did tonight's work).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from service.settings import Settings
+from training.retrain import RetrainResult, retrain
+from training.suggest import SuggestionEngine
+from training.surrogate import SurrogateParams
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FAMILIES: tuple[str, ...] = ("lightgbm", "random_forest", "linear", "keras_mlp")
+
+
+class SurrogateWatcher:
+    """Reloads the engine's policies when the active surrogates change.
+
+    Args:
+        engine: the suggestion engine whose policies to refresh.
+        interval_seconds: time between polls.
+    """
+
+    def __init__(self, engine: SuggestionEngine, interval_seconds: float = 30.0) -> None:
+        self.engine = engine
+        self.interval = max(0.05, float(interval_seconds))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll_once(self) -> list[str]:
+        """Refresh now; returns the families that were reloaded."""
+        try:
+            changed = self.engine.refresh()
+        except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the thread
+            log.warning("could not poll the surrogates registry: %s", exc)
+            return []
+        for family in changed:
+            log.info("reloaded %s: surrogate %s", family, self.engine.active_surrogate_id(family))
+        return changed
+
+    def start(self) -> None:
+        """Poll in a daemon thread until :meth:`stop`."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="surrogate-watcher", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll_once()
+
+    def stop(self) -> None:
+        """Stop polling (waits for the thread)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+def next_fire(cron: str, after: datetime) -> datetime:
+    """The first time strictly after ``after`` that matches ``cron`` (UTC)."""
+    from croniter import croniter
+
+    base = after.astimezone(UTC) if after.tzinfo else after.replace(tzinfo=UTC)
+    fire = croniter(cron, base).get_next(datetime)
+    return fire if fire.tzinfo else fire.replace(tzinfo=UTC)
+
+
+def validate_cron(cron: str) -> str:
+    """Return ``cron`` if croniter accepts it, else raise ``ValueError`` saying why."""
+    from croniter import croniter
+
+    if not croniter.is_valid(cron):
+        raise ValueError(f"invalid cron expression {cron!r} (expected e.g. '0 3 * * *')")
+    return cron
+
+
+class RetrainScheduler:
+    """Retrains every family at the times of a cron expression.
+
+    Args:
+        store: the store (history, registry, locks).
+        cron: when to retrain (UTC), e.g. ``"0 3 * * *"``.
+        families: which families.
+        tolerance: promotion tolerance on top-1 regret (see :func:`retrain`).
+        lock_ttl_seconds: lease length of the retrain lock.
+        params: the surrogate recipe (default :class:`SurrogateParams`).
+        now: clock (tests inject a fake one).
+        on_result: called with each family's result.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        cron: str = "0 3 * * *",
+        families: Sequence[str] = DEFAULT_FAMILIES,
+        tolerance: float = 0.0,
+        lock_ttl_seconds: float = 600.0,
+        params: SurrogateParams | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_result: Callable[[RetrainResult], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.cron = validate_cron(cron)
+        self.families = tuple(families)
+        self.tolerance = tolerance
+        self.lock_ttl_seconds = lock_ttl_seconds
+        self.params = params
+        self.now = now
+        self.on_result = on_result
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, scheduled_at: datetime | None = None) -> list[RetrainResult]:
+        """Retrain every family now (skipping those already retrained since ``scheduled_at``)."""
+        results = []
+        for family in self.families:
+            if self._stop.is_set():
+                break
+            if scheduled_at is not None and self._done_since(family, scheduled_at):
+                log.info("retrain %s: already retrained since %s", family, scheduled_at)
+                continue
+            try:
+                result = retrain(
+                    self.store,
+                    family,
+                    tolerance=self.tolerance,
+                    params=self.params,
+                    lock_ttl_seconds=self.lock_ttl_seconds,
+                )
+            except Exception:  # noqa: BLE001 - one family failing must not stop the others
+                log.exception("retrain %s failed; the active model keeps serving", family)
+                continue
+            log.info("retrain %s: %s (%s)", family, result.outcome, result.reason)
+            results.append(result)
+            if self.on_result is not None:
+                self.on_result(result)
+        return results
+
+    def _done_since(self, family: str, when: datetime) -> bool:
+        listed = self.store.list_surrogates(family)
+        return bool(listed) and listed[0].created_at >= when
+
+    def run_forever(self) -> None:
+        """Block, retraining at every cron time, until :meth:`stop` (or Ctrl-C)."""
+        while not self._stop.is_set():
+            fire = next_fire(self.cron, self.now())
+            log.info("next retrain at %s", fire.isoformat())
+            while not self._stop.is_set():
+                left = (fire - self.now()).total_seconds()
+                if left <= 0:
+                    break
+                # Wake at least every minute so a changed clock (suspend) is noticed.
+                self._stop.wait(min(left, 60.0))
+            if self._stop.is_set():
+                return
+            self.run_once(scheduled_at=fire)
+
+    def start(self) -> None:
+        """Run :meth:`run_forever` in a daemon thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run_forever, name="retrain", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the retrain in progress, if any (waits briefly for the thread)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+class BackgroundServices:
+    """The suggestion engine of an API process and its background threads.
+
+    Args:
+        store: the store (history reader, registry and locks).
+        settings: the service settings (``surrogate_poll_s``, ``retrain_*``).
+    """
+
+    def __init__(self, store: Any, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = SuggestionEngine(store, store)
+        self.watcher = SurrogateWatcher(self.engine, settings.surrogate_poll_s)
+        self.scheduler: RetrainScheduler | None = None
+        if settings.retrain_in_process:
+            self.scheduler = RetrainScheduler(
+                store,
+                cron=settings.retrain_cron,
+                tolerance=settings.retrain_tolerance,
+                lock_ttl_seconds=settings.retrain_lock_ttl_s,
+            )
+
+    def start(self) -> None:
+        """Start polling the registry and, if enabled, the nightly retrain."""
+        self.watcher.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    def stop(self) -> None:
+        """Stop the background threads."""
+        self.watcher.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass (a helper for tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
