@@ -265,11 +265,13 @@ class _Numeric(Param):
 
 
 def _round_significant(x: np.ndarray, digits: int) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         mag = np.floor(np.log10(np.abs(x)))
-    mag = np.where(np.isfinite(mag), mag, 0.0)
-    factor = 10.0 ** (digits - 1 - mag)
-    return np.round(x * factor) / factor
+        mag = np.where(np.isfinite(mag), mag, 0.0)
+        factor = 10.0 ** (digits - 1 - mag)
+        out = np.round(x * factor) / factor
+    # Subnormal inputs overflow the factor; they are as good as zero anyway.
+    return np.where(np.isfinite(out), out, 0.0)
 
 
 @dataclass(frozen=True, init=False)
