@@ -256,12 +256,13 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             ha="center",
             va="bottom",
         )
+    ax.set_ylim(0, max(max(values), *TARGETS.values()) * 1.2)
     ax.set_ylabel("runs ingested per second")
     ax.set_title(
         f"POST /v1/runs, batches of {results[0]['batch_size']:,}, "
         f"{results[0]['clients']} clients, {results[0]['server_workers']} worker(s)"
     )
-    ax.legend(loc="upper right")
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -155,9 +155,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
     )
     op.create_index("ix_runs_created_at_id", "runs", ["created_at", "id"])
-    op.create_index(op.f("ix_runs_dataset_id"), "runs", ["dataset_id"])
+    op.create_index(
+        "ix_runs_dataset_id_created_at_id", "runs", ["dataset_id", "created_at", "id"]
+    )
+    op.create_index("ix_runs_family_created_at_id", "runs", ["family", "created_at", "id"])
     op.create_index("ix_runs_family_dataset_id", "runs", ["family", "dataset_id"])
-    op.create_index(op.f("ix_runs_source"), "runs", ["source"])
+    op.create_index("ix_runs_source_created_at_id", "runs", ["source", "created_at", "id"])
 
 
 def downgrade() -> None:
