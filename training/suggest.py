@@ -177,6 +177,8 @@ class PolicySettings:
 
     Attributes:
         n_sobol: Sobol candidates per request (rounded up to a power of two).
+        screen_top: Sobol candidates that pass the one-member screen to be scored by
+            the whole ensemble (0: score every candidate with the whole ensemble).
         n_neighbors: nearest datasets whose best configs join the candidates.
         per_dataset: best configs kept per dataset in the portfolio.
         refine_parents: best candidates perturbed in the fine stage.
@@ -190,7 +192,8 @@ class PolicySettings:
         cache_size: Sobol pools kept (per task, seed and fixed params).
     """
 
-    n_sobol: int = 1024
+    n_sobol: int = 2048
+    screen_top: int = 96
     n_neighbors: int = 5
     per_dataset: int = 3
     refine_parents: int = 6
@@ -639,9 +642,18 @@ class SuggestionPolicy:
         surrogate = self.surrogate
         task = request.task
         kappa = self.settings.kappa
-        blocks = [self._sobol_block(task, seed, fixed)]
-        sources = ["surrogate"] * len(blocks[0])
-        origins: list[str | None] = [None] * len(blocks[0])
+        sobol = self._sobol_block(task, seed, fixed)
+        X_sobol = design_matrix(self.family, sobol, meta, task=task, fidelity=1.0)
+        if 0 < self.settings.screen_top < len(sobol):
+            # Coarse pass: every Sobol candidate through one member; the best go on to the
+            # whole ensemble with the portfolio and the default.
+            first = surrogate.screen(X_sobol)
+            keep = np.sort(np.argsort(-first, kind="stable")[: self.settings.screen_top])
+            sobol, X_sobol = sobol.take(keep), X_sobol[keep]
+        blocks = [sobol]
+        matrices = [X_sobol]
+        sources = ["surrogate"] * len(sobol)
+        origins: list[str | None] = [None] * len(sobol)
         pblock = self._portfolio_block(entries, task, fixed)
         if pblock is not None:
             blocks.append(pblock)
@@ -651,8 +663,10 @@ class SuggestionPolicy:
         blocks.append(dblock)
         sources += ["default"]
         origins += [None]
-        block = ConfigBlock.concat(blocks)
-        X = design_matrix(self.family, block, meta, task=task, fidelity=1.0)
+        rest = ConfigBlock.concat(blocks[1:])
+        matrices.append(design_matrix(self.family, rest, meta, task=task, fidelity=1.0))
+        block = ConfigBlock.concat([sobol, rest])
+        X = np.vstack(matrices)
         pred = surrogate.predict(X, kappa=kappa)
 
         # Coarse to fine: perturb the best few and score the children too.

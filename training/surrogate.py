@@ -331,15 +331,24 @@ class Surrogate:
             score=mean - k * spread,
         )
 
+    def screen(self, X: np.ndarray) -> np.ndarray:
+        """A cheap first-pass score: the first member's prediction (1 / n_members the cost)."""
+        return np.asarray(
+            self._member0().predict(X, num_threads=self.params.num_threads), dtype=np.float64
+        )
+
+    def _member0(self) -> lgb.Booster:
+        if self._explainer is None:
+            self._explainer = lgb.Booster(model_str=member_text(self.text, 0, self.n_members))
+        return self._explainer
+
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature SHAP contributions (``pred_contrib``), ``(n, n_features)``.
 
         Computed on the first member only: TreeSHAP costs far more than prediction, and
         the members differ by resampling, not in what drives them.
         """
-        if self._explainer is None:
-            self._explainer = lgb.Booster(model_str=member_text(self.text, 0, self.n_members))
-        raw = self._explainer.predict(X, pred_contrib=True, num_threads=self.params.num_threads)
+        raw = self._member0().predict(X, pred_contrib=True, num_threads=self.params.num_threads)
         return np.asarray(raw, dtype=np.float64).reshape(len(X), -1)[:, :-1]  # drop the bias
 
 
