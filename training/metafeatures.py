@@ -27,7 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.preprocess import categorical_columns, numeric_columns, prepare_frame
+from training.preprocess import (
+    categorical_columns,
+    numeric_array,
+    numeric_columns,
+    prepare_frame,
+)
 from training.spaces import check_task, is_classification
 
 __all__ = [
@@ -311,6 +316,8 @@ def compute_metafeatures(
     n_rows, n_features = X.shape
     if n_rows == 0 or n_features == 0:
         raise ValueError(f"need at least one row and one feature, got {X.shape}")
+    # Positional labels: the caller's may be duplicated or not strings.
+    X = X.set_axis(pd.RangeIndex(n_features), axis=1)
     rng = np.random.default_rng(seed)
     cats = categorical_columns(X)
     nums = numeric_columns(X)
@@ -338,8 +345,8 @@ def compute_metafeatures(
 
     if nums:
         rows = _subsample(n_rows, MOMENT_ROWS, rng)
-        block = X[nums].iloc[rows].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-        block[~np.isfinite(block)] = np.nan
+        sub = X.iloc[rows]
+        block = np.column_stack([numeric_array(sub[c]) for c in nums])
         skew, kurt = _moments(block)
         _stats("skew", skew, mf)
         _stats("kurt", kurt, mf)

@@ -4,8 +4,9 @@ Two steps:
 
 1. :func:`prepare_frame`, once per dataset (stateless, so it cannot leak across CV
    folds): column names made unique and safe for LightGBM, ``±inf`` turned into
-   ``NaN``, every non-numeric column (object, string, category, bool) turned into
-   strings with missing values as their own category :data:`MISSING_TOKEN`.
+   ``NaN``, datetimes and timedeltas into seconds, every other non-numeric column
+   (object, string, category, bool) into strings with missing values as their own
+   category :data:`MISSING_TOKEN`.
 2. A fitted-per-fold transformer, by model kind:
 
    - :func:`tree_preprocessor` (LightGBM, random forest): numeric columns pass through
@@ -39,6 +40,7 @@ __all__ = [
     "categorical_columns",
     "dense_preprocessor",
     "is_categorical",
+    "numeric_array",
     "numeric_columns",
     "prepare_frame",
     "tree_preprocessor",
@@ -52,20 +54,48 @@ MAX_CATEGORIES_DENSE = 32
 _CAT_PREFIX = "cat__"
 
 
+def _is_temporal(dtype: Any) -> bool:
+    return pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
+
+
 def is_categorical(series: pd.Series) -> bool:
-    """Whether a column is treated as categorical (anything but a non-bool number)."""
+    """Whether a column is treated as categorical: anything but a non-bool number, a
+    datetime or a timedelta (those two become numeric seconds)."""
     dtype = series.dtype
+    if _is_temporal(dtype):
+        return False
     return not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
 
 
 def categorical_columns(X: pd.DataFrame) -> list[str]:
     """Names of the categorical columns of ``X`` (object, string, category, bool)."""
-    return [c for c in X.columns if is_categorical(X[c])]
+    return [c for i, c in enumerate(X.columns) if is_categorical(X.iloc[:, i])]
 
 
 def numeric_columns(X: pd.DataFrame) -> list[str]:
-    """Names of the numeric (non-bool) columns of ``X``."""
-    return [c for c in X.columns if not is_categorical(X[c])]
+    """Names of the numeric columns of ``X`` (numbers, datetimes, timedeltas)."""
+    return [c for i, c in enumerate(X.columns) if not is_categorical(X.iloc[:, i])]
+
+
+def numeric_array(series: pd.Series) -> np.ndarray:
+    """A numeric column as a new ``float64`` array: missing and ``±inf`` as ``NaN``,
+    datetimes as seconds since the epoch (UTC), timedeltas as seconds."""
+    dtype = series.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        if getattr(dtype, "tz", None) is not None:
+            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+        values = series.to_numpy(dtype="datetime64[ns]")
+        missing = np.isnat(values)
+        arr = values.astype(np.int64).astype(np.float64) / 1e9
+    elif pd.api.types.is_timedelta64_dtype(dtype):
+        values = series.to_numpy(dtype="timedelta64[ns]")
+        missing = np.isnat(values)
+        arr = values.astype(np.int64).astype(np.float64) / 1e9
+    else:
+        arr = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        missing = ~np.isfinite(arr)
+    arr[missing] = np.nan
+    return arr
 
 
 def _safe_names(columns: pd.Index) -> list[str]:
@@ -87,8 +117,8 @@ def _safe_names(columns: pd.Index) -> list[str]:
 def prepare_frame(X: pd.DataFrame) -> pd.DataFrame:
     """A cleaned copy of ``X`` that every preprocessor of this module accepts.
 
-    Numeric columns become ``float64`` (``±inf`` as ``NaN``); every other column
-    becomes ``object`` strings with missing values as :data:`MISSING_TOKEN`.
+    Numeric columns become ``float64`` (see :func:`numeric_array`); every other
+    column becomes strings with missing values as :data:`MISSING_TOKEN`.
 
     Args:
         X: Features, any dtypes.
@@ -99,18 +129,14 @@ def prepare_frame(X: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(X, pd.DataFrame):
         raise TypeError(f"X must be a pandas DataFrame, got {type(X).__name__}")
     columns: dict[str, Any] = {}
-    for name, col in zip(_safe_names(X.columns), X.columns, strict=True):
-        s = X[col]
-        if isinstance(s, pd.DataFrame):  # duplicate labels select several columns
-            s = s.iloc[:, 0]
+    for i, name in enumerate(_safe_names(X.columns)):
+        s = X.iloc[:, i]  # by position: labels may be duplicated
         if is_categorical(s):
             values = s.astype(object).to_numpy()
             missing = pd.isna(values)
             columns[name] = np.where(missing, MISSING_TOKEN, values.astype(str)).astype(object)
         else:
-            arr = s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-            arr[~np.isfinite(arr)] = np.nan
-            columns[name] = arr
+            columns[name] = numeric_array(s)
     return pd.DataFrame(columns, index=pd.RangeIndex(len(X)))
 
 

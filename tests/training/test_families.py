@@ -274,3 +274,27 @@ def test_linear_default_uses_the_library_solver() -> None:
     assert model.C == 1.0
     model = build({**space.default("binary"), "l1_ratio": 0.5}, "binary", 2, 0, 1.0)
     assert model.named_steps["model"].solver == "saga"
+
+
+def test_messy_frames_are_handled() -> None:
+    rng = np.random.default_rng(5)
+    n = 80
+    X = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "when": pd.date_range("2024-01-01", periods=n, freq="h", tz="Europe/Paris"),
+            "id": [f"row{i}" for i in range(n)],  # ID-like: pooled into "infrequent"
+            "empty": np.full(n, np.nan),
+            "count": pd.array(rng.integers(0, 4, n), dtype="Int64"),
+            "inf": np.where(rng.random(n) < 0.1, np.inf, 0.0),
+        }
+    )
+    X.columns = ["x", "when", "id", "empty", "x", 'odd,"name"']  # duplicate and unsafe labels
+    y = pd.Series(rng.random(n) > 0.5)
+    prepared = prepare_frame(X)
+    assert list(prepared.columns) == ["x", "when", "id", "empty", "x_1", "odd_name"]
+    assert prepared["when"].dtype == np.float64
+    assert prepared["odd_name"].isna().sum() == np.isinf(X.iloc[:, 5]).sum()
+    for family in ("lightgbm", "random_forest", "linear"):
+        result = evaluate(family, {}, X, y, "binary", folds=2)
+        assert result.status == "ok", (family, result.error)

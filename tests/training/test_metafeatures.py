@@ -213,3 +213,14 @@ def test_missing_targets_are_ignored(small: tuple[pd.DataFrame, pd.Series]) -> N
     assert mf["n_rows"] == 5
     with pytest.raises(ValueError, match="at least 2 classes"):
         compute_metafeatures(X, pd.Series(["p"] * 6), "binary")
+
+
+def test_duplicate_labels_and_datetimes() -> None:
+    X = pd.DataFrame(
+        [[1.0, "u", pd.Timestamp("2024-01-01")], [2.0, "v", pd.NaT], [4.0, "u", pd.NaT]],
+        columns=["a", "a", "t"],
+    )
+    mf = compute_metafeatures(X, pd.Series([1.0, 2.0, 3.0]), "regression", landmarkers=False)
+    assert mf["n_numeric"] == 2  # a datetime counts as numeric (seconds)
+    assert mf["n_categorical"] == 1
+    assert mf["missing_cells_frac"] == pytest.approx(2 / 9)
