@@ -423,6 +423,9 @@ class Categorical(Param):
         if len(set(keys)) != len(keys):
             raise ValueError(f"{self.name}: duplicate choices {self.choices!r}")
         object.__setattr__(self, "_index", {k: i for i, k in enumerate(keys)})
+        # Keyed by (exact type, value): one dict lookup per value on the hot path of
+        # encode_many; numpy scalars and other subclasses take the slow path.
+        object.__setattr__(self, "_fast", {(type(c), c): i for i, c in enumerate(self.choices)})
 
     def index_of(self, value: Any) -> int:
         """Index of ``value`` among the choices, or -1 if it is not one."""
@@ -439,10 +442,16 @@ class Categorical(Param):
 
     def indices(self, values: Sequence[Any]) -> np.ndarray:
         """Choice indices of present values; raises ``ValueError`` for a non-choice."""
-        idx = np.fromiter((self.index_of(v) for v in values), dtype=np.int64, count=len(values))
-        if (idx < 0).any():
-            bad = values[int(np.argmin(idx))]
-            raise ValueError(f"{self.name}={bad!r} must be one of {list(self.choices)!r}")
+        fast = self._fast  # type: ignore[attr-defined]
+        try:
+            found = [fast.get((v.__class__, v), -1) for v in values]
+        except TypeError:  # an unhashable value: let the slow path name it
+            found = [-1] * len(values)
+        idx = np.array(found, dtype=np.int64)
+        for i in np.flatnonzero(idx < 0).tolist():
+            idx[i] = self.index_of(values[i])
+            if idx[i] < 0:
+                raise ValueError(f"{self.name}={values[i]!r} must be one of {list(self.choices)!r}")
         return idx
 
     def to_unit(self, values: Sequence[Any]) -> np.ndarray:
