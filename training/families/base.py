@@ -21,6 +21,7 @@ from a config; :func:`evaluate_family` does the rest the same way for every fami
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -312,7 +313,7 @@ def failed_result(
         metric=PRIMARY_METRICS.get(task, ""),
         metrics={},
         cost_seconds=time.perf_counter() - started,
-        fidelity=float(fidelity) if isinstance(fidelity, int | float) else float("nan"),
+        fidelity=float(fidelity) if isinstance(fidelity, numbers.Real) else float("nan"),
         n_train_rows=n_train_rows,
         error=message,
     )
@@ -343,8 +344,9 @@ def evaluate_family(
     train_rows: list[int] = []
     try:
         metric = primary_metric(task)
-        if not isinstance(fidelity, int | float) or not 0.0 < fidelity <= 1.0:
+        if not isinstance(fidelity, numbers.Real) or not 0.0 < float(fidelity) <= 1.0:
             raise ValueError(f"fidelity must be in (0, 1], got {fidelity!r}")
+        fidelity = float(fidelity)
         cfg = family.space.validate(config, task)
         Xp, y_codes, n_classes = prepare_data(X, y, task)
         splits = make_folds(y_codes, task, folds, seed)
