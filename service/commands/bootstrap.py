@@ -181,4 +181,3 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stdout,
         )
     return 0
-

@@ -41,8 +41,13 @@ def test_plan_starts_with_the_default_and_has_stable_ids() -> None:
 
 
 def test_plan_sizes_follow_the_config() -> None:
-    config = BootstrapConfig(families=("keras_mlp", "random_forest"), n_configs=5,
-                             n_configs_keras=2, reduced_fidelities=(0.25, 0.5), n_reduced=2)
+    config = BootstrapConfig(
+        families=("keras_mlp", "random_forest"),
+        n_configs=5,
+        n_configs_keras=2,
+        reduced_fidelities=(0.25, 0.5),
+        n_reduced=2,
+    )
     specs = plan_trials([("sklearn/iris", "multiclass")], config)
     by_family: dict[str, list[float]] = {}
     for s in specs:
@@ -79,9 +84,12 @@ def test_bootstrap_records_runs_and_resumes(store: Store) -> None:
 def test_dask_records_the_same_runs_as_the_local_pool(store: Store, tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
 
-    specs = plan_trials(SMALL[:1], BootstrapConfig(
-        families=("linear",), n_configs=3, n_reduced=1, reduced_fidelities=(0.5,), folds=2
-    ))
+    specs = plan_trials(
+        SMALL[:1],
+        BootstrapConfig(
+            families=("linear",), n_configs=3, n_reduced=1, reduced_fidelities=(0.5,), folds=2
+        ),
+    )
     pool = LocalPoolExecutor(1)
     try:
         bootstrap(store, specs, pool, progress=False)
@@ -95,8 +103,12 @@ def test_dask_records_the_same_runs_as_the_local_pool(store: Store, tmp_path: Pa
     engine = make_engine(f"sqlite:///{tmp_path / 'dask.db'}")
     upgrade(engine)
     dask_store = Store(engine)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         report = bootstrap(dask_store, specs, DaskExecutor(client=client), progress=False)
     assert report.ran == len(specs)
     remote = dask_store.runs_frame(status=None).set_index("id").sort_index()
@@ -107,8 +119,9 @@ def test_dask_records_the_same_runs_as_the_local_pool(store: Store, tmp_path: Pa
 
 @sqlite_only
 def test_seed_round_trip_is_idempotent(store: Store, tmp_path: Path) -> None:
-    specs = plan_trials(SMALL[:1], BootstrapConfig(families=("linear",), n_configs=2,
-                                                   n_reduced=0, folds=2))
+    specs = plan_trials(
+        SMALL[:1], BootstrapConfig(families=("linear",), n_configs=2, n_reduced=0, folds=2)
+    )
     bootstrap(store, specs, InlineExecutor(), progress=False)
     manifest = export_seed(store, tmp_path / "seed", command="test")
     assert manifest["runs"] == len(specs)
@@ -136,10 +149,23 @@ def test_bootstrap_help_explains_every_option(capsys: pytest.CaptureFixture[str]
         main(["bootstrap", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--families", "--datasets", "--configs", "--keras-configs",
-                   "--reduced-fidelities", "--reduced-configs", "--folds", "--seed",
-                   "--time-limit", "--workers", "--dask-scheduler", "--dry-run", "--json",
-                   "--database-url", "Resumable"):
+    for option in (
+        "--families",
+        "--datasets",
+        "--configs",
+        "--keras-configs",
+        "--reduced-fidelities",
+        "--reduced-configs",
+        "--folds",
+        "--seed",
+        "--time-limit",
+        "--workers",
+        "--dask-scheduler",
+        "--dry-run",
+        "--json",
+        "--database-url",
+        "Resumable",
+    ):
         assert option in text
 
 
@@ -147,9 +173,25 @@ def test_bootstrap_help_explains_every_option(capsys: pytest.CaptureFixture[str]
 def test_cli_second_run_measures_nothing_new(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["bootstrap", "--database-url", db_url, "--datasets", "sklearn/iris",
-            "--families", "linear", "--configs", "2", "--reduced-configs", "0",
-            "--folds", "2", "--workers", "0", "--no-progress", "--json"]
+    args = [
+        "bootstrap",
+        "--database-url",
+        db_url,
+        "--datasets",
+        "sklearn/iris",
+        "--families",
+        "linear",
+        "--configs",
+        "2",
+        "--reduced-configs",
+        "0",
+        "--folds",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--json",
+    ]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert '"ran": 2' in first
