@@ -7,6 +7,7 @@ the settings it is given. ``uvicorn service.app:app_factory --factory`` (what
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,6 +48,20 @@ def engine_from_settings(settings: Settings) -> Engine:
     )
 
 
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector off the long-lived heap.
+
+    Everything allocated by startup (modules, models) lives as long as the process.
+    Without this, every full collection walks all of it, and ingesting a batch of
+    1,000 runs allocates enough objects to trigger several: measured, that walk was
+    half of the time of a ``POST /v1/runs``.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(10_000, gen1, gen2)
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
     """Build the HTTP application.
 
@@ -83,6 +98,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             "hyperprior ready on %s (schema %s)", app_store.backend, migrate.head_revision()
         )
         background.start()
+        if settings.gc_tuning:
+            _tune_gc()
         try:
             yield
         finally:
