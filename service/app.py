@@ -22,7 +22,7 @@ from db.engine import make_engine
 from db.store import Store
 from service.errors import install_error_handlers
 from service.middleware import BodySizeLimitMiddleware
-from service.routes import datasets, health, runs, stats, suggestions, surrogates
+from service.routes import datasets, families, health, runs, stats, suggestions, surrogates
 from service.scheduler import BackgroundServices
 from service.settings import Settings
 
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(runs.router, prefix="/v1")
     app.include_router(datasets.router, prefix="/v1")
     app.include_router(stats.router, prefix="/v1")
+    app.include_router(families.router, prefix="/v1")
     app.include_router(suggestions.router, prefix="/v1")
     app.include_router(surrogates.router, prefix="/v1")
     return app
