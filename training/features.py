@@ -564,7 +564,7 @@ class TrainingSet:
         group: integer code of the (dataset, metric) group per row.
         fidelity: fidelity per row.
         oriented: raw score per row, higher is better, NaN for failed runs.
-        configs: canonical JSON of each row's config.
+        is_default: whether the row's config is the library default for its task.
         dataset_names: dataset key -> human-readable name.
         task: task per row.
     """
@@ -578,7 +578,7 @@ class TrainingSet:
     group: np.ndarray
     fidelity: np.ndarray
     oriented: np.ndarray
-    configs: np.ndarray
+    is_default: np.ndarray
     task: np.ndarray
     dataset_names: Mapping[str, str] = field(default_factory=dict)
 
@@ -603,7 +603,7 @@ class TrainingSet:
             group=self.group[idx],
             fidelity=self.fidelity[idx],
             oriented=self.oriented[idx],
-            configs=self.configs[idx],
+            is_default=self.is_default[idx],
             task=self.task[idx],
             dataset_names=self.dataset_names,
         )
@@ -708,9 +708,23 @@ def build_training_set(
         group=pd.factorize(group[order])[0],
         fidelity=fidelity,
         oriented=oriented[order],
-        configs=np.array([canonical_config(c) for c in configs], dtype=object),
+        is_default=_is_default(family, configs, task),
         task=task,
         dataset_names=dataset_names,
+    )
+
+
+def _is_default(family: str, configs: Sequence[Mapping[str, Any]], task: np.ndarray) -> np.ndarray:
+    # Dict equality, not canonical JSON: a million json.dumps would dominate the build.
+    space = _space(family)
+    defaults: dict[str, dict[str, Any] | None] = {}
+    for t in set(task):
+        try:
+            defaults[t] = space.default(t)
+        except ValueError:
+            defaults[t] = None
+    return np.fromiter(
+        (c == defaults[t] for c, t in zip(configs, task, strict=True)), dtype=bool, count=len(task)
     )
 
 
@@ -726,6 +740,6 @@ def _empty_set(family: str, normalisation: str, names: list[str]) -> TrainingSet
         group=np.empty(0, dtype=np.int64),
         fidelity=empty,
         oriented=empty,
-        configs=np.empty(0, dtype=object),
+        is_default=np.empty(0, dtype=bool),
         task=np.empty(0, dtype=object),
     )

@@ -47,6 +47,7 @@ from training.surrogate import (
     Surrogate,
     SurrogateParams,
     cross_validate,
+    cv_subset,
     fit,
     grouped_folds,
 )
@@ -252,9 +253,10 @@ def _retrain_locked(
             n_datasets=ts.n_datasets,
             seconds=time.perf_counter() - started,
         )
-    folds = grouped_folds(ts, params.cv_folds)
-    say(f"grouped CV on {len(ts)} runs of {ts.n_datasets} datasets")
-    report = cross_validate(ts, params, folds=folds)
+    cv_ts = cv_subset(ts, params)
+    folds = grouped_folds(cv_ts, params.cv_folds)
+    say(f"grouped CV on {len(cv_ts)} runs of {cv_ts.n_datasets} datasets")
+    report = cross_validate(cv_ts, params, folds=folds)
     say("fitting on all runs")
     candidate = fit(ts, params, cv=report)
     ok_runs = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
@@ -263,7 +265,7 @@ def _retrain_locked(
     active = store.find_active_surrogate(family)
     active_metrics: dict[str, Any] | None = None
     if active is not None:
-        active_metrics = _active_metrics_on(ts, runs, active.meta, params, report, folds, say)
+        active_metrics = _active_metrics_on(cv_ts, runs, active.meta, params, report, folds, say)
     activate, reason = _decide(report.metrics, active_metrics, tolerance=tolerance, force=force)
     metrics = dict(report.metrics)
     if active_metrics is not None:
@@ -314,7 +316,9 @@ def _active_metrics_on(
     say("grouped CV of the active model's recipe on the same runs")
     active_ts = ts
     if active_params.normalisation != params.normalisation:
-        active_ts = build_training_set(runs, ts.family, normalisation=active_params.normalisation)
+        # Same rows (the same groups are informative), other target.
+        full = build_training_set(runs, ts.family, normalisation=active_params.normalisation)
+        active_ts = full.subset(pd.Series(full.dataset).isin(set(ts.dataset)).to_numpy())
         if len(active_ts) != len(ts):  # pragma: no cover - same rows by construction
             folds = grouped_folds(active_ts, active_params.cv_folds)
     return dict(cross_validate(active_ts, active_params, folds=folds).metrics)

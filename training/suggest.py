@@ -179,6 +179,7 @@ class PolicySettings:
         n_sobol: Sobol candidates per request (rounded up to a power of two).
         screen_top: Sobol candidates that pass the one-member screen to be scored by
             the whole ensemble (0: score every candidate with the whole ensemble).
+        screen_fraction: share of the first member's boosting rounds the screen uses.
         n_neighbors: nearest datasets whose best configs join the candidates.
         per_dataset: best configs kept per dataset in the portfolio.
         refine_parents: best candidates perturbed in the fine stage.
@@ -194,6 +195,7 @@ class PolicySettings:
 
     n_sobol: int = 2048
     screen_top: int = 96
+    screen_fraction: float = 0.5
     n_neighbors: int = 5
     per_dataset: int = 3
     refine_parents: int = 6
@@ -647,7 +649,7 @@ class SuggestionPolicy:
         if 0 < self.settings.screen_top < len(sobol):
             # Coarse pass: every Sobol candidate through one member; the best go on to the
             # whole ensemble with the portfolio and the default.
-            first = surrogate.screen(X_sobol)
+            first = surrogate.screen(X_sobol, fraction=self.settings.screen_fraction)
             keep = np.sort(np.argsort(-first, kind="stable")[: self.settings.screen_top])
             sobol, X_sobol = sobol.take(keep), X_sobol[keep]
         blocks = [sobol]

@@ -50,7 +50,6 @@ from training.features import (
     FEATURES_VERSION,
     TrainingSet,
     build_training_set,
-    canonical_config,
     feature_names,
     relevance_labels,
 )
@@ -86,6 +85,7 @@ class SurrogateParams:
     kappa: float = 1.0
     interval_level: float = 0.8
     cv_folds: int = 5
+    cv_max_datasets: int = 2000
     seed: int = 0
     num_threads: int = 1
 
@@ -331,11 +331,17 @@ class Surrogate:
             score=mean - k * spread,
         )
 
-    def screen(self, X: np.ndarray) -> np.ndarray:
-        """A cheap first-pass score: the first member's prediction (1 / n_members the cost)."""
-        return np.asarray(
-            self._member0().predict(X, num_threads=self.params.num_threads), dtype=np.float64
-        )
+    def screen(self, X: np.ndarray, *, fraction: float = 1.0) -> np.ndarray:
+        """A cheap first-pass score: the first member's prediction.
+
+        Args:
+            X: inputs.
+            fraction: share of the member's boosting rounds to use (cheaper still; the
+                first rounds carry most of the signal).
+        """
+        rounds = max(1, int(round(self.params.n_rounds * fraction)))
+        out = self._member0().predict(X, num_iteration=rounds, num_threads=self.params.num_threads)
+        return np.asarray(out, dtype=np.float64)
 
     def _member0(self) -> lgb.Booster:
         if self._explainer is None:
@@ -430,19 +436,6 @@ class CVReport:
     interval_scale: float = 1.28
 
 
-def _default_configs(family: str, tasks: Sequence[str]) -> dict[str, str]:
-    from training.spaces import get_space
-
-    space = get_space(family)
-    out = {}
-    for task in tasks:
-        try:
-            out[task] = canonical_config(space.default(task))
-        except Exception:  # noqa: BLE001 - a task the family does not support has no default
-            continue
-    return out
-
-
 def ranking_metrics(
     ts: TrainingSet,
     mean: np.ndarray,
@@ -471,7 +464,7 @@ def ranking_metrics(
             "s": ts.oriented[full],
             "mean": mean[full],
             "score": score[full],
-            "config": ts.configs[full],
+            "is_default": ts.is_default[full],
             "task": ts.task[full],
         }
     )
@@ -521,8 +514,7 @@ def ranking_metrics(
     if ("r_true", "r_pred") in corr.columns:
         out["spearman"] = corr[("r_true", "r_pred")]
 
-    defaults = _default_configs(ts.family, sorted(set(frame["task"])))
-    is_default = frame["config"].to_numpy() == frame["task"].map(defaults).to_numpy()
+    is_default = frame["is_default"].to_numpy(dtype=bool)
     if is_default.any():
         out["default_regret"] = frame[is_default].groupby("group")["regret"].min()
 
@@ -548,6 +540,22 @@ def ranking_metrics(
     return metrics, out.reset_index()
 
 
+def cv_subset(ts: TrainingSet, params: SurrogateParams) -> TrainingSet:
+    """The rows grouped CV runs on: all, or those of a fixed sample of the datasets.
+
+    Beyond ``params.cv_max_datasets`` datasets the CV estimate is already precise, while
+    its cost grows with the rows: a deterministic sample of that many datasets keeps a
+    retrain on millions of runs within minutes. The model itself is fitted on all rows.
+    """
+    datasets = np.unique(ts.dataset)
+    if len(datasets) <= params.cv_max_datasets:
+        return ts
+    rng = np.random.default_rng([params.seed, 2718])
+    chosen = rng.choice(datasets, size=params.cv_max_datasets, replace=False)
+    # pandas hashes; np.isin on object arrays compares every pair.
+    return ts.subset(pd.Series(ts.dataset).isin(set(chosen)).to_numpy())
+
+
 def grouped_folds(ts: TrainingSet, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train/test row indices of a grouped K-fold split by dataset (deterministic)."""
     from sklearn.model_selection import GroupKFold
@@ -568,16 +576,18 @@ def cross_validate(
     """Grouped K-fold CV by dataset of the recipe ``params`` on ``ts``.
 
     Args:
-        ts: the training set.
+        ts: the training set (without ``folds``: reduced by :func:`cv_subset`).
         params: the recipe.
-        folds: explicit splits (to compare recipes on identical folds).
+        folds: explicit splits of ``ts`` (to compare recipes on identical folds).
 
     Returns:
         Mean metrics over test datasets, per-group metrics, out-of-fold predictions
-        and the interval calibration.
+        (of the rows evaluated) and the interval calibration.
     """
     params = params or SurrogateParams()
-    folds = folds if folds is not None else grouped_folds(ts, params.cv_folds)
+    if folds is None:
+        ts = cv_subset(ts, params)
+        folds = grouped_folds(ts, params.cv_folds)
     oof = np.full((len(ts), params.n_members), np.nan)
     for train_idx, test_idx in folds:
         members = _train_members(ts.subset(np.sort(train_idx)), params)

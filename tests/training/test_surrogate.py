@@ -120,7 +120,7 @@ def _toy(order: list[float]) -> TrainingSet:
         group=np.zeros(n, dtype=np.int64),
         fidelity=np.ones(n),
         oriented=np.array(order, dtype=float),
-        configs=np.array([f"c{i}" for i in range(n)], dtype=object),
+        is_default=np.zeros(n, dtype=bool),
         task=np.array(["binary"] * n, dtype=object),
     )
 
