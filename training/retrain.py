@@ -34,8 +34,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
@@ -49,7 +50,10 @@ from training.surrogate import (
     cross_validate,
     cv_subset,
     fit,
+    from_text,
     grouped_folds,
+    load,
+    save,
 )
 
 log = logging.getLogger(__name__)
@@ -359,3 +363,56 @@ def surrogate_summary(surrogate: Surrogate) -> dict[str, Any]:
         "n_runs": surrogate.metadata.get("training", {}).get("n_runs"),
         "cv": _short(surrogate.metadata.get("cv", {})),
     }
+
+
+def export_active(store: Any, directory: Path, families: Sequence[str]) -> list[Path]:
+    """Write each family's active surrogate as ``FAMILY.txt`` + ``FAMILY.json``.
+
+    The JSON is the surrogate's metadata (with its sha256) plus the registry's metrics
+    and run count, so :func:`install_shipped` can register it elsewhere unchanged.
+
+    Returns:
+        The metadata files written (families without an active surrogate are skipped).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for family in families:
+        record = store.find_active_surrogate(family)
+        if record is None or record.model_text is None:
+            continue
+        surrogate = from_text(record.model_text, record.meta, sha256=record.sha256)
+        surrogate.metadata["registry"] = {"metrics": record.metrics, "n_runs": record.n_runs}
+        written.append(save(surrogate, directory, family))
+    return written
+
+
+def install_shipped(store: Any, directory: Path) -> dict[str, int | None]:
+    """Register the surrogates in ``directory`` for families that have no active one.
+
+    Each ``FAMILY.txt`` is checked against the sha256 in ``FAMILY.json`` before it is
+    parsed; a mismatch raises :class:`~training.surrogate.SurrogateIntegrityError`.
+
+    Returns:
+        family -> id of the registered (and activated) surrogate, or None when the
+        family already had an active one.
+    """
+    out: dict[str, int | None] = {}
+    for meta_path in sorted(directory.glob("*.json")):
+        family = meta_path.stem
+        surrogate = load(directory, family)
+        if store.find_active_surrogate(surrogate.family) is not None:
+            out[surrogate.family] = None
+            continue
+        registry = dict(surrogate.metadata.get("registry", {}))
+        record = store.add_surrogate(
+            family=surrogate.family,
+            model_text=surrogate.text,
+            n_runs=int(
+                registry.get("n_runs", surrogate.metadata.get("training", {}).get("n_runs", 0))
+            ),
+            metrics=registry.get("metrics", surrogate.metadata.get("cv", {})),
+            meta=surrogate.metadata,
+            status="active",
+        )
+        out[surrogate.family] = int(record.id)
+    return out

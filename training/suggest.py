@@ -1034,9 +1034,10 @@ class SuggestionEngine:
                 info = SurrogateInfo(
                     id=int(record.id),
                     family=family,
-                    trained_at=record.created_at.isoformat()
-                    if record.created_at is not None
-                    else surrogate.metadata.get("trained_at"),
+                    # When the model was fitted, not when it was registered (shipped
+                    # models are registered at install time).
+                    trained_at=surrogate.metadata.get("trained_at")
+                    or (record.created_at.isoformat() if record.created_at else None),
                     n_runs=int(record.n_runs),
                     sha256=record.sha256,
                 )

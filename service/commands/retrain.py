@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from service.commands import CommandError
@@ -47,6 +48,19 @@ def register(subparsers: Any) -> None:
         "--cron", help="cron expression in UTC (default: $HYPERPRIOR_RETRAIN_CRON or 0 3 * * *)"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON lines")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        metavar="DIR",
+        help="afterwards, write the active surrogates to DIR (FAMILY.txt + FAMILY.json)",
+    )
+    parser.add_argument(
+        "--install",
+        type=Path,
+        metavar="DIR",
+        help="instead of training, register the surrogates in DIR for families without an "
+        "active one (sha256 checked)",
+    )
     add_database_url_option(parser)
     parser.set_defaults(handler=run)
 
@@ -106,6 +120,16 @@ def run(args: argparse.Namespace) -> int:
         scheduler.run_forever()
         return 0
 
+    if args.install is not None:
+        from training.retrain import install_shipped
+
+        if not args.install.is_dir():
+            raise CommandError(f"{args.install} is not a directory")
+        for family, new_id in install_shipped(store, args.install).items():
+            state = f"registered as {new_id} (active)" if new_id else "kept the active one"
+            print(f"{family:14s} {state}")
+        return 0
+
     status = 0
     for family in families:
         result = retrain(
@@ -118,4 +142,9 @@ def run(args: argparse.Namespace) -> int:
         _print(result, args.json)
         if result.outcome == "locked":
             status = 1
+    if args.export is not None:
+        from training.retrain import export_active
+
+        for path in export_active(store, args.export, families):
+            print(f"wrote {path} and {path.with_suffix('.txt')}")
     return status

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from db import migrate
+from db.engine import make_engine
 from db.store import Store
 from training import retrain as retrain_module
-from training.retrain import retrain
+from training.retrain import export_active, install_shipped, retrain
 from training.suggest import surrogate_from_record
-from training.surrogate import SurrogateParams
+from training.surrogate import SurrogateIntegrityError, SurrogateParams
 from training.synthetic_history import SyntheticHistory, new_runs
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
@@ -113,3 +117,25 @@ def test_too_little_history_trains_nothing(store: Store) -> None:
     result = retrain(store, FAMILY, params=GOOD)
     assert result.outcome == "no_data"
     assert store.list_surrogates(FAMILY) == []
+
+
+def test_export_and_install_shipped_surrogates(history_store: Store, tmp_path: Path) -> None:
+    first = retrain(history_store, FAMILY, params=GOOD)
+    written = export_active(history_store, tmp_path, [FAMILY, "linear"])
+    assert [p.name for p in written] == [f"{FAMILY}.json"]
+
+    other = Store(make_engine(f"sqlite:///{tmp_path / 'other.db'}"))
+    migrate.upgrade(other.engine)
+    assert install_shipped(other, tmp_path) == {FAMILY: 1}
+    installed = other.find_active_surrogate(FAMILY)
+    assert installed.sha256 == history_store.get_surrogate(first.candidate_id).sha256
+    assert installed.metrics == first.metrics
+    assert install_shipped(other, tmp_path) == {FAMILY: None}  # an active one is kept
+
+    text = tmp_path / f"{FAMILY}.txt"
+    text.write_text(text.read_text().replace("leaf_value=", "leaf_value=1", 1))
+    fresh = Store(make_engine(f"sqlite:///{tmp_path / 'fresh.db'}"))
+    migrate.upgrade(fresh.engine)
+    with pytest.raises(SurrogateIntegrityError, match="sha256"):
+        install_shipped(fresh, tmp_path)
+    assert fresh.list_surrogates() == []
