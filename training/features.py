@@ -352,8 +352,8 @@ def _raw_column(configs: Sequence[Mapping[str, Any]], param: Any) -> np.ndarray:
     fill = math.nan
     if getattr(param, "condition", None) is not None:
         default = getattr(param, "default", None)
-        fill = _raw_value(none_means if default is None else default, name)
-        fill = math.nan if fill is None else fill
+        value = _raw_value(none_means if default is None else default, name)
+        fill = math.nan if value is None else value
     if none_means is None and math.isnan(fill):
         try:
             # Fast path: plain numbers (None and missing become NaN).
@@ -393,16 +393,16 @@ def encode_configs(family: str, configs: Sequence[Mapping[str, Any]]) -> ConfigB
         The block of configs with their unit-cube encoding and raw interaction inputs.
     """
     space = _space(family)
-    configs = tuple(dict(c) for c in configs)
-    if configs:
-        unit = np.asarray(space.encode_many(list(configs)), dtype=np.float64)
-        unit = unit.reshape(len(configs), len(space.dim_names))
+    copies = tuple(dict(c) for c in configs)
+    if copies:
+        unit = np.asarray(space.encode_many(list(copies)), dtype=np.float64)
+        unit = unit.reshape(len(copies), len(space.dim_names))
     else:
         unit = np.empty((0, len(space.dim_names)))
     needed = sorted({p for ix in interactions_for(family) for p in ix.params})
     by_name = {getattr(p, "name", p): p for p in getattr(space, "params", ())}
-    raw = {p: _raw_column(configs, by_name.get(p, p)) for p in needed}
-    return ConfigBlock(configs=configs, unit=unit, raw=raw)
+    raw = {p: _raw_column(copies, by_name.get(p, p)) for p in needed}
+    return ConfigBlock(configs=copies, unit=unit, raw=raw)
 
 
 # ---------------------------------------------------------------------------------------

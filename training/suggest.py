@@ -67,14 +67,30 @@ class HistoryReader(Protocol):
 class SurrogateRecord(Protocol):
     """A registered surrogate as the registry hands it out (``db.entities.Surrogate``)."""
 
-    id: int
-    family: str
-    created_at: datetime
-    n_runs: int
-    status: str
-    meta: dict[str, Any]
-    sha256: str
-    model_text: str | None
+    # Read-only properties, so frozen dataclasses satisfy the protocol.
+    @property
+    def id(self) -> int: ...  # noqa: D102
+
+    @property
+    def family(self) -> str: ...  # noqa: D102
+
+    @property
+    def created_at(self) -> datetime: ...  # noqa: D102
+
+    @property
+    def n_runs(self) -> int: ...  # noqa: D102
+
+    @property
+    def status(self) -> str: ...  # noqa: D102
+
+    @property
+    def meta(self) -> dict[str, Any]: ...  # noqa: D102
+
+    @property
+    def sha256(self) -> str: ...  # noqa: D102
+
+    @property
+    def model_text(self) -> str | None: ...  # noqa: D102
 
 
 class SurrogateRegistry(Protocol):
@@ -488,11 +504,11 @@ class SuggestionPolicy:
             raise SuggestionError(str(exc), field="fixed") from None
         inactive = sorted(k for k in fixed if k not in checked)
         if inactive:
+            conditions = {k: self.space.param(k).condition for k in inactive}
             conds = ", ".join(
-                f"{k} needs {self.space.param(k).condition[0]} in "
-                f"{list(self.space.param(k).condition[1])}"
-                for k in inactive
-                if self.space.param(k).condition is not None
+                f"{k} needs {cond[0]} in {list(cond[1])}"
+                for k, cond in conditions.items()
+                if cond is not None
             )
             raise SuggestionError(f"fixed parameter(s) {inactive} inactive: {conds}", field="fixed")
         return {k: checked[k] for k in fixed}
@@ -748,7 +764,9 @@ class SuggestionPolicy:
         pblock = self._portfolio_block(entries, task, fixed)
         # The nearest dataset's best config first, then the library default (the bar
         # every suggestion must clear), then the rest of the portfolio nearest first.
-        blocks, sources, origins = [], [], []
+        blocks: list[ConfigBlock] = []
+        sources: list[str] = []
+        origins: list[str | None] = []
         if pblock is not None:
             blocks.append(pblock.take([0]))
             sources.append("portfolio")
@@ -812,19 +830,13 @@ def _check_meta(task: str, given: Mapping[str, Any]) -> dict[str, float]:
                 f"meta-feature {k}={v!r} is not a finite number", field="meta_features"
             )
         clean[k] = v
+    from training.metafeatures import validate_metafeatures
+
     try:
-        from training.metafeatures import validate_metafeatures
-    except ImportError:  # pragma: no cover - metafeatures always ships with training
-        validate_metafeatures = None
-    if validate_metafeatures is not None:
-        try:
-            result = validate_metafeatures(task, clean)
-        except ValueError as exc:
-            raise SuggestionError(
-                f"impossible meta-features: {exc}", field="meta_features"
-            ) from None
-        if isinstance(result, Mapping):
-            clean = dict(result)
+        # It names every problem at once and fills in what follows (logs, ratios).
+        clean = dict(validate_metafeatures(task, clean))
+    except ValueError as exc:
+        raise SuggestionError(f"impossible meta-features: {exc}", field="meta_features") from None
     out: dict[str, float] = {k: _as_float(v) for k, v in clean.items()}
     for name in core_metafeatures():
         out.setdefault(name, math.nan)
