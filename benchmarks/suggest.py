@@ -5,8 +5,9 @@ there is one and ``--history seed``, else a synthetic one of ``--datasets`` data
 48 configs), and an active surrogate retrained on it with the production recipe.
 
 * in-process: ``SuggestionEngine.suggest`` for ``--requests`` requests, each with
-  other meta-features (n=5, fixed seed, every candidate scored), single-threaded; and
-  the same with a new seed per request, so the Sobol pool is never cached ("cold").
+  other meta-features (n=5, fixed seed, every candidate scored), single-threaded; the
+  same with a new seed per request, so the Sobol pool is never cached ("cold"); and
+  one request repeated (served from the answer cache).
 * HTTP: a real ``uvicorn service.app:app_factory`` with ``--workers`` processes,
   ``--clients`` concurrent keep-alive clients posting distinct pre-serialised bodies;
   requests/s and latency.
@@ -147,12 +148,18 @@ def bench_in_process(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
         t0 = time.perf_counter()
         ask(body, 1000 + i)
         cold.append(time.perf_counter() - t0)
+    repeated = []
+    for _ in range(len(bodies)):
+        t0 = time.perf_counter()
+        ask(bodies[0], 0)  # the same request again: served from the answer cache
+        repeated.append(time.perf_counter() - t0)
     policy = engine.policy(FAMILY)
     return {
         "requests": len(bodies),
         "first_request_ms": round(first_ms, 1),
         "warm": _quantiles(warm),
         "cold_pool": _quantiles(cold),
+        "repeated_request": _quantiles(repeated),
         "cpu_ms_per_request": round(cpu_ms, 2),
         "candidates": {
             "sobol": policy.settings.n_sobol,

@@ -24,13 +24,15 @@ policy per family and reloads it when the registry's active surrogate changes.
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -207,6 +209,7 @@ class PolicySettings:
             beyond which the answer carries an extrapolation warning.
         kappa: pessimism override (None: the surrogate's own).
         cache_size: Sobol pools kept (per task, seed and fixed params).
+        answer_cache_size: answers kept for repeated identical requests.
     """
 
     n_sobol: int = 2048
@@ -222,6 +225,7 @@ class PolicySettings:
     far_distance: float = 1.5
     kappa: float | None = None
     cache_size: int = 32
+    answer_cache_size: int = 1024
 
 
 # ---------------------------------------------------------------------------------------
@@ -466,6 +470,7 @@ class SuggestionPolicy:
         self._cache: OrderedDict[tuple[Any, ...], ConfigBlock] = OrderedDict()
         self._lock = threading.Lock()
         self._portfolio_blocks: dict[tuple[str, str], ConfigBlock] = {}
+        self._answers: OrderedDict[str, SuggestionResult] = OrderedDict()
 
     # -- validation ---------------------------------------------------------------------
 
@@ -602,10 +607,30 @@ class SuggestionPolicy:
     def suggest(self, request: SuggestionRequest) -> SuggestionResult:
         """Answer one request.
 
+        The answer is a pure function of the request and the loaded surrogate, so
+        repeated requests (client retries, the same dataset asked again) are served
+        from a small cache that dies with the policy when a new model is loaded.
+
         Raises:
             SuggestionError: the request is impossible (unknown task, impossible
                 meta-features, unknown or invalid fixed parameters).
         """
+        key = _request_key(request)
+        with self._lock:
+            hit = self._answers.get(key) if key is not None else None
+            if hit is not None:
+                self._answers.move_to_end(key)
+        if hit is not None:
+            return _copy_result(hit)
+        result = self._suggest(request)
+        if key is not None:
+            with self._lock:
+                self._answers[key] = result
+                while len(self._answers) > self.settings.answer_cache_size:
+                    self._answers.popitem(last=False)
+        return _copy_result(result)
+
+    def _suggest(self, request: SuggestionRequest) -> SuggestionResult:
         meta, fixed = self._check(request)
         warnings = list(self.notes)
         missing = [
@@ -812,6 +837,36 @@ def _applies(name: str, task: str, meta: Mapping[str, float]) -> bool:
     if name.startswith("cat_card") or name == "onehot_width":
         return meta.get("n_categorical", math.nan) != 0
     return True
+
+
+def _request_key(request: SuggestionRequest) -> str | None:
+    try:
+        return json.dumps(
+            [
+                request.family,
+                request.task,
+                sorted(dict(request.meta_features).items()),
+                request.n,
+                0 if request.seed is None else request.seed,
+                sorted(dict(request.fixed or {}).items()),
+                request.metric,
+            ],
+            default=str,
+        )
+    except (TypeError, ValueError):
+        return None  # unhashable oddities are simply not cached
+
+
+def _copy_result(result: SuggestionResult) -> SuggestionResult:
+    # Callers may mutate configs and explanations; the cached answer must not change.
+    return SuggestionResult(
+        suggestions=[
+            replace(s, config=copy.deepcopy(s.config), explanation=copy.deepcopy(s.explanation))
+            for s in result.suggestions
+        ],
+        surrogate=result.surrogate,
+        warnings=list(result.warnings),
+    )
 
 
 def _check_meta(task: str, given: Mapping[str, Any]) -> dict[str, float]:

@@ -113,6 +113,8 @@ def test_same_seed_same_answer(history: SyntheticHistory, policy: SuggestionPoli
     assert first == second
     fresh = SuggestionPolicy(FAMILY, surrogate=policy.surrogate, portfolio=policy.portfolio)
     assert fresh.suggest(request) == first  # no hidden state in caches
+    first.suggestions[0].config["num_leaves"] = -1  # a caller scribbling on its answer
+    assert policy.suggest(request) == second  # does not reach the cached one
     other = policy.suggest(SuggestionRequest(FAMILY, "binary", meta, n=7, seed=4))
     assert [s.config for s in other.suggestions] != [s.config for s in first.suggestions]
 
