@@ -20,10 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from db import migrate
 from db.engine import make_engine
 from db.store import Store
+from service.auth import AuthMiddleware, Guard, check_routes
 from service.errors import install_error_handlers
 from service.middleware import BodySizeLimitMiddleware
 from service.routes import datasets, families, health, runs, stats, suggestions, surrogates
 from service.scheduler import BackgroundServices
+from service.security import install_security
 from service.settings import Settings
 
 __all__ = ["app_factory", "create_app", "engine_from_settings"]
@@ -69,6 +71,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     migration (the error names ``hyperprior db upgrade``); on shutdown it closes the
     connection pool it created.
 
+    Every route must declare the scope it needs (see `service.auth`); one that does
+    not makes this function raise `service.auth.UndeclaredScopeError`.
+
     Args:
         settings: Configuration; read from the environment when omitted.
         store: Use this store instead of building one from ``settings.database_url``
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app_store = store
     # The suggestion engine, the registry watcher and (optionally) the nightly retrain.
     background = BackgroundServices(store, settings)
+    guard = Guard(store, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +103,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         logger.info(
             "hyperprior ready on %s (schema %s)", app_store.backend, migrate.head_revision()
         )
+        if not settings.auth_enabled:
+            logger.warning("API keys are not checked (HYPERPRIOR_AUTH_ENABLED=false)")
         background.start()
         if settings.gc_tuning:
             _tune_gc()
@@ -104,6 +112,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             yield
         finally:
             background.stop()
+            guard.close()
             if owns_engine:
                 app_store.engine.dispose()
 
@@ -116,6 +125,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.settings = settings
     app.state.store = store
     app.state.suggestions = background
+    app.state.guard = guard
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -125,6 +135,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(families.router, prefix="/v1")
     app.include_router(suggestions.router, prefix="/v1")
     app.include_router(surrogates.router, prefix="/v1")
+    # Refuses routes that do not declare a scope; the middleware checks keys before
+    # any body is read, and the security headers wrap every answer, refusals included.
+    check_routes(app)
+    app.add_middleware(AuthMiddleware, guard=guard)
+    install_security(app, settings)
     return app
 
 

@@ -28,7 +28,12 @@ from db.errors import (
     UnknownDatasetError,
 )
 
-__all__ = ["MAX_REPORTED_ERRORS", "describe_validation_errors", "install_error_handlers"]
+__all__ = [
+    "MAX_REPORTED_ERRORS",
+    "describe_validation_errors",
+    "install_error_handlers",
+    "store_error_response",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +103,8 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content=content)
 
 
-def _store_error_response(error: StoreError) -> JSONResponse:
+def store_error_response(error: StoreError) -> JSONResponse:
+    """The HTTP response for a store error (also used by middleware, outside the handlers)."""
     if isinstance(error, UnknownDatasetError):
         entry = {
             "loc": ["body", "runs", error.run_index, "dataset_id"],
@@ -134,7 +140,7 @@ def _store_error_response(error: StoreError) -> JSONResponse:
 
 async def _store_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StoreError)
-    return _store_error_response(error)
+    return store_error_response(error)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -44,6 +45,30 @@ class Settings(BaseSettings):
         default=10_000, gt=0, description="Most runs accepted by one POST /v1/runs."
     )
 
+    max_concurrent_jobs_per_key: int = Field(
+        default=2,
+        gt=0,
+        description="Refinement jobs one API key may have queued or running at once "
+        "(more are refused with 429 and Retry-After).",
+    )
+
+    # Access
+    auth_enabled: bool = Field(
+        default=True,
+        description="Require API keys (``hyperprior keys create``). Turn off only on a "
+        "trusted single-user machine.",
+    )
+    auth_reads: Literal["open", "key"] = Field(
+        default="open",
+        description="Whether reading (listing runs, suggestions) needs a key too; writes "
+        "and admin routes always do.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API, comma-separated "
+        "(e.g. https://ml.example.com); none by default.",
+    )
+
     # Server
     host: str = Field(default="127.0.0.1", description="Interface to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
@@ -75,6 +100,33 @@ class Settings(BaseSettings):
     retrain_lock_ttl_s: float = Field(
         default=600.0, gt=0, description="Lease of the retrain lock; a dead retrain frees it after."
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # One comma-separated environment variable reads better than a JSON list.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+            ):
+                # "*" is refused on purpose: this is an allow-list.
+                raise ValueError(
+                    f"invalid CORS origin {origin!r} (expected scheme://host[:port], "
+                    "e.g. https://ml.example.com)"
+                )
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("retrain_cron")
     @classmethod

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
+from service.auth import require_scope
 from service.deps import StoreDep
 from service.schemas import DatasetPublic, DatasetsPublic, ErrorPublic
 
 router = APIRouter(tags=["datasets"])
 
 
-@router.get("/datasets")
+@router.get("/datasets", dependencies=[Depends(require_scope("read"))])
 def list_datasets(
     store: StoreDep,
     task: Literal["binary", "multiclass", "regression"] | None = None,
@@ -29,7 +30,11 @@ def list_datasets(
     )
 
 
-@router.get("/datasets/{dataset_id}", responses={404: {"model": ErrorPublic}})
+@router.get(
+    "/datasets/{dataset_id}",
+    dependencies=[Depends(require_scope("read"))],
+    responses={404: {"model": ErrorPublic}},
+)
 def get_dataset(dataset_id: Annotated[int, Path(gt=0)], store: StoreDep) -> DatasetPublic:
     """One dataset by id."""
     return DatasetPublic.from_dataset(store.get_dataset(dataset_id))

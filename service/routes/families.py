@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
+from service.auth import require_scope
 from training.spaces import SPACES, TASKS, get_space
 
 router = APIRouter(tags=["families"])
@@ -33,14 +34,14 @@ def _family(name: str) -> FamilyPublic:
     )
 
 
-@router.get("/families")
+@router.get("/families", dependencies=[Depends(require_scope("read"))])
 def list_families() -> FamiliesPublic:
     """Every built-in family with its search space and library defaults."""
     data = [_family(name) for name in SPACES]
     return FamiliesPublic(data=data, count=len(data))
 
 
-@router.get("/families/{family}")
+@router.get("/families/{family}", dependencies=[Depends(require_scope("read"))])
 def get_family(family: str) -> FamilyPublic:
     """One family's search space and library defaults."""
     if family not in SPACES:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from db import migrate
 from db.errors import DatabaseUnavailableError, SchemaOutOfDateError
+from service.auth import public
 from service.deps import StoreDep
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", dependencies=[Depends(public)])
 def healthz() -> dict[str, str]:
     """The process is up (does not touch the database)."""
     return {"status": "ok"}
@@ -20,6 +21,7 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
+    dependencies=[Depends(public)],
     responses={503: {"description": "Database unreachable or schema not at head."}},
 )
 def readyz(store: StoreDep) -> JSONResponse:

@@ -6,9 +6,10 @@ import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from db.errors import InvalidArgumentError
+from service.auth import require_scope
 from service.deps import SettingsDep, StoreDep
 from service.schemas import ErrorPublic, IngestResultPublic, RunPublic, RunsCreate, RunsPublic
 
@@ -18,6 +19,7 @@ router = APIRouter(tags=["runs"])
 @router.post(
     "/runs",
     status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require_scope("write"))],
     responses={
         200: {"model": IngestResultPublic, "description": "Nothing new: all were duplicates."},
         409: {"model": ErrorPublic, "description": "A run id was reused with other content."},
@@ -40,7 +42,7 @@ def create_runs(
     return IngestResultPublic(inserted=result.inserted, duplicates=result.duplicates)
 
 
-@router.get("/runs")
+@router.get("/runs", dependencies=[Depends(require_scope("read"))])
 def list_runs(
     store: StoreDep,
     dataset_id: Annotated[int | None, Query(gt=0)] = None,
@@ -70,7 +72,11 @@ def list_runs(
     )
 
 
-@router.get("/runs/{run_id}", responses={404: {"model": ErrorPublic}})
+@router.get(
+    "/runs/{run_id}",
+    dependencies=[Depends(require_scope("read"))],
+    responses={404: {"model": ErrorPublic}},
+)
 def get_run(run_id: uuid.UUID, store: StoreDep) -> RunPublic:
     """One run by id."""
     return RunPublic.from_run(store.get_run(run_id))

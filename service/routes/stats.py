@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from service.auth import require_scope
 from service.deps import StoreDep
 from service.schemas import StatsPublic
 
 router = APIRouter(tags=["stats"])
 
 
-@router.get("/stats")
+@router.get("/stats", dependencies=[Depends(require_scope("read"))])
 def get_stats(store: StoreDep) -> StatsPublic:
     """Numbers of runs and datasets, runs by family, task, source and status."""
     return StatsPublic.from_stats(store.stats())

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.auth import require_scope
 from training.suggest import (
     SuggestionEngine,
     SuggestionError,
@@ -118,6 +119,7 @@ _FIELD_LOC = {
 
 @router.post(
     "/suggestions",
+    dependencies=[Depends(require_scope("read"))],
     responses={422: {"description": "Unknown family or parameter, impossible meta-features."}},
 )
 def create_suggestions(body: SuggestionCreate, engine: EngineDep) -> SuggestionsPublic:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from db.entities import Surrogate
+from service.auth import require_scope
 from service.deps import StoreDep
 from service.schemas import ErrorPublic
-
-try:  # issue 8 brings API keys with scopes; until then the registry is open.
-    from service.auth import require_scope  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - replaced when service.auth lands
-
-    def require_scope(scope: str) -> Callable[[], None]:
-        """Auth hook: permissive until ``service.auth`` exists (issue 8)."""
-
-        def allow() -> None:
-            return None
-
-        return allow
-
 
 router = APIRouter(tags=["surrogates"])
 
@@ -78,7 +65,7 @@ def _serving(request: Request, surrogate: Surrogate) -> bool:
     return bool(services.engine.active_surrogate_id(surrogate.family) == surrogate.id)
 
 
-@router.get("/surrogates")
+@router.get("/surrogates", dependencies=[Depends(require_scope("read"))])
 def list_surrogates(
     request: Request,
     store: StoreDep,

@@ -3,12 +3,14 @@
 Usage: python ingest_writer.py BASE_URL WRITER_INDEX N_RUNS BATCH_SIZE RESENDS
 
 Posts N_RUNS runs in batches, then sends every batch RESENDS more times, and prints
-one JSON line: inserted, duplicates, resent_inserted, resent_duplicates, errors.
+one JSON line: inserted, duplicates, resent_inserted, resent_duplicates, errors. The
+API key (scope write) comes from ``HYPERPRIOR_API_KEY``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import uuid
@@ -54,7 +56,8 @@ def main() -> None:
         "resent_duplicates": 0,
         "errors": [],
     }
-    with httpx.Client(base_url=base, timeout=60) as client:
+    headers = {"Authorization": f"Bearer {os.environ['HYPERPRIOR_API_KEY']}"}
+    with httpx.Client(base_url=base, timeout=60, headers=headers) as client:
         for attempt in range(1 + int(resends)):
             prefix = "" if attempt == 0 else "resent_"
             for batch in batches:

@@ -22,6 +22,7 @@ import pytest
 
 from db.engine import make_engine
 from db.store import Store
+from service.auth import issue_key
 
 WRITERS = 8
 RUNS_PER_WRITER = 500
@@ -34,6 +35,16 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def write_key(db_url: str) -> str:
+    """An API key with scope write (ingest needs one)."""
+    engine = make_engine(db_url)
+    try:
+        return issue_key(Store(engine), "write", name="writers")[1]
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -85,7 +96,9 @@ def live_server(db_url: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.timeout(120)
-def test_concurrent_writers_store_every_run_exactly_once(live_server: str, db_url: str) -> None:
+def test_concurrent_writers_store_every_run_exactly_once(
+    live_server: str, db_url: str, write_key: str
+) -> None:
     writers = [
         subprocess.Popen(
             [
@@ -100,6 +113,7 @@ def test_concurrent_writers_store_every_run_exactly_once(live_server: str, db_ur
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "HYPERPRIOR_API_KEY": write_key},
         )
         for index in range(WRITERS)
     ]

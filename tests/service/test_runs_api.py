@@ -15,6 +15,7 @@ from sqlalchemy import text
 from db.engine import make_engine
 from db.errors import DatabaseUnavailableError, SchemaOutOfDateError
 from service.app import create_app
+from service.auth import issue_key
 from service.settings import Settings
 
 MakeRun = Callable[..., dict[str, Any]]
@@ -22,7 +23,10 @@ JSON = {"content-type": "application/json"}
 
 
 def make_client(db_url: str, **settings: Any) -> TestClient:
-    return TestClient(create_app(Settings(database_url=db_url, **settings)))
+    app = create_app(Settings(database_url=db_url, **settings))
+    # Ingest needs a key with scope write (issue 8).
+    _, key = issue_key(app.state.store, "write", name="tests")
+    return TestClient(app, headers={"Authorization": f"Bearer {key}"})
 
 
 @pytest.fixture

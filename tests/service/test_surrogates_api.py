@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from db.store import Store
 from service.app import create_app
+from service.auth import issue_key
 from service.cli import main
 from service.scheduler import RetrainScheduler, next_fire, validate_cron
 from service.settings import Settings
@@ -35,7 +36,9 @@ def history_store(store: Store) -> Store:
 
 def _client(store: Store) -> TestClient:
     settings = Settings(database_url="sqlite://", retrain_in_process=False, surrogate_poll_s=3600)
-    return TestClient(create_app(settings, store=store))
+    # Activating a surrogate needs a key with scope admin (issue 8).
+    _, key = issue_key(store, "admin", name="tests")
+    return TestClient(create_app(settings, store=store), headers={"Authorization": f"Bearer {key}"})
 
 
 @SQLITE

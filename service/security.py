@@ -1,0 +1,93 @@
+"""Browser-facing hardening: security headers on every response, and CORS.
+
+The API answers JSON to programs; the only pages are the docs and the same-origin
+dashboard, which load nothing from elsewhere. So every response forbids sniffing,
+framing and referrers, and carries a Content-Security-Policy of ``default-src 'self'``.
+FastAPI's ``/docs`` and ``/redoc`` pages are the exception: they load Swagger UI and
+ReDoc from the jsDelivr CDN with an inline bootstrap script, and get a policy that
+allows exactly that.
+
+CORS is off unless ``HYPERPRIOR_CORS_ORIGINS`` lists origins; keys travel in the
+``Authorization`` header, never in cookies, so credentials are never allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.settings import Settings
+
+__all__ = [
+    "API_CSP",
+    "DOCS_CSP",
+    "SECURITY_HEADERS",
+    "SecurityHeadersMiddleware",
+    "install_security",
+]
+
+API_CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+_CDN = "https://cdn.jsdelivr.net"
+DOCS_CSP = (
+    f"default-src 'self'; script-src 'self' 'unsafe-inline' {_CDN}; "
+    f"style-src 'self' 'unsafe-inline' {_CDN} https://fonts.googleapis.com; "
+    "font-src 'self' https://fonts.gstatic.com; "
+    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: dict[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+class SecurityHeadersMiddleware:
+    """Add the security headers to every HTTP response (a route may set its own CSP)."""
+
+    def __init__(self, app: ASGIApp, docs_paths: Iterable[str] = ()) -> None:
+        self.app = app
+        self.docs_paths = frozenset(docs_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = DOCS_CSP if scope["path"] in self.docs_paths else API_CSP
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("Content-Security-Policy", csp)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_security(app: FastAPI, settings: Settings) -> None:
+    """Add CORS (when origins are configured) and the security headers to the app.
+
+    Call it after every other middleware: the headers must reach all answers,
+    including the refusals of the auth and body-size middleware.
+    """
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    docs = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    app.add_middleware(SecurityHeadersMiddleware, docs_paths={p for p in docs if p})
