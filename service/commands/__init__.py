@@ -20,6 +20,7 @@ COMMANDS: list[str] = [
     "service.commands.bootstrap",
     "service.commands.retrain",
     "service.commands.suggest",
+    "service.commands.keys",
 ]
 
 DB_COMMANDS: list[str] = ["service.commands.seed"]

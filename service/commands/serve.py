@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     # Fail here, with one clear line and exit status, rather than in every worker.
     migrate.verify_schema(settings.database_url)
+    _explain_access(settings)
     # Workers are separate processes that build their settings from the environment.
     for name, value in overrides.items():
         os.environ[f"HYPERPRIOR_{name.upper()}"] = str(value)
@@ -57,3 +58,25 @@ def run(args: argparse.Namespace) -> int:
         access_log=settings.access_log,
     )
     return 0
+
+
+def _explain_access(settings: Any) -> None:
+    """Say how to get an API key when there is none (a fresh install has no default key)."""
+    if not settings.auth_enabled:
+        print("hyperprior: API keys are not checked (HYPERPRIOR_AUTH_ENABLED=false)", flush=True)
+        return
+    from db.engine import make_engine
+    from db.store import Store
+
+    engine = make_engine(settings.database_url)
+    try:
+        active = [key for key in Store(engine).list_api_keys() if key.active]
+    finally:
+        engine.dispose()
+    if not active:
+        reads = "reads are open, " if settings.auth_reads == "open" else ""
+        print(
+            f"hyperprior: no API keys yet ({reads}writes need a key): create one with "
+            "`hyperprior keys create --scope write`",
+            flush=True,
+        )
