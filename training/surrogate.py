@@ -2,11 +2,13 @@
 
 What it predicts: the normalised quality (see :mod:`training.features`) of a config on a
 dataset described by its meta-features. Uncertainty comes from bagging *over datasets*:
-each of the ``n_members`` boosters is trained on a bootstrap resample of the datasets
-(plus row and feature subsampling), so the members disagree where the history has few
-datasets like the one asked about. Suggestions rank by the pessimistic
+each of the ``n_members`` boosters is trained on a random 75% of the datasets (without
+replacement; plus row and feature subsampling), so the members disagree where the
+history has few datasets like the one asked about. Suggestions rank by the pessimistic
 ``mean - kappa * spread`` so that a config far from anything seen does not win by
-extrapolation.
+extrapolation. (A Poisson bootstrap over datasets, each member seeing ~63% of them,
+gave the same regret in grouped CV but a lower Spearman: 0.53 vs 0.55 on LightGBM,
+0.59 vs 0.63 on random forests.)
 
 The members are stored as ONE LightGBM text model with ``num_tree_per_iteration`` equal
 to the number of members (the multi-output layout LightGBM uses for multiclass; member
@@ -81,7 +83,7 @@ class SurrogateParams:
     bagging_fraction: float = 0.8
     lambda_l2: float = 1.0
     max_bin: int = 63
-    dataset_bootstrap: bool = True
+    dataset_fraction: float = 0.75
     kappa: float = 1.0
     interval_level: float = 0.8
     cv_folds: int = 5
@@ -152,14 +154,16 @@ def _lgb_params(params: SurrogateParams, member: int, max_group: int) -> dict[st
 
 
 def _member_weights(ts: TrainingSet, params: SurrogateParams, member: int) -> np.ndarray:
-    if not params.dataset_bootstrap or params.n_members == 1:
+    # Each member sees a random share of the *datasets* (rows of one dataset stay
+    # together), so members disagree where few datasets resemble the query.
+    if params.dataset_fraction >= 1.0 or params.n_members == 1:
         return np.ones(len(ts))
     datasets, inverse = np.unique(ts.dataset, return_inverse=True)
     rng = np.random.default_rng([params.seed, member, 4242])
-    counts = rng.poisson(1.0, size=len(datasets)).astype(np.float64)
-    if counts.sum() == 0:
-        counts[:] = 1.0
-    return counts[inverse]
+    n_keep = max(1, int(round(params.dataset_fraction * len(datasets))))
+    keep = np.zeros(len(datasets))
+    keep[rng.choice(len(datasets), size=n_keep, replace=False)] = 1.0
+    return keep[inverse]
 
 
 def _train_members(ts: TrainingSet, params: SurrogateParams) -> list[lgb.Booster]:
