@@ -144,3 +144,18 @@ def test_retrain_and_suggest_commands(
 
     assert main([*args, "--target", "nope", "--database-url", db_url]) == 2
     assert "no column 'nope'" in capsys.readouterr().err
+
+
+@SQLITE
+def test_activation_needs_an_admin_key(history_store: Store) -> None:
+    first = retrain(history_store, FAMILY, params=FAST)
+    settings = Settings(database_url="sqlite://", retrain_in_process=False, surrogate_poll_s=3600)
+    _, reader = issue_key(history_store, "read", name="reader")
+    with TestClient(create_app(settings, store=history_store)) as client:
+        assert client.get("/v1/surrogates").status_code == 200  # reads are open
+        assert client.post(f"/v1/surrogates/{first.candidate_id}/activate").status_code == 401
+        denied = client.post(
+            f"/v1/surrogates/{first.candidate_id}/activate",
+            headers={"Authorization": f"Bearer {reader}"},
+        )
+        assert denied.status_code == 403
