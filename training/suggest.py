@@ -1060,6 +1060,11 @@ class SuggestionEngine:
     def _active_ids(self) -> dict[str, int]:
         if self.registry is None:
             return {}
+        # A registry may offer the ids alone (one tiny query); the listing carries every
+        # version's metadata, which grows with each nightly retrain.
+        fast = getattr(self.registry, "active_surrogate_ids", None)
+        if callable(fast):
+            return {str(k): int(v) for k, v in fast().items()}
         return {
             s.family: int(s.id) for s in self.registry.list_surrogates() if s.status == "active"
         }
