@@ -9,8 +9,8 @@ there is one and ``--history seed``, else a synthetic one of ``--datasets`` data
   same with a new seed per request, so the Sobol pool is never cached ("cold"); and
   one request repeated (served from the answer cache).
 * HTTP: a real ``uvicorn service.app:app_factory`` with ``--workers`` processes,
-  ``--clients`` concurrent keep-alive clients posting distinct pre-serialised bodies;
-  requests/s and latency.
+  ``--clients`` concurrent keep-alive clients posting pre-serialised bodies, every one
+  distinct (no answer-cache hits); requests/s and latency.
 
 Prints a table and writes ``benchmarks/results/suggest.json`` and ``suggest.png``.
 Targets on a 2-core machine: in-process p50 <= 15 ms and p99 <= 60 ms; >= 200
@@ -245,17 +245,24 @@ def bench_http(
     url: str, bodies: list[dict[str, Any]], workers: int, clients: list[int], per_client: int
 ) -> list[dict[str, Any]]:
     """Requests/s and latency over HTTP for each number of concurrent clients."""
+    # Every request is distinct (no answer-cache hits): warm-up first, then each
+    # concurrency level takes the next unused bodies.
     encoded = [json.dumps(b).encode() for b in bodies]
+    needed = 4 * workers + sum(clients) * per_client
+    if len(encoded) < needed:
+        raise ValueError(f"need {needed} distinct bodies, got {len(encoded)}")
     rows = []
     with server(url, workers) as (host, port):
         # Warm every worker: the first request of a process loads the surrogate.
         for i in range(4 * workers):
-            _post_many(host, port, [encoded[i % len(encoded)]])
+            _post_many(host, port, [encoded[i]])
+        offset = 4 * workers
         for n_clients in clients:
             shares = [
-                [encoded[(c * per_client + i) % len(encoded)] for i in range(per_client)]
+                encoded[offset + c * per_client : offset + (c + 1) * per_client]
                 for c in range(n_clients)
             ]
+            offset += n_clients * per_client
             started = time.perf_counter()
             with ThreadPoolExecutor(n_clients) as pool:
                 results = list(pool.map(lambda share: _post_many(host, port, share), shares))
@@ -331,13 +338,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     load = os.getloadavg()
+    clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    http_bodies = request_bodies(4 * args.workers + sum(clients) * args.per_client, seed=2)
     bodies = request_bodies(max(args.requests, 64))
     with tempfile.TemporaryDirectory(prefix="hp-bench-suggest-") as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         setup = prepare(url, args.history, args.datasets)
         in_process = bench_in_process(url, bodies[: args.requests])
-        clients = [int(c) for c in args.clients.split(",") if c.strip()]
-        http_rows = bench_http(url, bodies, args.workers, clients, args.per_client)
+        http_rows = bench_http(url, http_bodies, args.workers, clients, args.per_client)
     report = {
         "benchmark": "suggest",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
