@@ -159,3 +159,28 @@ def test_activation_needs_an_admin_key(history_store: Store) -> None:
             headers={"Authorization": f"Bearer {reader}"},
         )
         assert denied.status_code == 403
+
+
+@SQLITE
+def test_run_forever_retrains_at_the_cron_time_and_stops(history_store: Store) -> None:
+    times = iter(
+        [
+            dt.datetime(2025, 3, 1, 2, 59, 59, tzinfo=dt.UTC),  # computing the next fire
+            dt.datetime(2025, 3, 1, 3, 0, 0, tzinfo=dt.UTC),  # it is time
+        ]
+    )
+    last = dt.datetime(2025, 3, 1, 3, 0, 0, tzinfo=dt.UTC)
+    seen = []
+
+    def now() -> dt.datetime:
+        return next(times, last)
+
+    def on_result(result: object) -> None:
+        seen.append(result)
+        scheduler.stop()
+
+    scheduler = RetrainScheduler(
+        history_store, families=(FAMILY,), params=FAST, now=now, on_result=on_result
+    )
+    scheduler.run_forever()
+    assert [r.outcome for r in seen] == ["activated"]  # type: ignore[attr-defined]
