@@ -44,6 +44,18 @@ COLUMNS = (
 )
 
 
+ABLATIONS = {
+    "rank-l2 without interactions (ix_*)": ("ix_",),
+    "rank-l2 without meta-features (mf_*)": ("mf_",),
+}
+
+
+def ablate(ts: Any, prefixes: tuple[str, ...]) -> Any:
+    """``ts`` without the columns whose names start with ``prefixes``."""
+    keep = [i for i, n in enumerate(ts.feature_names) if not n.startswith(prefixes)]
+    return replace(ts, X=ts.X[:, keep], feature_names=[ts.feature_names[i] for i in keep])
+
+
 def recipes() -> dict[str, Any]:
     """The recipes compared, by name."""
     from training.surrogate import SurrogateParams
@@ -60,6 +72,8 @@ def recipes() -> dict[str, Any]:
         "rank-l2 kappa=2": replace(base, kappa=2.0),
         "rank-l2 bigger (80 rounds, 31 leaves)": replace(base, n_rounds=80, num_leaves=31),
         "rank-l2 smaller (20 rounds)": replace(base, n_rounds=20, learning_rate=0.3),
+        "rank-l2 bootstrap over datasets": replace(base, dataset_fraction=0.0),
+        **{name: base for name in ABLATIONS},
     }
 
 
@@ -117,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                     frame, family, normalisation=params.normalisation
                 )
             ts = cv_subset(sets[params.normalisation], params)
+            if name in ABLATIONS:
+                ts = ablate(ts, ABLATIONS[name])
             if ts.n_datasets < 3:
                 break
             if folds is None:
