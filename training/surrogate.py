@@ -13,9 +13,10 @@ on LightGBM, 0.598 vs 0.607 on random forests, 75 datasets.)
 The members are stored as ONE LightGBM text model with ``num_tree_per_iteration`` equal
 to the number of members (the multi-output layout LightGBM uses for multiclass; member
 ``k`` owns trees ``k, k + K, k + 2K, ...``). One ``predict(raw_score=True)`` call then
-returns every member's prediction, one sha256 covers the whole ensemble, and
-``pred_contrib`` explains all members at once. Never pickled: :func:`load` checks the
-sha256 of the exact text before LightGBM parses it.
+returns every member's prediction and one sha256 covers the whole ensemble; the first
+member alone (:func:`member_text`) screens the Sobol pool and gives the ``pred_contrib``
+explanations cheaply. Never pickled: :func:`load` checks the sha256 of the exact text
+before LightGBM parses it.
 
 Evaluation is grouped CV by dataset (``GroupKFold``: no dataset in both train and
 test), scored within each test dataset on its measured full-fidelity runs:
