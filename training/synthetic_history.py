@@ -88,7 +88,7 @@ class SyntheticHistory:
         u = np.nan_to_num(unit.reshape(len(unit), -1), nan=0.5)
         return -((u - best) ** 2 * weights).sum(axis=1) - 0.4 * (1.0 - fidelity)
 
-    def sample_meta(self, rng: np.random.Generator, task: str) -> dict[str, float]:
+    def sample_meta(self, rng: np.random.Generator, task: str) -> dict[str, float | int]:
         """Random valid meta-features for a dataset of ``task`` (the rest are unknown)."""
         from training.metafeatures import validate_metafeatures
 
@@ -103,7 +103,8 @@ class SyntheticHistory:
         if task != "regression":
             given["n_classes"] = 2 if task == "binary" else int(rng.integers(3, 10))
         checked = validate_metafeatures(task, given)
-        return {k: float(v) for k, v in checked.items() if v is not None}
+        # Counts stay ints: clients send them so, and the API checks them strictly.
+        return {k: v for k, v in checked.items() if v is not None}
 
     def frame(
         self,

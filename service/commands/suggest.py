@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the API's JSON")
     parser.add_argument("--url", help="a hyperprior service, e.g. http://127.0.0.1:8000")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("HYPERPRIOR_API_KEY"),
+        help="API key for --url when the service wants one (default: $HYPERPRIOR_API_KEY)",
+    )
     add_database_url_option(parser)
     parser.set_defaults(handler=run)
 
@@ -124,11 +130,14 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _ask_service(url: str, body: dict[str, Any]) -> dict[str, Any]:
+def _ask_service(url: str, body: dict[str, Any], api_key: str | None = None) -> dict[str, Any]:
     import httpx
 
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.post(url.rstrip("/") + "/v1/suggestions", json=body, timeout=60.0)
+        response = httpx.post(
+            url.rstrip("/") + "/v1/suggestions", json=body, headers=headers, timeout=60.0
+        )
     except httpx.HTTPError as error:
         raise CommandError(f"cannot reach {url}: {error}") from None
     if response.status_code != 200:
@@ -205,6 +214,6 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.n <= 50:
         raise CommandError("--n must be between 1 and 50")
     body = build_request(args)
-    answer = _ask_service(args.url, body) if args.url else _ask_locally(args, body)
+    answer = _ask_service(args.url, body, args.api_key) if args.url else _ask_locally(args, body)
     print(json.dumps(answer, indent=2) if args.json else format_table(answer))
     return 0
