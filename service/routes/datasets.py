@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from service.auth import require_scope
 from service.deps import StoreDep
-from service.schemas import DatasetPublic, DatasetsPublic, ErrorPublic
+from service.schemas import MAX_ID, DatasetPublic, DatasetsPublic, ErrorPublic, PlainName
 
 router = APIRouter(tags=["datasets"])
 
@@ -17,8 +17,8 @@ router = APIRouter(tags=["datasets"])
 def list_datasets(
     store: StoreDep,
     task: Literal["binary", "multiclass", "regression"] | None = None,
-    name: str | None = None,
-    cursor: str | None = None,
+    name: PlainName | None = None,
+    cursor: Annotated[str | None, Query(min_length=1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DatasetsPublic:
     """List datasets, oldest first, paginated by cursor."""
@@ -35,6 +35,8 @@ def list_datasets(
     dependencies=[Depends(require_scope("read"))],
     responses={404: {"model": ErrorPublic}},
 )
-def get_dataset(dataset_id: Annotated[int, Path(gt=0)], store: StoreDep) -> DatasetPublic:
+def get_dataset(
+    dataset_id: Annotated[int, Path(gt=0, le=MAX_ID)], store: StoreDep
+) -> DatasetPublic:
     """One dataset by id."""
     return DatasetPublic.from_dataset(store.get_dataset(dataset_id))

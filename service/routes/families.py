@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
 from service.auth import require_scope
+from service.schemas import ErrorPublic
 from training.spaces import SPACES, TASKS, get_space
 
 router = APIRouter(tags=["families"])
@@ -41,7 +42,11 @@ def list_families() -> FamiliesPublic:
     return FamiliesPublic(data=data, count=len(data))
 
 
-@router.get("/families/{family}", dependencies=[Depends(require_scope("read"))])
+@router.get(
+    "/families/{family}",
+    dependencies=[Depends(require_scope("read"))],
+    responses={404: {"model": ErrorPublic, "description": "No such family."}},
+)
 def get_family(family: str) -> FamilyPublic:
     """One family's search space and library defaults."""
     if family not in SPACES:

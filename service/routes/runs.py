@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
@@ -11,7 +10,16 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from db.errors import InvalidArgumentError
 from service.auth import require_scope
 from service.deps import SettingsDep, StoreDep
-from service.schemas import ErrorPublic, IngestResultPublic, RunPublic, RunsCreate, RunsPublic
+from service.schemas import (
+    MAX_ID,
+    ErrorPublic,
+    IngestResultPublic,
+    IsoDateTime,
+    PlainName,
+    RunPublic,
+    RunsCreate,
+    RunsPublic,
+)
 
 router = APIRouter(tags=["runs"])
 
@@ -45,14 +53,16 @@ def create_runs(
 @router.get("/runs", dependencies=[Depends(require_scope("read"))])
 def list_runs(
     store: StoreDep,
-    dataset_id: Annotated[int | None, Query(gt=0)] = None,
-    family: str | None = None,
+    dataset_id: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None,
+    family: PlainName | None = None,
     source: Literal["user", "bootstrap", "verification", "import"] | None = None,
     status: Literal["ok", "failed"] | None = None,
     since: Annotated[
-        dt.datetime | None, Query(description="ISO 8601; without offset means UTC.")
+        IsoDateTime | None, Query(description="ISO 8601; without offset means UTC.")
     ] = None,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+    cursor: Annotated[
+        str | None, Query(min_length=1, description="`next_cursor` of the last page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> RunsPublic:
     """List runs, oldest first, filtered and paginated by cursor."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import require_scope
+from service.schemas import MetaFeaturesCreate, Name, PlainName
 from training.suggest import (
     SuggestionEngine,
     SuggestionError,
@@ -32,8 +33,8 @@ class DatasetDescription(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, max_length=200)
-    meta_features: dict[str, float | int | None] = Field(
+    name: PlainName | None = None
+    meta_features: MetaFeaturesCreate = Field(
         description="n_rows and n_features are required; the rest may be omitted or null."
     )
 
@@ -45,10 +46,12 @@ class SuggestionCreate(BaseModel):
 
     family: str = Field(description="lightgbm, random_forest, linear or keras_mlp.")
     task: Literal["binary", "multiclass", "regression"]
-    metric: str | None = Field(default=None, description="The metric you will judge by.")
+    metric: Name | None = Field(default=None, description="The metric you will judge by.")
     dataset: DatasetDescription
-    n: int = Field(default=5, ge=1, le=50, description="How many suggestions.")
-    seed: int | None = Field(default=None, ge=0, description="Same seed, same answer.")
+    n: int = Field(default=5, ge=1, le=50, strict=True, description="How many suggestions.")
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, strict=True, description="Same seed, same answer."
+    )
     fixed: dict[str, Any] | None = Field(
         default=None, description="Parameters forced on every suggestion."
     )
@@ -127,7 +130,7 @@ def create_suggestions(body: SuggestionCreate, engine: EngineDep) -> Suggestions
     request = SuggestionRequest(
         family=body.family,
         task=body.task,
-        meta_features=body.dataset.meta_features,
+        meta_features=body.dataset.meta_features.as_mapping(),
         n=body.n,
         seed=body.seed,
         fixed=body.fixed,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from db.entities import Surrogate
 from service.auth import require_scope
 from service.deps import StoreDep
-from service.schemas import ErrorPublic
+from service.schemas import MAX_ID, ErrorPublic, PlainName
 
 router = APIRouter(tags=["surrogates"])
 
@@ -69,7 +69,7 @@ def _serving(request: Request, surrogate: Surrogate) -> bool:
 def list_surrogates(
     request: Request,
     store: StoreDep,
-    family: Annotated[str | None, Query(description="Only this family.")] = None,
+    family: Annotated[PlainName | None, Query(description="Only this family.")] = None,
 ) -> SurrogatesPublic:
     """List surrogate versions, newest first, with their grouped-CV metrics."""
     listed = store.list_surrogates(family)
@@ -85,7 +85,7 @@ def activate_surrogate(
     request: Request,
     store: StoreDep,
     _admin: AdminDep,
-    surrogate_id: Annotated[int, Path(gt=0)],
+    surrogate_id: Annotated[int, Path(gt=0, le=MAX_ID)],
 ) -> SurrogatePublic:
     """Make a surrogate the active one of its family (roll back or forward); admin only."""
     store.activate_surrogate(surrogate_id)

@@ -102,7 +102,7 @@ def test_default_n_is_five_and_fixed_is_honoured(client: TestClient) -> None:
         (_body(n=0), ["body", "n"], "greater than or equal to 1"),
         (_body(n=51), ["body", "n"], "less than or equal to 50"),
         (_body(task="ranking"), ["body", "task"], "binary"),
-        (_body(dataset={"meta_features": {"n_rows": "many"}}), None, "number"),
+        (_body(dataset={"meta_features": {"n_rows": "many"}}), None, "valid integer"),
     ],
 )
 def test_impossible_requests_are_422_saying_what_is_wrong(
