@@ -1,4 +1,4 @@
-"""The retrain job against a real store: promotion rules, locks, crash safety."""
+"""The retrain job against a real store (every backend): promotion rules, locks, crash safety."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from training.retrain import export_active, install_shipped, retrain
 from training.suggest import surrogate_from_record
 from training.surrogate import SurrogateIntegrityError, SurrogateParams
 from training.synthetic_history import SyntheticHistory, new_runs
-
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
 FAMILY = "lightgbm"
 GOOD = SurrogateParams(n_members=2, n_rounds=25, num_leaves=7, min_data_in_leaf=10, cv_folds=3)
