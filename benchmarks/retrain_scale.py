@@ -43,14 +43,22 @@ RUNS_PER_DATASET = 60
 TARGET_SECONDS_1M = 120.0
 
 
+def _rss() -> int:
+    """Resident set size of this process in bytes (Linux ``/proc``; else the peak so far)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
 class PeakRSS:
     """Samples this process's resident set size in a thread; ``peak`` in bytes."""
 
     def __init__(self, interval: float = 0.05) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.baseline = self._proc.memory_info().rss
+        self.baseline = _rss()
         self.peak = self.baseline
         self._stop = threading.Event()
         self._interval = interval
@@ -63,11 +71,11 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.peak = max(self.peak, _rss())
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self.peak = max(self.peak, _rss())
 
 
 def synthetic_frame(n_runs: int) -> Any:
