@@ -57,8 +57,15 @@ PATH_VALUES = {
 
 
 def make_app(store: Store, **overrides: Any) -> FastAPI:
+    # No background work: these tests are about who gets in, not what runs.
     settings = Settings(
-        database_url="sqlite://", retrain_in_process=False, surrogate_poll_s=3600, **overrides
+        **{
+            "database_url": "sqlite://",
+            "retrain_in_process": False,
+            "surrogate_poll_s": 3600,
+            "jobs_in_process": False,
+            **overrides,
+        }
     )
     return create_app(settings, store=store)
 

@@ -14,6 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -59,7 +60,7 @@ NAME_QUERY = {"family", "name"}
 
 
 @pytest.fixture
-def client(store: Store, make_run: MakeRun) -> Iterator[TestClient]:
+def client(store: Store, make_run: MakeRun, tmp_path: Path) -> Iterator[TestClient]:
     """An admin client on a small history (two datasets, three runs)."""
     settings = Settings(
         database_url="sqlite://",
@@ -67,6 +68,8 @@ def client(store: Store, make_run: MakeRun) -> Iterator[TestClient]:
         surrogate_poll_s=3600,
         max_body_bytes=200_000,
         max_runs_per_batch=20,
+        jobs_in_process=False,  # nothing queued may run
+        data_dir=tmp_path,  # anything uploaded stays in the test's directory
     )
     app = create_app(settings, store=store)
     _, key = issue_key(store, "admin", name="hostile")

@@ -46,8 +46,9 @@ SETTINGS = Settings(
     surrogate_poll_s=3600,
     auth_reads="key",
     max_runs_per_batch=50,
+    # Queued refinements must not run during the test.
+    jobs_in_process=False,
 )
-
 
 
 class _RunningApp:
@@ -91,7 +92,9 @@ def app(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iter
     store = Store(engine)
     store.ingest_runs(new_runs(SyntheticHistory("lightgbm", seed=3).frame(8, 8, n_reduced=0)))
     retrain(store, "lightgbm", params=FAST)
-    app = create_app(SETTINGS, store=store)
+    # Uploads land in the test's directory.
+    settings = Settings(**{**SETTINGS.model_dump(), "data_dir": path.parent / "data"})
+    app = create_app(settings, store=store)
     store.create_api_key("schemathesis", hash_key(ADMIN_KEY), ["admin"])
     _running.app = app
     with TestClient(app):
