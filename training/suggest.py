@@ -616,10 +616,12 @@ class SuggestionPolicy:
                 meta-features, unknown or invalid fixed parameters).
         """
         key = _request_key(request)
-        with self._lock:
-            hit = self._answers.get(key) if key is not None else None
-            if hit is not None:
-                self._answers.move_to_end(key)
+        hit = None
+        if key is not None:
+            with self._lock:
+                hit = self._answers.get(key)
+                if hit is not None:
+                    self._answers.move_to_end(key)
         if hit is not None:
             return _copy_result(hit)
         result = self._suggest(request)

@@ -168,7 +168,7 @@ def _ask_locally(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, An
             SuggestionRequest(
                 family=request.family,
                 task=request.task,
-                meta_features=request.dataset.meta_features,
+                meta_features=request.dataset.meta_features.as_mapping(),
                 n=request.n,
                 seed=request.seed,
                 fixed=request.fixed,
