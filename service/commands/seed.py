@@ -65,13 +65,27 @@ def run_seed(args: argparse.Namespace) -> int:
     _, runs = read_seed(directory)
     if runs.empty:
         print(f"no seed history in {directory}; nothing loaded")
-        return 0
-    with tqdm(total=len(runs), desc="seed", unit="run", disable=args.no_progress) as bar:
-        result = load_seed(store, directory, progress=bar.update)
-    print(
-        f"seed: {result.runs} runs over {result.datasets} datasets: "
-        f"{result.inserted} inserted, {result.duplicates} already present"
-    )
+    else:
+        with tqdm(total=len(runs), desc="seed", unit="run", disable=args.no_progress) as bar:
+            result = load_seed(store, directory, progress=bar.update)
+        print(
+            f"seed: {result.runs} runs over {result.datasets} datasets: "
+            f"{result.inserted} inserted, {result.duplicates} already present"
+        )
+    surrogates = directory / "surrogates"
+    if surrogates.is_dir():
+        from training.retrain import install_shipped
+        from training.surrogate import SurrogateIntegrityError
+
+        # Registered only where a family has no active surrogate: never overrides a
+        # model this database trained itself. The sha256 is checked before parsing.
+        try:
+            installed = install_shipped(store, surrogates)
+        except SurrogateIntegrityError as error:
+            raise CommandError(f"refusing the shipped surrogates: {error}") from None
+        for family, new_id in sorted(installed.items()):
+            state = f"registered as #{new_id} (active)" if new_id else "active one kept"
+            print(f"surrogate {family}: {state}")
     return 0
 
 
