@@ -1216,6 +1216,17 @@ class Store:
 
         return self._run(work)
 
+    def active_surrogate_ids(self) -> dict[str, int]:
+        """Return family -> id of its active surrogate; a cheap query for pollers."""
+
+        def work(conn: Connection) -> dict[str, int]:
+            stmt = select(_surrogates.c.family, _surrogates.c.id).where(
+                _surrogates.c.status == "active"
+            )
+            return {str(family): int(sid) for family, sid in conn.execute(stmt)}
+
+        return self._run(work)
+
     def _activate(self, conn: Connection, surrogate_id: int, family: str) -> None:
         # Lock the family's rows so that concurrent activations queue up (PostgreSQL;
         # SQLite writers are serialized anyway). The partial unique index is the backstop.

@@ -466,6 +466,7 @@ def test_surrogate_registry_activation(store: Store) -> None:
     assert [s.id for s in listing] == [second.id, first.id]
     assert all(s.model_text is None for s in listing)
     assert len(store.list_surrogates()) == 3
+    assert store.active_surrogate_ids() == {"lightgbm": second.id, "random_forest": other.id}
     assert first.sha256 == __import__("hashlib").sha256(b"tree\n1").hexdigest()
 
 
