@@ -19,7 +19,7 @@ or as a parameter::
 `check_routes` (called by `service.app.create_app`) refuses to build an app with a
 route that declares nothing, so a new route is never served open by accident. The
 check itself happens in `AuthMiddleware`, before the request body is read: a stranger
-cannot make the server receive and parse a 64 MiB body, and gets 401 whatever he sends.
+cannot make the server receive and parse a 64 MiB body, and gets 401 whatever is sent.
 Reads (``read`` scope) are open unless ``HYPERPRIOR_AUTH_READS=key``; a key that is
 sent is always checked, also on open routes.
 """
