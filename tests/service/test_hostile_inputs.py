@@ -69,6 +69,7 @@ def client(store: Store, make_run: MakeRun, tmp_path: Path) -> Iterator[TestClie
         max_body_bytes=200_000,
         max_runs_per_batch=20,
         jobs_in_process=False,  # nothing queued may run
+        max_concurrent_jobs_per_key=100,
         data_dir=tmp_path,  # anything uploaded stays in the test's directory
     )
     app = create_app(settings, store=store)
@@ -325,3 +326,40 @@ def test_hostile_headers(client: TestClient, make_run: MakeRun) -> None:
 
     assert not failures, "\n".join(failures)
     assert snapshot(client) == before
+
+
+def _csv(rows: int = 60) -> bytes:
+    lines = ["a,b,label"] + [f"{i % 7},{(i * 3) % 11},{i % 2}" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_no_path_from_a_request_reaches_the_file_system(client: TestClient, tmp_path: Path) -> None:
+    if not any(r.path == "/v1/refinements" for r in served_routes(client.app)):
+        pytest.skip("this build has no upload route")
+    before = snapshot(client)
+    outside = {p for p in tmp_path.parent.rglob("*")}
+
+    failures = []
+    for filename in TRAVERSAL + ["x" * 5000 + ".csv", "CON", "upload.csv\r\nX-Injected: 1"]:
+        response = client.post(
+            "/v1/refinements",
+            files={"file": (filename, _csv(), "text/csv")},
+            data={"target": "label", "family": "lightgbm"},
+        )
+        # The name is ignored: accepted (202) or refused, never a 5xx.
+        if response.status_code not in (202, 400, 413, 415, 422):
+            failures.append(f"file name {filename!r}: {response.status_code}")
+    for dataset in TRAVERSAL + SQL:
+        response = client.post("/v1/refinements", json={"dataset": dataset, "family": "lightgbm"})
+        if not refused(response):
+            failures.append(f"catalog dataset {dataset!r}: {response.status_code}")
+
+    assert not failures, "\n".join(failures)
+    written = {p for p in tmp_path.parent.rglob("*")} - outside
+    uploads = tmp_path / "uploads"
+    for path in written:
+        # Only the upload directory and files named by the service, inside data_dir.
+        assert path == uploads or (
+            path.parent == uploads and re.fullmatch(r"[0-9a-f]{32}\.(csv|parquet)", path.name)
+        ), path
+    assert snapshot(client)["stats"] == before["stats"]
