@@ -22,8 +22,18 @@ from db.engine import make_engine
 from db.store import Store
 from service.auth import AuthMiddleware, Guard, check_routes
 from service.errors import install_error_handlers
+from service.jobs import JobRunner
 from service.middleware import BodySizeLimitMiddleware
-from service.routes import datasets, families, health, runs, stats, suggestions, surrogates
+from service.routes import (
+    datasets,
+    families,
+    health,
+    refinements,
+    runs,
+    stats,
+    suggestions,
+    surrogates,
+)
 from service.scheduler import BackgroundServices
 from service.security import install_security
 from service.settings import Settings
@@ -90,6 +100,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     # The suggestion engine, the registry watcher and (optionally) the nightly retrain.
     background = BackgroundServices(store, settings)
     guard = Guard(store, settings)
+    # Claims queued refinement jobs and supervises their worker processes.
+    jobs = JobRunner(store, settings) if settings.jobs_in_process else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,12 +118,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         if not settings.auth_enabled:
             logger.warning("API keys are not checked (HYPERPRIOR_AUTH_ENABLED=false)")
         background.start()
+        if jobs is not None:
+            jobs.start()
         if settings.gc_tuning:
             _tune_gc()
         try:
             yield
         finally:
             background.stop()
+            if jobs is not None:
+                await run_in_threadpool(jobs.stop)
             guard.close()
             if owns_engine:
                 app_store.engine.dispose()
@@ -126,6 +142,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.store = store
     app.state.suggestions = background
     app.state.guard = guard
+    app.state.jobs = jobs
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -135,6 +152,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(families.router, prefix="/v1")
     app.include_router(suggestions.router, prefix="/v1")
     app.include_router(surrogates.router, prefix="/v1")
+    app.include_router(refinements.router, prefix="/v1")
     # Refuses routes that do not declare a scope; the middleware checks keys before
     # any body is read, and the security headers wrap every answer, refusals included.
     check_routes(app)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -101,6 +102,72 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="Lease of the retrain lock; a dead retrain frees it after."
     )
 
+    # Refinement jobs
+    data_dir: Path = Field(
+        default=Path("./data"),
+        description="Where uploaded datasets wait for their refinement job (under uploads/, "
+        "with generated names; each is removed when its job ends).",
+    )
+    max_upload_bytes: int = Field(
+        default=32 * MiB,
+        gt=0,
+        description="Largest accepted dataset upload, in bytes (uploads are also bounded by "
+        "HYPERPRIOR_MAX_BODY_BYTES).",
+    )
+    max_upload_rows: int = Field(
+        default=200_000, gt=0, description="Most rows accepted in an uploaded dataset."
+    )
+    min_upload_rows: int = Field(
+        default=30, ge=4, description="Fewest rows (with a target) worth refining on."
+    )
+    refine_max_budget_s: float = Field(
+        default=3600.0, gt=0, description="Largest budget_seconds a refinement may ask for."
+    )
+    refine_max_candidates: int = Field(
+        default=27, ge=1, le=50, description="Most suggestions one refinement may verify."
+    )
+    refine_folds: int = Field(
+        default=5, ge=2, le=10, description="Cross-validation folds of every verification trial."
+    )
+    refine_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Trial processes per refinement job (default: the number of CPUs).",
+    )
+    trial_memory_limit_mb: float = Field(
+        default=4096.0,
+        gt=0,
+        description="Resident memory one trial's process may use; above it the trial is "
+        "killed and recorded as a failed run.",
+    )
+    trial_time_limit_s: float = Field(
+        default=600.0, gt=0, description="Wall-clock limit of one verification trial."
+    )
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Run verification trials on this Dask scheduler (tcp://host:8786) "
+        "instead of local processes.",
+    )
+    jobs_in_process: bool = Field(
+        default=True,
+        description="Run refinement jobs from the API process (each in a worker process of "
+        "its own); off, jobs wait for an API process that has it on.",
+    )
+    max_running_jobs: int = Field(
+        default=1, ge=1, description="Refinement jobs one API process runs at once."
+    )
+    job_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the job runner looks for queued jobs."
+    )
+    job_heartbeat_s: float = Field(
+        default=5.0, gt=0, description="How often a job's worker reports that it is alive."
+    )
+    job_grace_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running job without a heartbeat for this long is marked failed.",
+    )
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -127,6 +194,15 @@ class Settings(BaseSettings):
                     "e.g. https://ml.example.com)"
                 )
         return [origin.rstrip("/") for origin in value]
+
+    @model_validator(mode="after")
+    def _grace_outlasts_heartbeat(self) -> Settings:
+        if self.job_grace_s <= 2 * self.job_heartbeat_s:
+            raise ValueError(
+                f"job_grace_s ({self.job_grace_s:g}) must be more than twice job_heartbeat_s "
+                f"({self.job_heartbeat_s:g}), or live jobs would be failed as lost"
+            )
+        return self
 
     @field_validator("retrain_cron")
     @classmethod

@@ -49,6 +49,19 @@ def register(subparsers: Any) -> None:
         default=os.environ.get("HYPERPRIOR_API_KEY"),
         help="API key for --url when the service wants one (default: $HYPERPRIOR_API_KEY)",
     )
+    parser.add_argument(
+        "--refine",
+        action="store_true",
+        help="then verify the suggestions on the file by successive halving, in local "
+        "processes, and record the runs to --url or the local database",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="wall-clock budget of --refine's trials (default 120)",
+    )
     add_database_url_option(parser)
     parser.set_defaults(handler=run)
 
@@ -215,5 +228,13 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--n must be between 1 and 50")
     body = build_request(args)
     answer = _ask_service(args.url, body, args.api_key) if args.url else _ask_locally(args, body)
+    if args.refine:
+        from service.jobs import refine_command
+
+        answer["refined"] = refine_command(args, body, answer)
     print(json.dumps(answer, indent=2) if args.json else format_table(answer))
+    if args.refine and not args.json:
+        from service.jobs import format_refinement
+
+        print(format_refinement(answer["refined"]))
     return 0

@@ -1,0 +1,256 @@
+"""Refinement: successive halving on real data, isolated trials, limits, recording."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pool_helpers import crash, sleep_ignoring_alarms, times
+
+from db.store import Store
+from training.bootstrap import dataset_spec
+from training.datasets import load_dataset
+from training.executor import IsolatedPoolExecutor, WorkerFailure
+from training.refine import (
+    Candidate,
+    RefineProgress,
+    RefineSettings,
+    candidates_from_suggestions,
+    make_refine_executor,
+    refine,
+    rung_fidelities,
+)
+from training.retrain import install_shipped
+from training.seed import SEED_DIR
+from training.spaces import get_space
+from training.suggest import SuggestionEngine, SuggestionRequest
+from training.trials import TrialData
+
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+FAST = RefineSettings(folds=3)
+# num_leaves far beyond the search box: LightGBM sizes its histogram pool by it
+# (about 16 GB on this data), a config that blows any sane memory limit.
+MEMORY_HOG = {"num_leaves": 131072, "min_child_samples": 0, "n_estimators": 5}
+
+
+def _recorder(store: Store, into: list[Any]) -> Any:
+    def record(runs: Any) -> None:
+        store.ingest_runs(runs)
+        into.extend(runs)
+
+    return record
+
+
+@pytest.fixture(scope="module")
+def cancer() -> TrialData:
+    data = load_dataset("sklearn/breast_cancer")
+    return TrialData(data.X, data.y, data.task, data.name)
+
+
+@pytest.fixture
+def suggestions(store: Store, cancer: TrialData) -> list[Candidate]:
+    """The shipped surrogate's top 6 lightgbm suggestions for breast_cancer."""
+    install_shipped(store, SEED_DIR / "surrogates")
+    meta = dataset_spec("sklearn/breast_cancer").meta_features
+    answer = SuggestionEngine(store, store).suggest(
+        SuggestionRequest("lightgbm", cancer.task, meta, n=6, seed=0)
+    )
+    assert answer.surrogate is not None
+    return candidates_from_suggestions(answer.suggestions)
+
+
+def test_rung_fidelities_follow_candidates_and_floor() -> None:
+    assert rung_fidelities(9, 0.01) == pytest.approx((1 / 9, 1 / 3, 1.0))
+    assert rung_fidelities(27, 0.01) == pytest.approx((1 / 27, 1 / 9, 1 / 3, 1.0))
+    # Too few candidates to halve, or too little data for a low rung.
+    assert rung_fidelities(2, 0.01) == (1.0,)
+    assert rung_fidelities(9, 0.2) == pytest.approx((1 / 3, 1.0))
+    assert rung_fidelities(9, 0.9) == (1.0,)
+
+
+@sqlite_only
+def test_refined_config_is_at_least_as_good_as_the_default(
+    store: Store, cancer: TrialData, suggestions: list[Candidate]
+) -> None:
+    recorded: list[Any] = []
+    seen: list[RefineProgress] = []
+    spec = dataset_spec("sklearn/breast_cancer")
+    result = refine(
+        cancer,
+        "lightgbm",
+        suggestions,
+        budget_seconds=6,
+        settings=FAST,
+        dataset=spec,
+        record=_recorder(store, recorded),
+        progress=seen.append,
+    )
+    assert result.config is not None
+    assert result.default_score is not None
+    assert result.score is not None
+    assert result.score >= result.default_score
+    assert result.metric == "roc_auc"
+    assert result.default_config == get_space("lightgbm").default("binary")
+    # The control and the zero-shot pick are measured at full fidelity, with CV.
+    full = {t.candidate for t in result.trials if t.fidelity == 1.0 and t.status == "ok"}
+    assert {0, result.top_suggestion} <= full
+    assert result.winner in full
+    assert len(result.rungs) >= 2, "breast_cancer is big enough to halve"
+    low = [t for t in result.trials if t.fidelity < 1.0]
+    assert low, "the lowest rung ran"
+    assert result.elapsed_seconds <= 6 + 1
+    # Every measured trial is a verification run with the dataset's meta-features.
+    measured = [t for t in result.trials if t.status != "cut"]
+    assert len(recorded) == len(measured)
+    runs = store.list_runs(source="verification", limit=1000).data
+    assert len(runs) == len(measured)
+    assert {r.family for r in runs} == {"lightgbm"}
+    dataset = store.get_dataset(runs[0].dataset_id)
+    assert dataset.name == "sklearn/breast_cancer"
+    assert dataset.meta_features["n_rows"] == 569
+    assert {r.fidelity for r in runs} == {t.fidelity for t in measured}
+    # Progress counted every trial.
+    assert seen[-1].trials_done == len(result.trials)
+    summary = result.to_dict()
+    assert summary["improvement"] == pytest.approx(result.score - result.default_score)
+    assert len(summary["trials"]) == len(result.trials)
+
+
+def test_same_seed_same_refinement(cancer: TrialData) -> None:
+    # Small ensembles keep it quick; the rest of each config is a Sobol point.
+    candidates = [
+        {**c, "n_estimators": min(c["n_estimators"], 64)}
+        for c in get_space("lightgbm").sample(5, 7, "binary")
+    ]
+
+    def run() -> Any:
+        return refine(cancer, "lightgbm", candidates, budget_seconds=300, settings=FAST, seed=3)
+
+    first, second = run(), run()
+    assert first.complete
+    assert second.complete
+    table = [(t.candidate, t.fidelity, t.status, t.score) for t in first.trials]
+    assert sorted(table) == sorted(
+        (t.candidate, t.fidelity, t.status, t.score) for t in second.trials
+    )
+    assert (first.config, first.score) == (second.config, second.score)
+
+
+def test_a_tiny_budget_is_reported_honestly(cancer: TrialData) -> None:
+    result = refine(
+        cancer,
+        "random_forest",
+        [{"n_estimators": 500}],
+        budget_seconds=0.05,
+        settings=FAST,
+    )
+    assert result.config is None
+    assert result.score is None
+    assert not result.complete
+    assert any("budget" in note for note in result.notes)
+    cut = [t for t in result.trials if t.status == "cut"]
+    assert cut
+    assert all("budget ran out" in (t.error or "") for t in cut)
+
+
+def test_invalid_and_duplicate_candidates(cancer: TrialData) -> None:
+    default = get_space("linear").default("binary")
+    result = refine(
+        cancer,
+        "linear",
+        [default, {"C": -1.0}, {"C": 0.5}, {"C": 0.5}],
+        budget_seconds=60,
+        settings=FAST,
+    )
+    configs = [c.config for c in result.candidates]
+    assert configs[0] == default
+    assert len(configs) == 2  # the default once, C=0.5 once, C=-1 rejected
+    assert result.candidates[0].rank == 1  # the surrogate had ranked the default first
+    assert any("candidate 2 skipped" in note for note in result.notes)
+
+
+def test_keras_mlp_refinement_uses_epochs_as_fidelity() -> None:
+    data = load_dataset("sklearn/wine")
+    tiny = {"epochs": 6, "units": 16, "n_layers": 1, "batch_size": 32}
+    candidates = [
+        {**tiny, "learning_rate": 0.01},
+        {**tiny, "learning_rate": 0.003, "optimizer": "adamw"},
+    ]
+    # Inline: TensorFlow's import in a fresh worker would cost more than the trials.
+    result = refine(
+        TrialData(data.X, data.y, data.task, data.name),
+        "keras_mlp",
+        candidates,
+        budget_seconds=90,
+        settings=RefineSettings(folds=2),
+    )
+    assert result.rungs == pytest.approx((1 / 3, 1.0))
+    assert all(t.status == "ok" for t in result.trials), result.trials
+    assert sorted({t.fidelity for t in result.trials}) == pytest.approx([1 / 3, 1.0])
+    assert result.score is not None
+    assert result.default_score is not None
+    assert result.score >= result.default_score
+    assert result.metric == "accuracy"
+
+
+def test_refinement_on_dask(cancer: TrialData) -> None:
+    from distributed import LocalCluster
+
+    from training.executor import DaskExecutor
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        executor = make_refine_executor("linear", dask_scheduler=cluster.scheduler_address)
+        assert isinstance(executor, DaskExecutor)
+        try:
+            result = refine(
+                cancer,
+                "linear",
+                [{"C": 0.1}, {"C": 10.0}, {"C": 0.01}],
+                budget_seconds=60,
+                executor=executor,
+                settings=FAST,
+            )
+        finally:
+            executor.close()
+    inline = refine(
+        cancer, "linear", [{"C": 0.1}, {"C": 10.0}, {"C": 0.01}], budget_seconds=60, settings=FAST
+    )
+    assert result.complete
+    assert (result.config, result.score) == (inline.config, inline.score)
+
+
+# ---------------------------------------------------------------- the isolated pool
+
+
+@pytest.fixture
+def pool() -> Iterator[IsolatedPoolExecutor]:
+    executor = IsolatedPoolExecutor(1, memory_limit_mb=1000, kill_grace_seconds=0.3)
+    yield executor
+    executor.close()
+
+
+def test_pool_kills_a_trial_past_its_time_limit_and_replaces_the_worker(
+    pool: IsolatedPoolExecutor,
+) -> None:
+    pool.time_limit_seconds = 0.5
+    started = time.monotonic()
+    [(_, outcome)] = list(pool.map_unordered(sleep_ignoring_alarms, [30.0]))
+    assert isinstance(outcome, WorkerFailure)
+    assert outcome.reason == "timeout"
+    assert time.monotonic() - started < 10
+    pool.time_limit_seconds = None
+    assert sorted(r for _, r in pool.map_unordered(times, [1, 2, 3], shared=10)) == [10, 20, 30]
+
+
+def test_pool_survives_a_crashing_trial(pool: IsolatedPoolExecutor) -> None:
+    results = dict(pool.map_unordered(crash, [-1]))
+    failure = results[-1]
+    assert isinstance(failure, WorkerFailure)
+    assert failure.reason == "crashed"
+    assert "SIGSEGV" in failure.message
+    assert sorted(r for _, r in pool.map_unordered(times, [4, 5], shared=2)) == [8, 10]
