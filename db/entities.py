@@ -25,6 +25,7 @@ __all__ = [
     "RunsPage",
     "Stats",
     "Surrogate",
+    "Timeline",
 ]
 
 
@@ -144,6 +145,20 @@ class Stats:
     by_task: dict[str, int]
     by_source: dict[str, int]
     by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The history by UTC day: run counts per family and source, new datasets.
+
+    Attributes:
+        runs: ``(day, family, source, count)`` rows, ``day`` as ``YYYY-MM-DD``,
+            sorted by day, family, source; days without runs are absent.
+        datasets: ``(day, count)`` of datasets first seen that day, sorted by day.
+    """
+
+    runs: list[tuple[str, str, str, int]]
+    datasets: list[tuple[str, int]]
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from db.entities import (
     RunsPage,
     Stats,
     Surrogate,
+    Timeline,
 )
 from db.errors import (
     AlreadyExistsError,
@@ -101,6 +102,7 @@ __all__ = [
     "Stats",
     "Store",
     "Surrogate",
+    "Timeline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1114,6 +1116,37 @@ class Store:
                 by_task=grouped(conn, _datasets.c.task, join=True),
                 by_source=grouped(conn, _runs.c.source),
                 by_status=grouped(conn, _runs.c.status),
+            )
+
+        return self._run(work)
+
+    def timeline(self) -> Timeline:
+        """Count runs per UTC day, family and source, and new datasets per day.
+
+        One grouped query per table (the dashboard's history chart), so its cost is a
+        scan of ``created_at`` rather than a transfer of every run.
+        """
+
+        def day(column: Any) -> Any:
+            if self._is_sqlite:
+                # Stored as naive UTC text "YYYY-MM-DD HH:MM:SS...": the day is a prefix.
+                return func.substr(column, 1, 10)
+            return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+
+        def work(conn: Connection) -> Timeline:
+            run_day = day(_runs.c.created_at).label("day")
+            runs = conn.execute(
+                select(run_day, _runs.c.family, _runs.c.source, func.count())
+                .group_by(run_day, _runs.c.family, _runs.c.source)
+                .order_by(run_day, _runs.c.family, _runs.c.source)
+            ).all()
+            dataset_day = day(_datasets.c.created_at).label("day")
+            datasets = conn.execute(
+                select(dataset_day, func.count()).group_by(dataset_day).order_by(dataset_day)
+            ).all()
+            return Timeline(
+                runs=[(str(d), str(f), str(s), int(n)) for d, f, s, n in runs],
+                datasets=[(str(d), int(n)) for d, n in datasets],
             )
 
         return self._run(work)

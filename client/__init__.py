@@ -1,0 +1,78 @@
+"""hyperprior's Python SDK and integrations.
+
+::
+
+    from client import Client
+
+    client = Client("http://127.0.0.1:8000", api_key="hp_...")   # or Client.local()
+    picks = client.suggest(X, y, "lightgbm", n=5)
+
+Integrations import their library only when used:
+
+* `client.optuna_integration`: ``enqueue_suggestions``, ``RecordingCallback`` (Optuna).
+* `client.keras_callback`: ``HyperpriorCallback`` (Keras).
+* `client.importers`: runs from Optuna storages, CSV tables and MLflow ``mlruns``.
+
+The names are also reachable from here (``from client import RecordingCallback``)
+without importing Optuna or TensorFlow until then.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from client.errors import (
+    AuthError,
+    ConflictError,
+    HyperpriorError,
+    HyperpriorWarning,
+    NotFoundError,
+    RateLimitedError,
+    ServiceUnavailable,
+    ValidationError,
+)
+from client.sdk import (
+    Client,
+    Description,
+    RecordResult,
+    Refinement,
+    Suggestion,
+    Suggestions,
+    infer_task,
+)
+
+__all__ = [
+    "AuthError",
+    "Client",
+    "ConflictError",
+    "Description",
+    "HyperpriorCallback",
+    "HyperpriorError",
+    "HyperpriorWarning",
+    "NotFoundError",
+    "RateLimitedError",
+    "RecordResult",
+    "RecordingCallback",
+    "Refinement",
+    "ServiceUnavailable",
+    "Suggestion",
+    "Suggestions",
+    "ValidationError",
+    "enqueue_suggestions",
+    "infer_task",
+]
+
+_LAZY = {
+    "enqueue_suggestions": "client.optuna_integration",
+    "RecordingCallback": "client.optuna_integration",
+    "HyperpriorCallback": "client.keras_callback",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Optuna and TensorFlow are optional and slow to import: only on first use.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'client' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
