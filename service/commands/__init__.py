@@ -21,6 +21,7 @@ COMMANDS: list[str] = [
     "service.commands.retrain",
     "service.commands.suggest",
     "service.commands.keys",
+    "service.commands.bench",
 ]
 
 DB_COMMANDS: list[str] = ["service.commands.seed"]
