@@ -26,6 +26,8 @@ from training.seed import SEED_DIR
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
+# num_leaves far beyond the search box: LightGBM sizes its histogram pool by it (about
+# 16 GB on breast_cancer), a config that blows any sane memory limit within a second.
 MEMORY_HOG = {"num_leaves": 131072, "min_child_samples": 0, "n_estimators": 5}
 FINAL = ("succeeded", "failed")
 

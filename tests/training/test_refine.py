@@ -31,9 +31,6 @@ from training.trials import TrialData
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 FAST = RefineSettings(folds=3)
-# num_leaves far beyond the search box: LightGBM sizes its histogram pool by it
-# (about 16 GB on this data), a config that blows any sane memory limit.
-MEMORY_HOG = {"num_leaves": 131072, "min_child_samples": 0, "n_estimators": 5}
 
 
 def _recorder(store: Store, into: list[Any]) -> Any:
