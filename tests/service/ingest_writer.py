@@ -1,10 +1,15 @@
 """One writer of the concurrency test (run as a separate process).
 
-Usage: python ingest_writer.py BASE_URL WRITER_INDEX N_RUNS BATCH_SIZE RESENDS
+Usage: python ingest_writer.py BASE_URL WRITER_INDEX N_RUNS BATCH_SIZE RESENDS [N_DATASETS]
 
 Posts N_RUNS runs in batches, then sends every batch RESENDS more times, and prints
 one JSON line: inserted, duplicates, resent_inserted, resent_duplicates, errors. The
 API key (scope write) comes from ``HYPERPRIOR_API_KEY``.
+
+Every writer uses the same N_DATASETS datasets (default 5), all of them, in an order
+of its own: its runs are shuffled, so concurrent batches create and reference the
+same datasets in different orders (the recipe for a deadlock, unless the store takes
+its locks in one order).
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ import uuid
 import httpx
 
 
-def runs_of(writer: int, n_runs: int) -> list[dict[str, object]]:
+def runs_of(writer: int, n_runs: int, n_datasets: int = 5) -> list[dict[str, object]]:
     rng = random.Random(writer)
     runs = []
     for i in range(n_runs):
-        dataset = i % 5  # every writer uses the same five datasets
+        dataset = i % n_datasets  # every writer uses the same datasets
         runs.append(
             {
                 "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
@@ -41,12 +46,14 @@ def runs_of(writer: int, n_runs: int) -> list[dict[str, object]]:
                 "source": "user",
             }
         )
+    rng.shuffle(runs)
     return runs
 
 
 def main() -> None:
     base, writer, n_runs, batch_size, resends = sys.argv[1:6]
-    runs = runs_of(int(writer), int(n_runs))
+    n_datasets = int(sys.argv[6]) if len(sys.argv) > 6 else 5
+    runs = runs_of(int(writer), int(n_runs), n_datasets)
     size = int(batch_size)
     batches = [runs[i : i + size] for i in range(0, len(runs), size)]
     totals = {
