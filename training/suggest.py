@@ -1010,6 +1010,12 @@ class SuggestionEngine:
     text); the portfolio of a cold-start policy is rebuilt from the history at most
     every ``portfolio_ttl`` seconds.
 
+    A newly active surrogate that cannot be loaded (its text does not match its
+    sha256, or it needs features this version no longer builds) is refused and logged
+    as an error, and the surrogate loaded before keeps serving; the refused one is
+    tried again only after ``portfolio_ttl`` seconds or when another becomes active.
+    Without a loaded surrogate to keep, the family answers cold start, with a warning.
+
     Args:
         reader: the run history.
         registry: the surrogates registry (None: always cold start).
@@ -1030,6 +1036,8 @@ class SuggestionEngine:
         self.settings = settings or PolicySettings()
         self.portfolio_ttl = portfolio_ttl
         self._policies: dict[str, tuple[int | None, float, SuggestionPolicy]] = {}
+        # family -> (surrogate id, when) of a newly active model that was refused.
+        self._refused: dict[str, tuple[int, float]] = {}
         self._build_lock = threading.Lock()
 
     def suggest(self, request: SuggestionRequest) -> SuggestionResult:
@@ -1076,11 +1084,20 @@ class SuggestionEngine:
         changed = []
         active = self._active_ids()
         now = time.monotonic()
-        for family, (current, built, _) in list(self._policies.items()):
+        for family, entry in list(self._policies.items()):
+            current, built, _ = entry
+            wanted = active.get(family)
             stale = current is None and now - built > self.portfolio_ttl
-            if active.get(family) != current or stale:
-                with self._build_lock:
-                    self._policies[family] = self._build(family, active.get(family))
+            if wanted == current and not stale:
+                continue
+            refused = self._refused.get(family)
+            if refused is not None and refused[0] == wanted:
+                if now - refused[1] < self.portfolio_ttl:
+                    continue  # refused and logged already; the loaded model keeps serving
+            with self._build_lock:
+                rebuilt = self._build(family, wanted, previous=entry)
+                self._policies[family] = rebuilt
+            if rebuilt is not entry:
                 changed.append(family)
         return changed
 
@@ -1089,7 +1106,19 @@ class SuggestionEngine:
         entry = self._policies.get(family)
         return None if entry is None else entry[0]
 
-    def _build(self, family: str, active: int | None) -> tuple[int | None, float, SuggestionPolicy]:
+    def _build(
+        self,
+        family: str,
+        active: int | None,
+        *,
+        previous: tuple[int | None, float, SuggestionPolicy] | None = None,
+    ) -> tuple[int | None, float, SuggestionPolicy]:
+        """Build the policy of ``family`` on surrogate ``active`` (None: cold start).
+
+        When ``active`` cannot be loaded and ``previous`` holds a loaded surrogate,
+        ``previous`` itself is returned: a tampered or broken model never replaces a
+        working one.
+        """
         notes: list[str] = []
         if active is not None and self.registry is not None:
             try:
@@ -1123,9 +1152,19 @@ class SuggestionEngine:
                     info=info,
                     settings=self.settings,
                 )
+                self._refused.pop(family, None)
                 return active, time.monotonic(), policy
             except (SurrogateIntegrityError, KeyError, ValueError) as exc:
                 log.error("cannot load %s surrogate %s: %s", family, active, exc)
+                self._refused[family] = (active, time.monotonic())
+                if previous is not None and previous[2].surrogate is not None:
+                    log.error(
+                        "refused %s surrogate %s; surrogate %s keeps serving",
+                        family,
+                        active,
+                        previous[0],
+                    )
+                    return previous
                 notes.append(
                     f"the active {family} surrogate ({active}) could not be loaded ({exc}); "
                     "answering without it"
