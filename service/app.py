@@ -25,9 +25,11 @@ from service.errors import install_error_handlers
 from service.jobs import JobRunner
 from service.middleware import BodySizeLimitMiddleware
 from service.routes import (
+    dashboard,
     datasets,
     families,
     health,
+    insights,
     refinements,
     runs,
     stats,
@@ -153,6 +155,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(suggestions.router, prefix="/v1")
     app.include_router(surrogates.router, prefix="/v1")
     app.include_router(refinements.router, prefix="/v1")
+    app.include_router(insights.router, prefix="/v1")
+    app.include_router(dashboard.router)
     # Refuses routes that do not declare a scope; the middleware checks keys before
     # any body is read, and the security headers wrap every answer, refusals included.
     check_routes(app)

@@ -21,6 +21,7 @@ COMMANDS: list[str] = [
     "service.commands.retrain",
     "service.commands.suggest",
     "service.commands.keys",
+    "service.commands.importers",
     "service.commands.bench",
 ]
 

@@ -50,7 +50,8 @@ class FlakyTransport(httpx.BaseTransport):
             raise httpx.ConnectError("connection refused", request=request)
         if step == "503":
             return httpx.Response(
-                503, json={"detail": "database unavailable, retry later"},
+                503,
+                json={"detail": "database unavailable, retry later"},
                 headers={"Retry-After": "2"},
             )
         answer = self.app.request(
@@ -92,7 +93,8 @@ def test_describe_computes_meta_features_locally(
     assert description.meta_features["n_classes"] == 2
     assert 0.0 <= description.meta_features["lm_stump"] <= 1.0  # a landmarker ran
     named = local_client.describe(X.to_numpy(), y.to_numpy(), "binary", name="arrays")
-    assert named.name == "arrays" and named.n_features == 5
+    assert named.name == "arrays"
+    assert named.n_features == 5
     with pytest.raises(ValidationError, match="task must be one of"):
         local_client.describe(X, y, "ranking")
     with pytest.raises(ValidationError, match="classification needs at least 2 classes"):
@@ -112,8 +114,10 @@ def test_suggest_over_http_and_in_process_agree(
     assert [s.config for s in remote] == [s.config for s in local]
     assert remote.warnings == local.warnings
     assert remote.warnings[0].startswith("no surrogate is active for lightgbm")
-    assert remote.best == remote[0].config and remote.best["n_estimators"] == 100
-    assert remote.family == "lightgbm" and remote.description == description
+    assert remote.best == remote[0].config
+    assert remote.best["n_estimators"] == 100
+    assert remote.family == "lightgbm"
+    assert remote.description == description
     with pytest.raises(ValidationError, match="unknown family"):
         http_client.suggest(description, None, "xgboost")
     with pytest.raises(ValidationError, match="unknown family"):
@@ -141,8 +145,16 @@ def test_record_batches_and_is_idempotent(
 def test_record_fills_ids_and_defaults(local_client: Client, store: Store) -> None:
     description = Description("iris", "multiclass", {"n_rows": 150, "n_features": 4})
     result = local_client.record(
-        [{"dataset": description, "family": "linear", "config": {"C": 1.0},
-          "metric": "accuracy", "direction": "maximize", "score": 0.9}]
+        [
+            {
+                "dataset": description,
+                "family": "linear",
+                "config": {"C": 1.0},
+                "metric": "accuracy",
+                "direction": "maximize",
+                "score": 0.9,
+            }
+        ]
     )
     assert result.inserted == 1
     stored = store.get_run(uuid.UUID(result.ids[0]))
@@ -161,7 +173,8 @@ def test_a_lost_answer_is_retried_with_the_same_ids(
     assert (result.inserted, result.duplicates, result.requests) == (0, 10, 3)
     assert store.stats().runs == 10
     assert transport.bodies[0] == transport.bodies[2]
-    assert len(sleeps) == 2 and all(s > 0 for s in sleeps)
+    assert len(sleeps) == 2
+    assert all(s > 0 for s in sleeps)
 
 
 def test_503_is_retried_after_retry_after(
@@ -170,14 +183,16 @@ def test_503_is_retried_after_retry_after(
     client, _, sleeps = _flaky_client(service, ["503", "503", "ok"])
     result = client.record([make_run(index=i) for i in range(3)])
     assert result.inserted == 3
-    assert sleeps and min(sleeps) >= 2.0  # the API's Retry-After wins over the backoff
+    assert sleeps
+    assert min(sleeps) >= 2.0
 
 
 def test_503_that_persists_is_service_unavailable(service: TestClient, make_run: MakeRun) -> None:
     client, _, sleeps = _flaky_client(service, ["503"] * 10)
     with pytest.raises(ServiceUnavailable, match="database unavailable") as caught:
         client.record([make_run()])
-    assert caught.value.status_code == 503 and caught.value.retry_after == 2.0
+    assert caught.value.status_code == 503
+    assert caught.value.retry_after == 2.0
     assert len(sleeps) == 4
 
 
@@ -221,7 +236,8 @@ def test_error_mapping() -> None:
     assert str(error_for_status(404, {"detail": "run x not found"})) == "404: run x not found"
     entries = [{"msg": "runs[0]: score: bad"}, {"msg": "runs[1]: family: bad"}]
     error = error_for_status(422, {"detail": entries})
-    assert isinstance(error, ValidationError) and error.detail == entries
+    assert isinstance(error, ValidationError)
+    assert error.detail == entries
     assert "runs[0]: score: bad; runs[1]: family: bad" in str(error)
     assert isinstance(error_for_status(403, {"detail": "no"}), AuthError)
 

@@ -1,0 +1,353 @@
+"""``hyperprior import optuna|csv|mlflow``: past runs into the history.
+
+Runs are recorded through the SDK (`client.Client`): to a service with ``--url``, else
+straight into the local database. Every imported run has an id derived from where it
+came from, so importing the same source twice stores nothing the second time.
+
+Exit status: 0 imported (or nothing new), 2 bad input (the message names the row and
+column, or the option), 3 the service or database cannot be reached, 4 the service
+refused (no or bad API key, a run id reused with other content).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.commands import CommandError
+from service.commands.db import add_database_url_option, database_url
+
+EXIT_UNAVAILABLE = 3
+EXIT_REFUSED = 4
+_TASKS = ("binary", "multiclass", "regression")
+
+_EPILOG = """\
+exit status: 0 imported (or nothing new), 2 bad input, 3 service or database
+unreachable, 4 refused by the service (API key, conflicting run id).
+
+The dataset of Optuna and MLflow runs is described by one of:
+  --data FILE --target COL        meta-features computed from the data, locally
+  --n-rows N --n-features N ...   the basic counts only
+  (neither)                       a dataset of that --dataset name already stored
+"""
+
+
+def _target_options(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_argument_group("where the runs go")
+    target.add_argument("--url", help="a hyperprior service, e.g. http://127.0.0.1:8000")
+    target.add_argument(
+        "--api-key",
+        default=os.environ.get("HYPERPRIOR_API_KEY"),
+        help="API key with scope write for --url (default: $HYPERPRIOR_API_KEY)",
+    )
+    add_database_url_option(parser)
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print a JSON summary")
+    output.add_argument(
+        "--dry-run", action="store_true", help="read and check the runs, record nothing"
+    )
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _dataset_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the dataset the runs were measured on")
+    group.add_argument("--dataset", required=True, metavar="NAME", help="the dataset's name")
+    group.add_argument("--task", choices=_TASKS, help="the task (inferred from --data)")
+    group.add_argument("--data", type=Path, metavar="FILE", help="the data (.csv or .parquet)")
+    group.add_argument("--target", metavar="COL", help="the target column of --data")
+    group.add_argument("--n-rows", type=int, metavar="N", help="rows of the dataset")
+    group.add_argument("--n-features", type=int, metavar="N", help="features of the dataset")
+    group.add_argument("--n-classes", type=int, metavar="K", help="classes (classification)")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``hyperprior import`` and its subcommands."""
+    parser = subparsers.add_parser(
+        "import",
+        help="import past runs from Optuna, a CSV table or MLflow",
+        description="Import past runs into the history, so the surrogate learns from them. "
+        "Importing the same source again stores nothing new.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sources = parser.add_subparsers(dest="import_source", required=True, metavar="SOURCE")
+
+    optuna = sources.add_parser(
+        "optuna",
+        help="the finished trials of an Optuna study",
+        description="Read a study through Optuna's own API (any storage Optuna reads: "
+        "sqlite:///study.db, postgresql://..., or a journal file ending in .log). Complete "
+        "trials become ok runs, failed trials failed runs; pruned and running trials are "
+        "skipped. Needs the optuna package.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    optuna.add_argument("--storage", required=True, metavar="URL", help="the study's storage")
+    optuna.add_argument("--study", required=True, metavar="NAME", help="the study's name")
+    optuna.add_argument("--family", required=True, help="the model family the study tuned")
+    optuna.add_argument(
+        "--metric", default="objective", help="what the objective returns (default: objective)"
+    )
+    optuna.add_argument(
+        "--objective-index", type=int, default=0, help="the score's objective (multi-objective)"
+    )
+    _dataset_options(optuna)
+    _target_options(optuna)
+    optuna.set_defaults(handler=run_optuna)
+
+    table = sources.add_parser(
+        "csv",
+        help="a CSV table of past runs",
+        description="Columns (one row per run): dataset, task, n_rows, n_features, "
+        "[n_classes], [mf_<meta-feature>...], family, config (a JSON object) or "
+        "param_<name> columns, metric, [direction], score (empty for failed runs), "
+        "[fidelity=1], [cost_seconds=0], [status=ok], [error], [source=import], [id]. "
+        "Errors name the row (and file line) and the column.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    table.add_argument("file", type=Path, help="the CSV file")
+    _target_options(table)
+    table.set_defaults(handler=run_csv)
+
+    mlflow = sources.add_parser(
+        "mlflow",
+        help="runs of an MLflow file store (an mlruns directory)",
+        description="Read an MLflow file store directly (MLflow itself is not needed): "
+        "params become the config (only the family's hyperparameters), the last value of "
+        "--metric the score; failed and killed runs become failed runs. A tracking server "
+        "or a database backend is not read: export to CSV instead.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mlflow.add_argument("directory", type=Path, help="the mlruns directory")
+    mlflow.add_argument("--experiment", help="only this experiment (name or id)")
+    mlflow.add_argument("--family", required=True, help="the model family of the runs")
+    mlflow.add_argument("--metric", required=True, help="the logged metric that is the score")
+    mlflow.add_argument(
+        "--direction", choices=("maximize", "minimize"), help="default: from the metric's name"
+    )
+    _dataset_options(mlflow)
+    _target_options(mlflow)
+    mlflow.set_defaults(handler=run_mlflow)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from client import Client, HyperpriorError
+
+    if args.url and args.database_url:
+        raise CommandError("give --url or --database-url, not both")
+    try:
+        if args.url:
+            return Client(args.url, api_key=args.api_key)
+        return Client.local(database_url=database_url(args))
+    except HyperpriorError as error:
+        raise _Exit(EXIT_UNAVAILABLE, str(error)) from None
+
+
+class _Exit(Exception):
+    """Stop with this status and message (not a usage error)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _dataset(args: argparse.Namespace, client: Any) -> Any:
+    """The runs' dataset: computed from --data, given counts, or a stored one by name."""
+    from client import Description, HyperpriorError
+
+    if args.data is not None:
+        from service.commands.suggest import read_table
+
+        if not args.target:
+            raise CommandError("--data needs --target (the target column)")
+        frame = read_table(args.data)
+        if args.target not in frame.columns:
+            raise CommandError(f"no column {args.target!r} in {args.data}")
+        try:
+            return client.describe(
+                frame.drop(columns=[args.target]),
+                frame[args.target],
+                args.task,
+                name=args.dataset,
+            )
+        except HyperpriorError as error:
+            raise CommandError(str(error)) from None
+    if args.n_rows is not None or args.n_features is not None:
+        if args.n_rows is None or args.n_features is None or args.task is None:
+            raise CommandError("--n-rows needs --n-features and --task too")
+        meta: dict[str, Any] = {"n_rows": args.n_rows, "n_features": args.n_features}
+        if args.n_classes is not None:
+            meta["n_classes"] = args.n_classes
+        elif args.task == "binary":
+            meta["n_classes"] = 2
+        return Description(name=args.dataset, task=args.task, meta_features=meta)
+    try:
+        found = client.datasets(name=args.dataset, task=args.task)
+    except HyperpriorError as error:
+        raise _Exit(_status_of(error), str(error)) from None
+    if len(found) == 1:
+        return int(found[0]["id"])
+    if not found:
+        raise CommandError(
+            f"no stored dataset named {args.dataset!r}"
+            + (f" with task {args.task}" if args.task else "")
+            + ": describe it with --data FILE --target COL, or --n-rows/--n-features/--task"
+        )
+    tasks = ", ".join(sorted({str(d["task"]) for d in found}))
+    raise CommandError(
+        f"{len(found)} stored datasets are named {args.dataset!r} (tasks: {tasks}): "
+        "pick one with --task, or describe it with --data/--n-rows"
+    )
+
+
+def _status_of(error: Exception) -> int:
+    from client import AuthError, ConflictError, ServiceUnavailable, ValidationError
+
+    if isinstance(error, ServiceUnavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(error, AuthError | ConflictError):
+        return EXIT_REFUSED
+    if isinstance(error, ValidationError):
+        return 2
+    return 1
+
+
+def _record(
+    args: argparse.Namespace, client: Any, runs: list[dict[str, Any]], skipped: int, source: str
+) -> int:
+    """Record the runs in batches with a progress bar; print the summary."""
+    from tqdm import tqdm
+
+    from client import HyperpriorError
+
+    summary: dict[str, Any] = {
+        "source": source,
+        "read": len(runs),
+        "skipped": skipped,
+        "inserted": 0,
+        "duplicates": 0,
+        "target": args.url or "local database",
+        "dry_run": bool(args.dry_run),
+    }
+    if not args.dry_run and runs:
+        bar = tqdm(
+            total=len(runs),
+            unit="run",
+            desc="importing",
+            disable=args.no_progress or args.json or not sys.stderr.isatty(),
+            file=sys.stderr,
+        )
+        try:
+            for start in range(0, len(runs), 1000):
+                batch = runs[start : start + 1000]
+                try:
+                    result = client.record(batch)
+                except HyperpriorError as error:
+                    raise _Exit(
+                        _status_of(error),
+                        f"{error} ({summary['inserted']} runs were recorded before)",
+                    ) from None
+                summary["inserted"] += result.inserted
+                summary["duplicates"] += result.duplicates
+                bar.update(len(batch))
+        finally:
+            bar.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif args.dry_run:
+        print(f"read {len(runs)} runs from {source} ({skipped} skipped); nothing recorded")
+    else:
+        print(
+            f"imported {len(runs)} runs from {source} into {summary['target']}: "
+            f"{summary['inserted']} new, {summary['duplicates']} already stored"
+            + (f"; {skipped} skipped (not finished)" if skipped else "")
+        )
+    return 0
+
+
+def _run(args: argparse.Namespace, work: Any) -> int:
+    client = None
+    try:
+        client = _client(args)
+        return int(work(client))
+    except _Exit as stop:
+        print(f"hyperprior: error: {stop}", file=sys.stderr)
+        return stop.status
+    finally:
+        if client is not None:
+            client.close()
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def run_optuna(args: argparse.Namespace) -> int:
+    """Import an Optuna study."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise CommandError(
+            "reading Optuna studies needs the optuna package: pip install optuna"
+        ) from None
+    from client.importers import runs_from_optuna
+
+    def work(client: Any) -> int:
+        dataset = _dataset(args, client)
+        try:
+            runs, skipped = runs_from_optuna(
+                args.storage,
+                args.study,
+                dataset=dataset,
+                family=args.family,
+                metric=args.metric,
+                objective_index=args.objective_index,
+            )
+        except KeyError as error:
+            raise CommandError(str(error).strip("'\"")) from None
+        except Exception as error:  # noqa: BLE001 - Optuna's storage errors vary by backend
+            raise CommandError(f"cannot read {args.storage}: {error}") from None
+        return _record(args, client, runs, skipped, f"study {args.study!r}")
+
+    return _run(args, work)
+
+
+def run_csv(args: argparse.Namespace) -> int:
+    """Import a CSV table of runs."""
+    from client.importers import RunTableError, runs_from_csv
+
+    try:
+        runs = runs_from_csv(args.file)
+    except RunTableError as error:
+        raise CommandError(str(error)) from None
+    return _run(args, lambda client: _record(args, client, runs, 0, str(args.file)))
+
+
+def run_mlflow(args: argparse.Namespace) -> int:
+    """Import an MLflow file store."""
+    from client.importers import runs_from_mlflow
+
+    def work(client: Any) -> int:
+        dataset = _dataset(args, client)
+        try:
+            runs, skipped = runs_from_mlflow(
+                args.directory,
+                dataset=dataset,
+                family=args.family,
+                metric=args.metric,
+                experiment=args.experiment,
+                direction=args.direction,
+            )
+        except FileNotFoundError as error:
+            raise CommandError(str(error)) from None
+        return _record(args, client, runs, skipped, str(args.directory))
+
+    return _run(args, work)

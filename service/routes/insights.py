@@ -1,0 +1,170 @@
+"""What the dashboard charts: the history over time, and what the surrogate has learnt.
+
+* ``GET /v1/stats/timeline``: runs per UTC day by family and by source, and new
+  datasets per day (one grouped query, see `db.store.Store.timeline`).
+* ``POST /v1/insights/partial-dependence``: for a described dataset, the partial
+  dependence of predicted quality on each hyperparameter of a family and the
+  hyperparameter importances, from the family's active surrogate
+  (`training.insights.partial_dependence`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from service.auth import require_scope
+from service.deps import StoreDep
+from service.routes.suggestions import DatasetDescription, SurrogateRef
+from training.insights import Insights, InsightsError, partial_dependence
+from training.suggest import SuggestionError
+
+router = APIRouter(tags=["insights"])
+
+
+class TimelinePublic(BaseModel):
+    """Counts per UTC day; every list is aligned with ``days`` (days without any run or
+    new dataset are left out)."""
+
+    days: list[str] = Field(description="YYYY-MM-DD, oldest first.")
+    by_family: dict[str, list[int]] = Field(description="Runs per day of each family.")
+    by_source: dict[str, list[int]] = Field(description="Runs per day of each source.")
+    runs: list[int] = Field(description="Runs per day, all families.")
+    datasets: list[int] = Field(description="Datasets first seen that day.")
+
+
+@router.get("/stats/timeline", dependencies=[Depends(require_scope("read"))])
+def get_timeline(store: StoreDep) -> TimelinePublic:
+    """Runs per day by family and source, and new datasets per day."""
+    timeline = store.timeline()
+    days = sorted({d for d, *_ in timeline.runs} | {d for d, _ in timeline.datasets})
+    index = {day: i for i, day in enumerate(days)}
+    by_family: dict[str, list[int]] = {}
+    by_source: dict[str, list[int]] = {}
+    runs = [0] * len(days)
+    for day, family, source, count in timeline.runs:
+        i = index[day]
+        by_family.setdefault(family, [0] * len(days))[i] += count
+        by_source.setdefault(source, [0] * len(days))[i] += count
+        runs[i] += count
+    datasets = [0] * len(days)
+    for day, count in timeline.datasets:
+        datasets[index[day]] += count
+    return TimelinePublic(
+        days=days,
+        by_family=dict(sorted(by_family.items())),
+        by_source=dict(sorted(by_source.items())),
+        runs=runs,
+        datasets=datasets,
+    )
+
+
+class PartialDependenceCreate(BaseModel):
+    """A dataset description and the family to explain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = Field(description="lightgbm, random_forest, linear or keras_mlp.")
+    task: Literal["binary", "multiclass", "regression"]
+    dataset: DatasetDescription
+    grid: int = Field(default=16, ge=2, le=64, strict=True, description="Points per number.")
+    n_background: int = Field(
+        default=48, ge=8, le=512, strict=True, description="Configs averaged over."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, strict=True)
+
+
+class ParamEffectPublic(BaseModel):
+    """Partial dependence of predicted quality on one hyperparameter."""
+
+    name: str
+    kind: Literal["float", "int", "categorical"]
+    log: bool = Field(description="Plot the values on a log scale.")
+    values: list[Any] = Field(description="The grid.")
+    mean: list[float] = Field(description="Predicted normalised quality at each value.")
+    lower: list[float] = Field(description="Mean minus one sd of the members' curves.")
+    upper: list[float] = Field(description="Mean plus one sd of the members' curves.")
+    importance: float = Field(description="Share of the total importance (sums to 1).")
+    spread: float = Field(description="Standard deviation of the curve (raw importance).")
+    range: float = Field(description="Best minus worst value of the curve.")
+    best: Any
+    default: Any
+
+
+class PartialDependencePublic(BaseModel):
+    """Effects of every hyperparameter, most important first."""
+
+    family: str
+    task: str
+    surrogate: SurrogateRef
+    params: list[ParamEffectPublic]
+    grid: int
+    n_background: int
+    quality: str = Field(
+        default="Predicted normalised quality: the share of configs tried on similar "
+        "datasets that a config beats (0..1)."
+    )
+
+
+_LOC = {
+    "meta_features": ["body", "dataset", "meta_features"],
+    "task": ["body", "task"],
+    "grid": ["body", "grid"],
+    "n_background": ["body", "n_background"],
+}
+
+
+def _unprocessable(loc: list[str], message: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"loc": loc, "msg": message, "type": "value_error"}],
+    )
+
+
+@router.post(
+    "/insights/partial-dependence",
+    dependencies=[Depends(require_scope("read"))],
+    responses={
+        404: {"description": "No active surrogate for the family yet."},
+        422: {"description": "Unknown family, impossible meta-features."},
+    },
+)
+async def create_partial_dependence(
+    body: PartialDependenceCreate, request: Request
+) -> PartialDependencePublic:
+    """Partial dependence and importance of each hyperparameter for a described dataset."""
+    engine = request.app.state.suggestions.engine
+    try:
+        policy = await run_in_threadpool(engine.policy, body.family)
+    except SuggestionError as error:
+        raise _unprocessable(["body", "family"], str(error)) from None
+    if policy.surrogate is None or policy.info is None:
+        raise HTTPException(
+            status_code=status.HTTP_404_NOT_FOUND,
+            detail=f"no {body.family} surrogate is active yet: load the seed history "
+            "(hyperprior db seed) or retrain (hyperprior retrain)",
+        )
+    try:
+        insights: Insights = await run_in_threadpool(
+            partial_dependence,
+            policy.surrogate,
+            body.task,
+            body.dataset.meta_features.as_mapping(),
+            grid=body.grid,
+            n_background=body.n_background,
+            seed=body.seed,
+        )
+    except InsightsError as error:
+        raise _unprocessable(_LOC.get(error.field or "", ["body"]), str(error)) from None
+    info = policy.info
+    return PartialDependencePublic(
+        family=insights.family,
+        task=insights.task,
+        surrogate=SurrogateRef(id=info.id, trained_at=info.trained_at, n_runs=info.n_runs),
+        params=[ParamEffectPublic(**effect.__dict__) for effect in insights.params],
+        grid=insights.grid,
+        n_background=insights.n_background,
+    )

@@ -1,0 +1,241 @@
+"""The dashboard page, its assets and the JSON routes it draws (without a browser)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from conftest import FakeClock
+from fastapi.testclient import TestClient
+
+from db.entities import DatasetSpec, NewRun
+from db.store import Store
+from service.app import create_app
+from service.auth import issue_key
+from service.routes.dashboard import STATIC_DIR
+from service.security import API_CSP
+from service.settings import Settings
+from training.retrain import install_shipped
+from training.seed import SEED_DIR
+
+META = {"n_rows": 5000, "n_features": 20, "n_classes": 2}
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(
+        database_url="sqlite://",
+        retrain_in_process=False,
+        jobs_in_process=False,
+        surrogate_poll_s=3600,
+        gc_tuning=False,
+        **overrides,
+    )
+
+
+@pytest.fixture
+def client(store: Store) -> Iterator[TestClient]:
+    with TestClient(create_app(_settings(), store=store)) as client:
+        yield client
+
+
+class _Page(HTMLParser):
+    """Collects what CSP default-src 'self' would refuse, and the assets referenced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline: list[str] = []
+        self.assets: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if "style" in named or any(name.startswith("on") for name in named):
+            self.inline.append(f"<{tag}> with {sorted(named)}")
+        if tag == "style":
+            self.inline.append("<style>")
+        if tag == "script":
+            self._in_script = True
+            if not named.get("src"):
+                self.inline.append("<script> without src")
+        for name in ("src", "href"):
+            value = named.get(name)
+            if value and value.startswith("/static/"):
+                self.assets.append(value)
+            if value and re.match(r"(https?:)?//", value):
+                self.inline.append(f"external {name}={value}")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_page_and_assets_are_served_under_the_strict_csp(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"] == API_CSP
+    parser = _Page()
+    parser.feed(page.text)
+    assert parser.inline == []
+    assert set(parser.assets) == {
+        "/static/favicon.svg",
+        "/static/dashboard.css",
+        "/static/dashboard.js",
+    }
+    for path in [*parser.assets, "/static/charts.js"]:
+        asset = client.get(path)
+        assert asset.status_code == 200, path
+        assert asset.headers["content-security-policy"] == API_CSP
+        assert asset.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/static/dashboard.js").headers["content-type"].startswith("text/javascript")
+    # The scripts stay CSP-clean: no eval, no inline handlers or styles written as text.
+    banned = ("eval(", "new Function", "innerHTML", 'setAttribute("style"', "http://", "https://")
+    for script in STATIC_DIR.glob("*.js"):
+        # The SVG namespace is a name, not a URL anything is loaded from.
+        source = script.read_text().replace('"http://www.w3.org/2000/svg"', "")
+        for word in banned:
+            assert word not in source, f"{script.name} uses {word}"
+    assert client.get("/static/missing.js").status_code == 404
+    assert client.get("/static/..%2Fapp.py").status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_page_is_public_and_data_needs_a_key_when_reads_are_keyed(store: Store) -> None:
+    with TestClient(create_app(_settings(auth_reads="key"), store=store)) as anonymous:
+        assert anonymous.get("/").status_code == 200
+        assert anonymous.get("/static/dashboard.js").status_code == 200
+        assert anonymous.get("/v1/stats/timeline").status_code == 401
+        body = {"family": "lightgbm", "task": "binary", "dataset": {"meta_features": META}}
+        assert anonymous.post("/v1/insights/partial-dependence", json=body).status_code == 401
+        _, key = issue_key(store, "read", name="dashboard")
+        keyed = anonymous.get("/v1/stats/timeline", headers={"Authorization": f"Bearer {key}"})
+        assert keyed.status_code == 200
+
+
+def _run(spec: DatasetSpec, family: str, source: str) -> NewRun:
+    return NewRun(
+        id=uuid.uuid4(),
+        family=family,
+        config={},
+        metric="roc_auc",
+        direction="maximize",
+        score=0.8,
+        fidelity=1.0,
+        cost_seconds=1.0,
+        source=source,
+        dataset=spec,
+    )
+
+
+def test_timeline_counts_runs_per_day_by_family_and_source(
+    client: TestClient, store: Store, clock: FakeClock
+) -> None:
+    iris = DatasetSpec("iris", "multiclass", {"n_rows": 150, "n_features": 4, "n_classes": 3})
+    wine = DatasetSpec("wine", "multiclass", {"n_rows": 178, "n_features": 13, "n_classes": 3})
+    clock.now = dt.datetime(2025, 3, 1, 23, 59, tzinfo=dt.UTC)
+    store.ingest_runs([_run(iris, "lightgbm", "user"), _run(iris, "linear", "bootstrap")])
+    clock.advance(120)  # past midnight UTC: the next day
+    store.ingest_runs([_run(wine, "lightgbm", "import")] * 1 + [_run(iris, "lightgbm", "user")])
+    clock.advance(3 * 86_400)
+    store.ingest_runs([_run(wine, "linear", "verification")])
+
+    answer = client.get("/v1/stats/timeline").json()
+    assert answer == {
+        "days": ["2025-03-01", "2025-03-02", "2025-03-05"],
+        "by_family": {"lightgbm": [1, 2, 0], "linear": [1, 0, 1]},
+        "by_source": {
+            "bootstrap": [1, 0, 0],
+            "import": [0, 1, 0],
+            "user": [1, 1, 0],
+            "verification": [0, 0, 1],
+        },
+        "runs": [2, 2, 1],
+        "datasets": [1, 1, 0],
+    }
+    empty = client.get("/v1/stats/timeline")
+    assert empty.status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_timeline_of_an_empty_history(client: TestClient) -> None:
+    assert client.get("/v1/stats/timeline").json() == {
+        "days": [],
+        "by_family": {},
+        "by_source": {},
+        "runs": [],
+        "datasets": [],
+    }
+
+
+PdPost = Callable[..., Any]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_partial_dependence_from_the_active_surrogate(client: TestClient, store: Store) -> None:
+    body: dict[str, Any] = {
+        "family": "lightgbm",
+        "task": "binary",
+        "dataset": {"meta_features": dict(META)},
+    }
+    cold = client.post("/v1/insights/partial-dependence", json=body)
+    assert cold.status_code == 404
+    assert "no lightgbm surrogate is active yet" in cold.json()["detail"]
+
+    installed = install_shipped(store, SEED_DIR / "surrogates")
+    client.app.state.suggestions.watcher.poll_once()
+    answer = client.post("/v1/insights/partial-dependence", json=body)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert data["surrogate"]["id"] == installed["lightgbm"]
+    names = [p["name"] for p in data["params"]]
+    assert set(names) == {
+        "n_estimators",
+        "learning_rate",
+        "num_leaves",
+        "min_child_samples",
+        "subsample",
+        "subsample_freq",
+        "colsample_bytree",
+        "reg_alpha",
+        "reg_lambda",
+    }
+    assert sum(p["importance"] for p in data["params"]) == pytest.approx(1.0, abs=1e-3)
+    importances = [p["importance"] for p in data["params"]]
+    assert importances == sorted(importances, reverse=True)
+    rate = next(p for p in data["params"] if p["name"] == "learning_rate")
+    assert rate["kind"] == "float"
+    assert rate["log"] is True
+    assert len(rate["values"]) == 16
+    assert rate["values"] == sorted(rate["values"])
+    assert all(
+        lo <= m <= hi for lo, m, hi in zip(rate["lower"], rate["mean"], rate["upper"], strict=True)
+    )
+    assert rate["best"] in rate["values"]
+    assert rate["default"] == 0.1
+    freq = next(p for p in data["params"] if p["name"] == "subsample_freq")
+    assert freq["kind"] == "categorical"
+    assert freq["values"] == [0, 1]
+
+    # The answer depends on the dataset: a tiny dataset wants other settings.
+    tiny = dict(body, dataset={"meta_features": {"n_rows": 60, "n_features": 3, "n_classes": 2}})
+    other = client.post("/v1/insights/partial-dependence", json=tiny).json()
+    assert other["params"] != data["params"]
+    # Same request, same answer (and cached).
+    assert client.post("/v1/insights/partial-dependence", json=body).json() == data
+
+    bad = dict(body, dataset={"meta_features": {"n_rows": 10, "n_features": 3, "n_classes": 5}})
+    refused = client.post("/v1/insights/partial-dependence", json=bad)
+    assert refused.status_code == 422
+    assert "n_classes=5 must be 2 for a binary task" in refused.text
+    unknown = client.post("/v1/insights/partial-dependence", json=dict(body, family="xgboost"))
+    assert unknown.status_code == 422
+    assert "unknown family" in unknown.text
+    assert (
+        client.post("/v1/insights/partial-dependence", json=dict(body, grid=1)).status_code == 422
+    )
