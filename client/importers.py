@@ -323,8 +323,10 @@ def runs_from_optuna(
 ) -> tuple[list[dict[str, Any]], int]:
     """The finished trials of an Optuna study as runs (through Optuna's own API).
 
-    Ids are those `client.optuna_integration.RecordingCallback` gives, so a study
-    recorded live and imported later is stored once.
+    Ids and content are those `client.optuna_integration.RecordingCallback` gives
+    (source ``user``: trials of your own study are your runs, however they reach the
+    history), so a study recorded live and imported later, even in part, is stored
+    once and never conflicts.
 
     Args:
         storage: The study's storage URL (``sqlite:///study.db``, ``postgresql://...``)
@@ -370,7 +372,7 @@ def runs_from_optuna(
             dataset=dataset,
             family=family,
             metric=metric,
-            source="import",
+            source="user",
             objective_index=objective_index,
             params=keep,
         )

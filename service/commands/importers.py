@@ -44,6 +44,13 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("HYPERPRIOR_API_KEY"),
         help="API key with scope write for --url (default: $HYPERPRIOR_API_KEY)",
     )
+    target.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="resend a batch up to N times on connection errors and 503 (default 5)",
+    )
     add_database_url_option(parser)
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -146,8 +153,10 @@ def _client(args: argparse.Namespace) -> Any:
         raise CommandError("give --url or --database-url, not both")
     try:
         if args.url:
-            return Client(args.url, api_key=args.api_key)
-        return Client.local(database_url=database_url(args))
+            return Client(args.url, api_key=args.api_key, retries=args.retries)
+        client = Client.local(database_url=database_url(args))
+        client.retries = max(0, args.retries)
+        return client
     except HyperpriorError as error:
         raise _Exit(EXIT_UNAVAILABLE, str(error)) from None
 
