@@ -166,6 +166,8 @@ class BenchSettings:
         top_n: Suggestions measured for ``hyperprior_best_of_5``.
         knn: Nearest datasets for ``knn_portfolio_best_of_5``.
         refine_budget: Refinement budget in full-fit equivalents.
+        extra_refine_budgets: More budgets, each its own method
+            ``hyperprior_refined_b<budget>`` (how far more verification goes).
         refine_candidates: Suggestions handed to the refinement.
         random_ks: ``k`` of random search.
         random_pool: Random configs per dataset (history's Sobol runs, then fresh ones).
@@ -189,6 +191,7 @@ class BenchSettings:
     top_n: int = 5
     knn: int = 5
     refine_budget: float = 3.0
+    extra_refine_budgets: tuple[float, ...] = ()
     refine_candidates: int = 8
     random_ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     random_pool: int = 64
@@ -1150,19 +1153,41 @@ def _quiet() -> Iterator[None]:
         flaml_log.setLevel(level)
 
 
+def refine_method(budget: float | None) -> str:
+    """The method name of a refinement budget (``None``: the main one)."""
+    return "hyperprior_refined" if budget is None else f"hyperprior_refined_b{budget:g}"
+
+
 def run_refine(
-    bench: Bench, family: str, dataset: str, refiner: Refiner | None, why: str | None
+    bench: Bench,
+    family: str,
+    dataset: str,
+    refiner: Refiner | None,
+    why: str | None,
+    *,
+    extra_budget: float | None = None,
 ) -> None:
-    """``hyperprior_refined`` on one dataset (reused as recorded when inputs match)."""
+    """A refinement on one dataset (reused as recorded when its inputs match).
+
+    Args:
+        bench: The benchmark.
+        family: The family.
+        dataset: The held-out dataset.
+        refiner: The refiner, or ``None`` when there is none (``why`` says why).
+        why: Why there is no refiner.
+        extra_budget: One of ``extra_refine_budgets`` (default: ``refine_budget``).
+    """
     s = bench.settings
     task = bench.task(dataset)
+    budget = s.refine_budget if extra_budget is None else extra_budget
+    method = refine_method(extra_budget)
     inputs = _sha(
-        f"{bench.history.fingerprint}|{s.refine_budget}|{s.refine_candidates}|{s.max_estimators}"
+        f"{bench.history.fingerprint}|{budget}|{s.refine_candidates}|{s.max_estimators}"
         f"|{getattr(refiner, 'name', None)}"
     )
-    if _reusable(bench.record(family, dataset, "hyperprior_refined"), inputs):
+    if _reusable(bench.record(family, dataset, method), inputs):
         return
-    rec = _base_record(family, dataset, task, "hyperprior_refined")
+    rec = _base_record(family, dataset, task, method)
     rec["inputs"] = inputs
     if refiner is None:
         rec.update(status="unavailable", note=why)
@@ -1179,7 +1204,7 @@ def run_refine(
         dataset=dataset,
         data=bench.data(dataset),
         candidates=configs,
-        budget_full_fits=s.refine_budget,
+        budget_full_fits=budget,
         full_fit_seconds=full_fit,
         folds=s.folds,
         seed=s.cv_seed,
@@ -1219,7 +1244,7 @@ def run_refine(
         score=outcome.score,
         measurement=measured.key if measured else None,
         status="ok" if outcome.score is not None else "failed",
-        budget_full_fits=s.refine_budget,
+        budget_full_fits=budget,
         full_fit_seconds=round(full_fit, 3),
         used_full_fits_rows=round(nominal, 3),
         used_full_fits_seconds=round(sum(t["seconds"] for t in outcome.trials) / full_fit, 3),
@@ -1456,6 +1481,8 @@ def run(
         phases += [("zero-shot", f, d, "", 0) for d in datasets if zero]
     if "hyperprior_refined" in methods:
         phases += [("refine", f, d, "", 0) for f in s.families for d in datasets]
+        for b in s.extra_refine_budgets:
+            phases += [("refine", f, d, f"b{b:g}", 0) for f in s.families for d in datasets]
     if "random_search" in methods:
         phases += [("random", f, d, "", 0) for f in s.families for d in datasets]
     # Seed-major: a stopped run has every optimiser on seed 0 before any on seed 1.
@@ -1470,12 +1497,13 @@ def run(
             if last_phase is not None and phase != last_phase and report is not None:
                 report()
             last_phase = phase
-            bar.set_description(f"{phase} {opt} {seed}" if opt else phase)
+            bar.set_description(f"{phase} {opt} {seed if phase == 'search' else ''}".strip())
             bar.set_postfix_str(f"{family} {dataset.split('/')[-1]}", refresh=True)
             if phase == "zero-shot":
                 run_zero_shot(bench, family, dataset, zero)
             elif phase == "refine":
-                run_refine(bench, family, dataset, refiner, refiner_note)
+                extra = float(opt[1:]) if opt else None
+                run_refine(bench, family, dataset, refiner, refiner_note, extra_budget=extra)
             elif phase == "random":
                 run_random(bench, family, dataset)
             else:
@@ -1542,7 +1570,7 @@ def summarise(doc: Mapping[str, Any], history: History | None) -> dict[str, Any]
             row: dict[str, Any] = {"best": best, "worst": worst, "n_configs": n, "regret": {}}
             default = by.get((family, ds, "default"))
             row["default_score"] = default.get("score") if default else None
-            for method in POINT_METHODS:
+            for method in _point_methods(records):
                 r = by.get((family, ds, method))
                 if r is None or r["status"] not in ("ok", "failed"):
                     continue
@@ -1586,7 +1614,7 @@ def summarise(doc: Mapping[str, Any], history: History | None) -> dict[str, Any]
                 "mean_regret": float(vals.mean()) if len(vals) else None,
                 "median_regret": float(np.median(vals)) if len(vals) else None,
             }
-            if method in POINT_METHODS and method != "default":
+            if method in _point_methods(records) and method != "default":
                 wins = ties = losses = 0
                 for ds in have:
                     row = per_dataset[ds]
@@ -1615,7 +1643,10 @@ def summarise(doc: Mapping[str, Any], history: History | None) -> dict[str, Any]
         rank_methods = [
             m
             for m in methods
-            if (m in POINT_METHODS or (m.startswith("random_search@") and _k(m) in search_ks))
+            if (
+                m in _point_methods(records)
+                or (m.startswith("random_search@") and _k(m) in search_ks)
+            )
             and len(per_dataset)
             and all(m in row["regret"] for row in per_dataset.values())
         ]
@@ -1680,7 +1711,7 @@ def _cost(
     """Full fits a method measures on the user's data to choose (mean over datasets)."""
     if "@" in method:
         return float(_k(method))
-    if method == "hyperprior_refined":
+    if method.startswith("hyperprior_refined"):
         used = [
             by[(family, ds, method)].get("used_full_fits_rows")
             for ds in have
@@ -1698,8 +1729,21 @@ def _k(method: str) -> int:
     return int(method.partition("@")[2] or 0)
 
 
-def _order(method: str) -> tuple[int, int, str]:
+def _point_methods(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The point methods, with every extra refinement budget after the main one."""
+    extra = sorted(
+        {r["method"] for r in records if r["method"].startswith("hyperprior_refined_b")},
+        key=lambda m: float(m.rpartition("_b")[2]),
+    )
+    out = list(POINT_METHODS)
+    at = out.index("hyperprior_refined") + 1
+    return out[:at] + extra + out[at:]
+
+
+def _order(method: str) -> tuple[int, float, str]:
     base, _, k = method.partition("@")
+    if base.startswith("hyperprior_refined_b"):
+        return (POINT_METHODS.index("hyperprior_refined"), float(base.rpartition("_b")[2]), base)
     names = [*POINT_METHODS, *CURVE_METHODS]
     return (names.index(base) if base in names else 99, int(k) if k else 0, method)
 
@@ -1839,6 +1883,9 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
                 value = ", ".join(f"{k} {v:.3f}" for k, v in value.items())
             lines.append(f"| {t['target']} | {_fmt(value)} | {t['goal']} | {met} |")
         lines += ["", "<details><summary>Per dataset (regret)</summary>", ""]
+        extra = sorted(
+            {m for row in fam["per_dataset"].values() for m in row["regret"] if "_refined_b" in m}
+        )
         cols = [
             m
             for m in (
@@ -1846,6 +1893,7 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
                 "hyperprior_top1",
                 "hyperprior_best_of_5",
                 "hyperprior_refined",
+                *extra,
                 "flaml",
                 "flaml_native",
                 "knn_portfolio_top1",
@@ -1942,9 +1990,11 @@ def plots(summary: Mapping[str, Any], out_dir: Path, prefix: str) -> list[Path]:
                         ys.append(float(np.mean(vals)))
                 if xs:
                     ax.plot(xs, ys, styles.get(method, "-"), marker="o", ms=3, label=method)
+            extra = sorted({m for ds in subset for m in pd_rows[ds]["regret"] if "_refined_b" in m})
             for method, style in (
                 ("hyperprior_top1", ("C3", "-")),
                 ("hyperprior_refined", ("C3", "--")),
+                *((m, ("C3", ":")) for m in extra),
                 ("flaml", ("C5", ":")),
                 ("knn_portfolio_top1", ("C7", ":")),
                 ("default", ("grey", "-.")),
@@ -2049,6 +2099,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", help=f"comma-separated subset of {','.join(ALL_METHODS)}")
     parser.add_argument("--optimizers", help="optimisers (grid,gp,tpe,nsga2,cmaes)")
     parser.add_argument("--refine-budget", type=float, help="full-fit equivalents (default 3)")
+    parser.add_argument(
+        "--extra-refine-budgets",
+        help="more refinement budgets, each its own method, e.g. 10 (hyperprior_refined_b10)",
+    )
     parser.add_argument("--random-pool", type=int, help="random configs per dataset (default 64)")
     parser.add_argument("--search-k", help="k of the optimisers, e.g. 8,16,32")
     parser.add_argument("--search-seeds", type=int, help="seeds per optimiser (default 3)")
@@ -2089,6 +2143,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     changes["methods"] = tuple(methods)
     if args.refine_budget is not None:
         changes["refine_budget"] = args.refine_budget
+    if args.extra_refine_budgets:
+        changes["extra_refine_budgets"] = tuple(
+            float(b) for b in args.extra_refine_budgets.split(",") if b
+        )
     if args.random_pool is not None:
         changes["random_pool"] = args.random_pool
     if args.search_k:
