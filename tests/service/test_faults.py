@@ -9,7 +9,9 @@ open transactions roll back, connections drop) for a few seconds and started aga
 It must show: while the database is down the API answers 503 with ``Retry-After``
 (never a 500, never a dropped connection); once the database is back every client
 gets a 2xx within 10 s, without restarting the API; and every run acknowledged with a
-2xx is in the database afterwards.
+2xx is in the database afterwards. A reader thread alongside shows the same for reads
+(listing, stats, readiness, keyed suggestions: 503 then 200), and that suggestions
+without a key (reads are open) are answered from memory throughout the outage.
 
 Whether a stop catches a transaction in flight is luck, so the drop of a connection
 in the middle of an ingest transaction (at its INSERT, and at its COMMIT) is also
@@ -27,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +58,11 @@ RECOVERY_LIMIT_SECONDS = 10.0
 # How long a client waits before resending after a 503: shorter than the server's
 # Retry-After on purpose, so the test sees the moment the API recovers.
 RESEND_DELAY_SECONDS = 0.1
+SUGGESTION = {
+    "family": "lightgbm",
+    "task": "binary",
+    "dataset": {"meta_features": {"n_rows": 500, "n_features": 9, "n_classes": 2}},
+}
 
 
 @dataclass
@@ -131,6 +139,46 @@ class LoadClient:
                 else:
                     # The same batch again: a retry must neither lose nor double runs.
                     time.sleep(RESEND_DELAY_SECONDS)
+
+
+@dataclass
+class ReadClient:
+    """A thread reading (listing, stats, readiness, suggestions) until told to stop."""
+
+    base: str
+    key: str
+    stop: threading.Event
+    answers: list[Answer] = field(default_factory=list)
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            while not self.stop.is_set():
+                for method, path, body, auth in (
+                    ("GET", "/v1/runs?limit=5", None, headers),
+                    ("GET", "/v1/stats", None, headers),
+                    ("GET", "/readyz", None, headers),
+                    ("POST", "/v1/suggestions", SUGGESTION, headers),
+                    # Reads are open: without a key nothing asks the database, and
+                    # the policy in memory answers even while the database is down.
+                    ("POST", "/v1/suggestions#anonymous", SUGGESTION, {}),
+                ):
+                    try:
+                        response = client.request(
+                            method, path.split("#")[0], json=body, headers=auth
+                        )
+                    except httpx.TransportError as error:
+                        self.answers.append(Answer(time.monotonic(), None, detail=repr(error)))
+                        continue
+                    self.answers.append(
+                        Answer(
+                            time.monotonic(),
+                            response.status_code,
+                            response.headers.get("retry-after"),
+                            f"{method} {path}: {response.text[:200]}",
+                        )
+                    )
+                time.sleep(RESEND_DELAY_SECONDS)
 
 
 @pytest.fixture
@@ -229,9 +277,16 @@ def test_postgres_restart_mid_ingest_gives_503_then_recovers_and_loses_nothing(
         engine.dispose()
 
     with serve(pg.url, tmp_path / "server.log") as base:
+        # Each worker process builds its suggestion policy on first use (that asks the
+        # database which surrogate is active): one new connection per request, so
+        # that both workers surely have built theirs before the outage.
+        for _ in range(24):
+            assert httpx.post(f"{base}/v1/suggestions", json=SUGGESTION).status_code == 200
         stop = threading.Event()
         clients = [LoadClient(base, key, i, stop) for i in range(CLIENTS)]
+        reader = ReadClient(base, key, stop)
         threads = [threading.Thread(target=c.run, name=f"client-{c.index}") for c in clients]
+        threads.append(threading.Thread(target=reader.run, name="reader"))
         for thread in threads:
             thread.start()
         try:
@@ -265,11 +320,19 @@ def test_postgres_restart_mid_ingest_gives_503_then_recovers_and_loses_nothing(
         f"\nanswers by status {by_status}; database down for {up_at - down_at:.1f} s "
         f"(stop took {stopped_at - down_at:.2f} s); after it returned, first 2xx in "
         f"{first:.2f} s, every client served within {worst:.2f} s; "
-        f"{len(acknowledged)} runs acknowledged"
+        f"{len(acknowledged)} runs acknowledged; reads by route and status "
+        f"{Counter((a.detail.split(':')[0], a.status) for a in reader.answers)}"
     )
 
-    unexpected = [a for a in answers if a.status not in (200, 201, 503)]
+    unexpected = [a for a in answers + reader.answers if a.status not in (200, 201, 503)]
     assert unexpected == [], f"answers other than 2xx/503: {unexpected[:5]}"
+    # Reads too are refused cleanly while the database is down, and answer after.
+    assert any(a.status == 503 for a in reader.answers)
+    assert reader.answers[-1].status == 200, reader.answers[-1]
+    assert all(a.retry_after for a in reader.answers if a.status == 503)
+    anonymous = [a for a in reader.answers if a.detail.startswith("POST /v1/suggestions#")]
+    assert anonymous
+    assert {a.status for a in anonymous} == {200}
     unavailable = [a for a in answers if a.status == 503]
     during_outage = [a for a in unavailable if stopped_at <= a.at <= up_at]
     assert during_outage, "no request saw the database down"
