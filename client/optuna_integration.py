@@ -98,12 +98,12 @@ def _map_value(value: Any, distribution: BaseDistribution) -> tuple[bool, Any, s
         mapped = int(low + round((clipped - low) / step) * step)
         return True, min(mapped, high), ""
     if isinstance(distribution, FloatDistribution):
-        low, high = distribution.low, distribution.high
-        clipped = min(max(number, low), high)
+        lo, hi = float(distribution.low), float(distribution.high)
+        value_in = min(max(number, lo), hi)
         if distribution.step is not None:
-            steps = round((clipped - low) / distribution.step)
-            clipped = min(low + steps * distribution.step, high)
-        return True, float(clipped), ""
+            steps = round((value_in - lo) / distribution.step)
+            value_in = min(lo + steps * distribution.step, hi)
+        return True, value_in, ""
     return False, None, f"unsupported distribution {type(distribution).__name__}"
 
 

@@ -878,6 +878,7 @@ class Client:
 
         from db.entities import DatasetSpec
         from training.refine import (
+            Candidate,
             RefineSettings,
             candidates_from_suggestions,
             make_refine_executor,
@@ -886,8 +887,9 @@ class Client:
         from training.trials import TrialData
 
         suggestions = self.suggest(description, None, family, n=n, seed=seed)
-        candidates = [
-            *[dict(c) for c in configs],
+        # Your own configs first: the budget drops the lowest-ranked suggestions, not them.
+        candidates: list[Candidate | Mapping[str, Any]] = [
+            *[Candidate(config=dict(c), origin="user") for c in configs],
             *candidates_from_suggestions([s.to_json() for s in suggestions]),
         ]
         frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)

@@ -10,7 +10,6 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from conftest import FakeClock
 from fastapi.testclient import TestClient
 
 from db.entities import DatasetSpec, NewRun
@@ -134,7 +133,7 @@ def _run(spec: DatasetSpec, family: str, source: str) -> NewRun:
 
 
 def test_timeline_counts_runs_per_day_by_family_and_source(
-    client: TestClient, store: Store, clock: FakeClock
+    client: TestClient, store: Store, clock: Any
 ) -> None:
     iris = DatasetSpec("iris", "multiclass", {"n_rows": 150, "n_features": 4, "n_classes": 3})
     wine = DatasetSpec("wine", "multiclass", {"n_rows": 178, "n_features": 13, "n_classes": 3})
