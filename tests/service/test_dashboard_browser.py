@@ -222,7 +222,7 @@ _CHART_MARKS = """
 """
 
 
-def test_dashboard_renders_in_chromium(seeded_server: str, browser: DevTools) -> None:
+def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: str) -> None:
     browser.call("Page.navigate", url=seeded_server + "/")
     deadline = time.monotonic() + 60
     state: dict[str, Any] = {}
