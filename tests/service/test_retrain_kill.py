@@ -137,7 +137,7 @@ def test_kill_9_of_a_retrain_leaves_the_active_model_serving_and_the_next_retrai
         )
         # ... and expires on its own: the next retrain takes the lock and succeeds.
         time.sleep(max(0.0, (held[1] - dt.datetime.now(dt.UTC)).total_seconds()) + 0.2)
-        assert time.monotonic() - killed_at <= LOCK_TTL_SECONDS + 2
+        assert time.monotonic() - killed_at <= LOCK_TTL_SECONDS + 5  # freed by its TTL alone
         result = retrain(store, FAMILY, params=FAST, force=True, lock_ttl_seconds=LOCK_TTL_SECONDS)
         assert result.outcome == "activated", result.reason
         assert result.candidate_id not in (None, active)
