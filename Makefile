@@ -21,6 +21,9 @@ run: $(VENV)/.installed
 
 ## Install, lint, then run the default test suite (SQLite and the PostgreSQL on 127.0.0.1:5432).
 test: $(VENV)/.installed
+	@# The dashboard test drives a real headless Chromium (Debian's package); as root, install it.
+	@command -v chromium >/dev/null 2>&1 || [ "$$HYPERPRIOR_TEST_BROWSER" = skip ] || [ "$$(id -u)" != 0 ] \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
