@@ -168,6 +168,9 @@ class BenchSettings:
         refine_budget: Refinement budget in full-fit equivalents.
         extra_refine_budgets: More budgets, each its own method
             ``hyperprior_refined_b<budget>`` (how far more verification goes).
+        corpus_fractions: Ablation: hyperprior's top-1 with the surrogate and portfolio
+            fitted on this (seeded) share of the training datasets only, each its own
+            method ``hyperprior_top1_corpus<percent>`` (does more history help?).
         refine_candidates: Suggestions handed to the refinement.
         random_ks: ``k`` of random search.
         random_pool: Random configs per dataset (history's Sobol runs, then fresh ones).
@@ -192,6 +195,7 @@ class BenchSettings:
     knn: int = 5
     refine_budget: float = 3.0
     extra_refine_budgets: tuple[float, ...] = ()
+    corpus_fractions: tuple[float, ...] = ()
     refine_candidates: int = 8
     random_ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     random_pool: int = 64
@@ -836,14 +840,31 @@ class HeldOut:
     n_datasets: int
 
 
-def held_out(bench: Bench, family: str, dataset: str) -> HeldOut:
-    """Fit the surrogate on the history without ``dataset`` (the production recipe)."""
+def held_out(
+    bench: Bench, family: str, dataset: str, *, corpus_fraction: float | None = None
+) -> HeldOut:
+    """Fit the surrogate on the history without ``dataset`` (the production recipe).
+
+    Args:
+        bench: The benchmark.
+        family: The family.
+        dataset: The held-out dataset.
+        corpus_fraction: Keep only this share of the other datasets (seeded by the
+            held-out dataset), for the corpus-size ablation.
+    """
+    import numpy as np
+
     from training.features import build_training_set
     from training.suggest import Portfolio, SuggestionPolicy
     from training.surrogate import SurrogateParams, fit
 
     frame = bench.history.frame
     rest = frame[(frame["family"] == family) & (frame["dataset_name"] != dataset)]
+    if corpus_fraction is not None:
+        names = sorted(rest["dataset_name"].unique())
+        rng = np.random.default_rng(zlib.crc32(f"corpus|{family}|{dataset}".encode()))
+        keep = rng.permutation(names)[: max(3, round(corpus_fraction * len(names)))]
+        rest = rest[rest["dataset_name"].isin(set(keep))]
     params = SurrogateParams()
     # Grouped CV only calibrates the interval; the ranking score (mean - kappa *
     # spread) does not depend on it, so it is skipped here.
@@ -1258,6 +1279,36 @@ def run_refine(
     bench.put(rec)
 
 
+def corpus_method(fraction: float) -> str:
+    """The method name of a corpus-size ablation."""
+    return f"hyperprior_top1_corpus{round(fraction * 100)}"
+
+
+def run_corpus(bench: Bench, family: str, dataset: str, fraction: float) -> None:
+    """hyperprior's top-1 with a surrogate fitted on a share of the training datasets."""
+    s = bench.settings
+    task = bench.task(dataset)
+    method = corpus_method(fraction)
+    inputs = _sha(f"{bench.history.fingerprint}|corpus|{fraction}|{s.max_estimators}")
+    if _reusable(bench.record(family, dataset, method), inputs):
+        return
+    ho = held_out(bench, family, dataset, corpus_fraction=fraction)
+    suggestion = _suggest(ho, 1)[0]
+    config = bench.prepare(family, suggestion.config, task)
+    m = bench.measure(family, dataset, config)
+    rec = _base_record(family, dataset, task, method)
+    rec.update(
+        inputs=inputs,
+        trained_on={"runs": ho.n_runs, "datasets": ho.n_datasets, "fraction": fraction},
+        config=config,
+        source=suggestion.source,
+        measurement=m.key,
+        score=m.score,
+        status="ok" if m.ok else "failed",
+    )
+    bench.put(rec)
+
+
 def run_random(bench: Bench, family: str, dataset: str) -> None:
     """The random-search pool of one dataset: history's Sobol runs, topped up."""
     from training.spaces import get_space
@@ -1479,6 +1530,8 @@ def run(
     phases: list[tuple[str, str, str, str, int]] = []  # phase, family, dataset, opt, seed
     for f in s.families:
         phases += [("zero-shot", f, d, "", 0) for d in datasets if zero]
+    for frac in s.corpus_fractions:
+        phases += [("corpus", f, d, f"{frac:g}", 0) for f in s.families for d in datasets]
     if "hyperprior_refined" in methods:
         phases += [("refine", f, d, "", 0) for f in s.families for d in datasets]
         for b in s.extra_refine_budgets:
@@ -1501,6 +1554,8 @@ def run(
             bar.set_postfix_str(f"{family} {dataset.split('/')[-1]}", refresh=True)
             if phase == "zero-shot":
                 run_zero_shot(bench, family, dataset, zero)
+            elif phase == "corpus":
+                run_corpus(bench, family, dataset, float(opt))
             elif phase == "refine":
                 extra = float(opt[1:]) if opt else None
                 run_refine(bench, family, dataset, refiner, refiner_note, extra_budget=extra)
@@ -1684,8 +1739,10 @@ def summarise(doc: Mapping[str, Any], history: History | None) -> dict[str, Any]
                 for ds in common
                 if "hyperprior_refined" in per_dataset[ds]["regret"]
             ]
+            seeds = sorted({per_dataset[ds].get("seeds", {}).get(keys[0], 1) for ds in common})
             equivalents[curve_method] = {
                 "datasets": len(common),
+                "seeds_per_dataset": seeds if curve_method != "random_search" else None,
                 "hyperprior_top1_mean_regret": target,
                 "hyperprior_refined_mean_regret": float(np.mean(refined))
                 if len(refined) == len(common)
@@ -1735,15 +1792,23 @@ def _point_methods(records: Sequence[Mapping[str, Any]]) -> list[str]:
         {r["method"] for r in records if r["method"].startswith("hyperprior_refined_b")},
         key=lambda m: float(m.rpartition("_b")[2]),
     )
+    corpus = sorted(
+        {r["method"] for r in records if r["method"].startswith("hyperprior_top1_corpus")},
+        key=lambda m: int(m.rpartition("corpus")[2]),
+    )
     out = list(POINT_METHODS)
     at = out.index("hyperprior_refined") + 1
-    return out[:at] + extra + out[at:]
+    out = out[:at] + extra + out[at:]
+    at = out.index("hyperprior_top1") + 1
+    return out[:at] + corpus + out[at:]
 
 
 def _order(method: str) -> tuple[int, float, str]:
     base, _, k = method.partition("@")
     if base.startswith("hyperprior_refined_b"):
         return (POINT_METHODS.index("hyperprior_refined"), float(base.rpartition("_b")[2]), base)
+    if base.startswith("hyperprior_top1_corpus"):
+        return (POINT_METHODS.index("hyperprior_top1"), int(base.rpartition("corpus")[2]), base)
     names = [*POINT_METHODS, *CURVE_METHODS]
     return (names.index(base) if base in names else 99, int(k) if k else 0, method)
 
@@ -1857,15 +1922,22 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
                 "Trials-equivalent: the k at which a search method's mean regret reaches "
                 "hyperprior's zero-shot top-1 mean regret on the same datasets.",
                 "",
-                "| search method | datasets | top-1 regret | refined regret "
-                "| curve (k: regret) | trials-equivalent |",
-                "|---|---:|---:|---:|---|---:|",
+                "| search method | datasets | seeds | top-1 regret | refined regret "
+                "| curve (k: mean regret) | trials-equivalent |",
+                "|---|---:|---:|---:|---:|---|---:|",
             ]
             for name, e in fam["trials_equivalent"].items():
                 curve = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(e["curve"].items()))
                 k = e["trials_equivalent"]
+                seeds = e.get("seeds_per_dataset")
+                seeds_text = (
+                    "exact"
+                    if not seeds
+                    else "-".join(str(x) for x in sorted({seeds[0], seeds[-1]}))
+                )
                 lines.append(
-                    f"| {name} | {e['datasets']} | {e['hyperprior_top1_mean_regret']:.3f} | "
+                    f"| {name} | {e['datasets']} | {seeds_text} | "
+                    f"{e['hyperprior_top1_mean_regret']:.3f} | "
                     f"{_fmt(e['hyperprior_refined_mean_regret'])} | {curve} | "
                     f"{_fmt(k, 1) if k is not None else '> ' + str(e['k_max'])} |"
                 )
@@ -2005,6 +2077,7 @@ def plots(summary: Mapping[str, Any], out_dir: Path, prefix: str) -> list[Path]:
                         float(np.mean(vals)), color=style[0], ls=style[1], lw=1.5, label=method
                     )
             ax.set_xscale("log", base=2)
+            ax.set_ylim(bottom=0)
             ax.set_xlabel("trials (full fits)")
             ax.set_ylabel("mean normalised regret")
             ax.set_title(f"{family}: {title} ({len(subset)})")
@@ -2100,6 +2173,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizers", help="optimisers (grid,gp,tpe,nsga2,cmaes)")
     parser.add_argument("--refine-budget", type=float, help="full-fit equivalents (default 3)")
     parser.add_argument(
+        "--corpus-fractions",
+        help="ablation: top-1 with the surrogate fitted on these shares of the training "
+        "datasets, e.g. 0.25,0.5 (hyperprior_top1_corpus25, ...)",
+    )
+    parser.add_argument(
         "--extra-refine-budgets",
         help="more refinement budgets, each its own method, e.g. 10 (hyperprior_refined_b10)",
     )
@@ -2147,6 +2225,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         changes["extra_refine_budgets"] = tuple(
             float(b) for b in args.extra_refine_budgets.split(",") if b
         )
+    if args.corpus_fractions:
+        changes["corpus_fractions"] = tuple(float(f) for f in args.corpus_fractions.split(",") if f)
     if args.random_pool is not None:
         changes["random_pool"] = args.random_pool
     if args.search_k:
