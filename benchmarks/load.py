@@ -407,15 +407,17 @@ def summarise(samples: list[Sample], seconds: float) -> dict[str, Any]:
     return rows
 
 
-def per_second(samples: list[Sample]) -> dict[str, list[int]]:
-    """Answered requests per second of the phase, per kind."""
+def per_second(samples: list[Sample], seconds: float) -> dict[str, list[int]]:
+    """Answered requests in each whole second of the phase, per kind."""
     if not samples:
         return {}
     t0 = min(s.due for s in samples)
-    n = int(max(s.done for s in samples) - t0) + 1
+    n = max(1, int(seconds))
     series = {k: [0] * n for k in ("suggest", "ingest", "errors")}
     for s in samples:
         i = int(s.done - t0)
+        if i >= n:
+            continue  # answers to the last requests, after the phase's end
         series[s.kind][i] += 1
         if not 200 <= s.status < 300:
             series["errors"][i] += 1
@@ -606,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
                         "seconds": seconds,
                         "offered_rate": rate,
                         "summary": summarise(samples, duration),
-                        "per_second": per_second(samples),
+                        "per_second": per_second(samples, duration),
                         "first_errors": failures[:5],
                         # The load generator's own CPU, taken from the server's 2 cores.
                         "client_cpu_s_per_s": round(client_cpu / seconds, 3),
