@@ -22,9 +22,7 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,17 +33,12 @@ from typing import Any
 
 import httpx
 
+from service.devserver import serve_subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = {"sqlite": 10_000, "postgres": 5_000}
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def free_port() -> int:
-    """A TCP port that is free right now on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_batches(n_batches: int, batch_size: int, seed: int = 0) -> list[bytes]:
@@ -131,53 +124,24 @@ def database(backend: str, postgres_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@contextlib.contextmanager
-def server(url: str, workers: int) -> Iterator[str]:
-    """A uvicorn subprocess serving the app on ``url``; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, "HYPERPRIOR_DATABASE_URL": url}
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "service.app:app_factory",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
+def write_key(url: str) -> str:
+    """A fresh API key with scope write on ``url`` (ingest needs one)."""
+    from db.engine import make_engine
+    from db.store import Store
+    from service.auth import issue_key
+
+    engine = make_engine(url)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with status {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready within 60 s")
-            time.sleep(0.2)
-        yield base
+        return issue_key(Store(engine), "write", name="bench-ingest")[1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        engine.dispose()
 
 
-def post_all(base: str, bodies: list[bytes], clients: int) -> tuple[float, list[float], int]:
+def post_all(
+    base: str, bodies: list[bytes], clients: int, key: str
+) -> tuple[float, list[float], int]:
     """POST every body using ``clients`` threads; return wall time, latencies, inserted."""
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
     queue = list(enumerate(bodies))
     latencies: list[float] = []
     inserted = 0
@@ -207,10 +171,14 @@ def bench(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark on one backend."""
     bodies = make_batches(args.batches + args.warmup, args.batch_size, seed=len(backend))
     warmup, timed = bodies[: args.warmup], bodies[args.warmup :]
-    with database(backend, args.postgres_url) as url, server(url, args.workers) as base:
-        post_all(base, warmup, 1)
-        seconds, latencies, inserted = post_all(base, timed, args.clients)
-        resend_seconds, _, reinserted = post_all(base, timed, args.clients)
+    with (
+        database(backend, args.postgres_url) as url,
+        serve_subprocess(url, workers=args.workers, cwd=ROOT) as base,
+    ):
+        key = write_key(url)
+        post_all(base, warmup, 1, key)
+        seconds, latencies, inserted = post_all(base, timed, args.clients, key)
+        resend_seconds, _, reinserted = post_all(base, timed, args.clients, key)
     runs = len(timed) * args.batch_size
     if inserted != runs or reinserted != 0:
         raise RuntimeError(f"{backend}: inserted {inserted} of {runs}, re-sent {reinserted}")

@@ -41,8 +41,6 @@ import json
 import os
 import platform
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from service.devserver import serve_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -68,13 +68,6 @@ IDLE_RECONNECT_S = 3.0
 
 
 # ----------------------------------------------------------------------------- setup
-
-
-def free_port() -> int:
-    """A TCP port that is free right now on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -126,58 +119,6 @@ def prepare(url: str, n_datasets: int) -> dict[str, Any]:
         "surrogate_id": result.candidate_id,
         "key": key,
     }
-
-
-@contextlib.contextmanager
-def server(url: str, workers: int) -> Iterator[int]:
-    """A uvicorn subprocess serving the app on 127.0.0.1; yields its port."""
-    import http.client
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "HYPERPRIOR_DATABASE_URL": url,
-        "HYPERPRIOR_RETRAIN_IN_PROCESS": "false",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "service.app:app_factory",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with status {proc.returncode}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready within 90 s")
-            time.sleep(0.2)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ----------------------------------------------------------------------------- bodies
@@ -569,7 +510,11 @@ def main(argv: list[str] | None = None) -> int:
     with database(args.postgres) as url:
         setup = prepare(url, args.datasets)
         key = setup.pop("key")
-        with server(url, args.workers) as port, LoadSampler() as sampler:
+        with (
+            serve_subprocess(url, workers=args.workers, cwd=ROOT) as base,
+            LoadSampler() as sampler,
+        ):
+            port = int(base.rsplit(":", 1)[1])
             # Warm every worker (the first suggestion of a process loads the surrogate).
             warm = suggestion_bodies(8 * args.workers, seed=99)
             asyncio.run(

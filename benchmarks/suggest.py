@@ -25,21 +25,20 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from service.devserver import serve_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -48,13 +47,6 @@ if str(ROOT) not in sys.path:
 RESULTS = ROOT / "benchmarks" / "results"
 FAMILY = "lightgbm"
 TARGETS = {"p50_ms": 15.0, "p99_ms": 60.0, "http_requests_per_s": 200.0}
-
-
-def free_port() -> int:
-    """A TCP port that is free right now on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _quantiles(seconds: list[float]) -> dict[str, float]:
@@ -172,58 +164,6 @@ def bench_in_process(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def server(url: str, workers: int) -> Iterator[tuple[str, int]]:
-    """A uvicorn subprocess serving the app; yields (host, port)."""
-    import subprocess
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "HYPERPRIOR_DATABASE_URL": url,
-        "HYPERPRIOR_RETRAIN_IN_PROCESS": "false",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "service.app:app_factory",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with status {proc.returncode}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready within 90 s")
-            time.sleep(0.2)
-        yield "127.0.0.1", port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _post_many(host: str, port: int, bodies: list[bytes]) -> list[float]:
     # http.client keeps the client's own CPU cost low: it shares the 2 cores with the server.
     conn = http.client.HTTPConnection(host, port, timeout=60)
@@ -252,7 +192,8 @@ def bench_http(
     if len(encoded) < needed:
         raise ValueError(f"need {needed} distinct bodies, got {len(encoded)}")
     rows = []
-    with server(url, workers) as (host, port):
+    with serve_subprocess(url, workers=workers, cwd=ROOT) as base:
+        host, port = "127.0.0.1", int(base.rsplit(":", 1)[1])
         # Warm every worker: the first request of a process loads the surrogate.
         for i in range(4 * workers):
             _post_many(host, port, [encoded[i]])

@@ -10,36 +10,27 @@ nothing. The 8 x 500 variant is marked slow.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from db.engine import make_engine
 from db.store import DatasetSpec, NewRun, Store
 from service.auth import issue_key
+from service.devserver import serve_subprocess
 
 BATCH_SIZE = 25
 RESENDS = 3
 DATASETS = 40
 WRITER_SCRIPT = Path(__file__).with_name("ingest_writer.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -55,49 +46,8 @@ def write_key(db_url: str) -> str:
 @pytest.fixture
 def live_server(db_url: str, tmp_path: Path) -> Iterator[str]:
     """A real uvicorn server (two workers) on the test database."""
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    env = {**os.environ, "HYPERPRIOR_DATABASE_URL": db_url}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "service.app:app_factory",
-            "--factory",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {(tmp_path / 'server.log').read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("server not ready after 60 s")
-            time.sleep(0.2)
+    with serve_subprocess(db_url, workers=2, log_path=tmp_path / "server.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.mark.timeout(180)

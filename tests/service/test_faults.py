@@ -22,10 +22,6 @@ from another connection of the shared server (nothing else of that server is tou
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -47,6 +43,7 @@ from db.errors import DatabaseUnavailableError
 from db.store import Store
 from service.app import create_app
 from service.auth import issue_key
+from service.devserver import serve_subprocess
 from service.settings import Settings
 
 pytestmark = pytest.mark.postgres
@@ -192,61 +189,13 @@ def private_postgres() -> Iterator[ThrowawayPostgres]:
 @contextlib.contextmanager
 def serve(url: str, log_path: Path) -> Iterator[str]:
     """A uvicorn process with two workers on ``url``; yields its base URL."""
-    port = _free_port()
     env = {
-        **os.environ,
-        "HYPERPRIOR_DATABASE_URL": url,
-        "HYPERPRIOR_RETRAIN_IN_PROCESS": "false",
         "HYPERPRIOR_JOBS_IN_PROCESS": "false",
         # The registry watcher polls through the outage too: it must survive it.
         "HYPERPRIOR_SURROGATE_POLL_S": "1",
     }
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.app:app_factory",
-                "--factory",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"server exited: {log_path.read_text()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    pytest.fail("server not ready after 60 s")
-                time.sleep(0.2)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    with serve_subprocess(url, workers=2, env=env, log_path=log_path) as base:
+        yield base
 
 
 def _wait(predicate: Any, timeout: float) -> bool:
