@@ -43,6 +43,7 @@ from client.errors import (
     ValidationError,
     error_for_status,
 )
+from training.metafeatures import infer_task
 
 if TYPE_CHECKING:
     import httpx
@@ -239,23 +240,6 @@ class Refinement:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def infer_task(y: Any) -> str:
-    """The task a target implies: ``binary`` for two distinct values, ``multiclass`` for
-    labels or a few integers (at most 20), else ``regression``."""
-    import pandas as pd
-
-    values = pd.Series(y).dropna()
-    n_unique = values.nunique()
-    if n_unique == 2:
-        return "binary"
-    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if numeric:
-        integral = bool((values == values.round()).all())
-        if not integral or n_unique > 20:
-            return "regression"
-    return "multiclass"
 
 
 def direction_of(metric: str) -> str:

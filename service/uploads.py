@@ -39,6 +39,7 @@ from fastapi import HTTPException, status
 from starlette.datastructures import UploadFile
 
 from service.settings import Settings
+from training.metafeatures import infer_task
 
 __all__ = [
     "CHUNK_BYTES",
@@ -286,20 +287,6 @@ def _first_line(error: BaseException) -> str:
 
 
 # ------------------------------------------------------------------ the target
-
-
-def infer_task(y: pd.Series) -> str:
-    """``binary`` for two values, ``multiclass`` for a few labels, else ``regression``."""
-    y = y.dropna()
-    n_unique = int(y.nunique())
-    if n_unique == 2:
-        return "binary"
-    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
-    if numeric:
-        integral = bool((y == y.round()).all())
-        if not integral or n_unique > 20:
-            return "regression"
-    return "multiclass"
 
 
 @dataclass(frozen=True)

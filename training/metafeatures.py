@@ -279,6 +279,24 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
     return out
 
 
+def infer_task(y: Any) -> str:
+    """The task a target implies, when the user did not say.
+
+    ``binary`` for two distinct values; ``regression`` for numbers that are not all
+    integers or have more than 20 distinct values; otherwise ``multiclass``.
+    """
+    values = pd.Series(y).dropna()
+    n_unique = int(values.nunique())
+    if n_unique == 2:
+        return "binary"
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric:
+        integral = bool((values == values.round()).all())
+        if not integral or n_unique > 20:
+            return "regression"
+    return "multiclass"
+
+
 def compute_metafeatures(
     X: pd.DataFrame,
     y: pd.Series | np.ndarray,

@@ -11,6 +11,7 @@ from typing import Any
 
 from service.commands import CommandError
 from service.commands.db import add_database_url_option, database_url
+from training.metafeatures import infer_task
 
 _FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 _TASKS = ("binary", "multiclass", "regression")
@@ -79,22 +80,6 @@ def read_table(path: Path) -> Any:
         return pd.read_csv(path)
     except Exception as error:  # noqa: BLE001 - any reader error is the user's file
         raise CommandError(f"cannot read {path}: {error}") from None
-
-
-def infer_task(y: Any) -> str:
-    """``binary`` for two classes, ``multiclass`` for a few labels, else ``regression``."""
-    import pandas as pd
-
-    y = pd.Series(y).dropna()
-    n_unique = y.nunique()
-    if n_unique == 2:
-        return "binary"
-    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
-    if numeric:
-        integral = bool((y == y.round()).all())
-        if not integral or n_unique > 20:
-            return "regression"
-    return "multiclass"
 
 
 def _parse_fixed(items: list[str]) -> dict[str, Any]:
