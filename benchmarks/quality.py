@@ -536,6 +536,7 @@ class Bench:
             if old.get("schema") == SCHEMA and old.get("protocol") == self.protocol():
                 self.doc["created_at"] = old.get("created_at", self.doc["created_at"])
                 self.doc["measurements"] = old.get("measurements", {})
+                self.doc["search_datasets"] = old.get("search_datasets", {})
                 self.doc["records"] = {
                     _record_id(r["family"], r["dataset"], r["method"]): r
                     for r in old.get("records", [])
@@ -570,6 +571,8 @@ class Bench:
         self._last_save = now
         doc = dict(self.doc)
         doc["updated_at"] = _now()
+        for rec in self.doc["records"].values():
+            _compact_trials(rec)
         doc["records"] = sorted(
             self.doc["records"].values(), key=lambda r: (r["family"], r["dataset"], r["method"])
         )
@@ -770,6 +773,18 @@ class Bench:
             return "failed", None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}"
         score = float(result.score) if result.ok and result.score is not None else None
         return result.status, score, float(result.cost_seconds), result.error
+
+
+def _compact_trials(rec: dict[str, Any]) -> None:
+    """Move per-trial distributions (an older layout) to the record, where they are kept once."""
+    runs = rec.get("runs")
+    if not runs:
+        return
+    dists = rec.setdefault("distributions", {})
+    for trials in runs.values():
+        for t in trials:
+            for k, v in (t.pop("distributions", None) or {}).items():
+                dists.setdefault(k, v)
 
 
 def _with_extras(fam: Any, extras: Mapping[str, Any]) -> Any:
@@ -1442,8 +1457,12 @@ def run_search(
     runs: dict[str, list[dict[str, Any]]] = (
         dict(old.get("runs", {})) if old.get("inputs") == inputs else {}
     )
+    # Each parameter's distribution is the same in every trial: kept once per record.
+    distributions: dict[str, str] = (
+        dict(old.get("distributions", {})) if old.get("inputs") == inputs else {}
+    )
     rec = _base_record(family, dataset, task, optimizer)
-    rec.update(inputs=inputs, ks=list(s.search_ks), runs=runs)
+    rec.update(inputs=inputs, ks=list(s.search_ks), runs=runs, distributions=distributions)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     grid = _grid_space(family, task) if optimizer == "grid" else None
     try:
@@ -1454,7 +1473,8 @@ def run_search(
             sampler = _optuna_sampler(optimizer, seed, family, task)
             study = optuna.create_study(direction="maximize", sampler=sampler)
             for t in trials:
-                dists = {k: json_to_distribution(v) for k, v in t["distributions"].items()}
+                known = t.get("distributions") or {k: distributions[k] for k in t["params"]}
+                dists = {k: json_to_distribution(v) for k, v in known.items()}
                 ok = t["score"] is not None
                 study.add_trial(
                     create_trial(
@@ -1468,15 +1488,10 @@ def run_search(
             def objective(trial: Any, _trials: list = trials, _seed: int = seed) -> float:
                 config = _suggest_config(trial, family, task, grid)
                 m = bench.measure(family, dataset, config, source=optimizer)
+                for k, v in trial.distributions.items():
+                    distributions.setdefault(k, distribution_to_json(v))
                 _trials.append(
-                    {
-                        "params": dict(trial.params),
-                        "distributions": {
-                            k: distribution_to_json(v) for k, v in trial.distributions.items()
-                        },
-                        "measurement": m.key,
-                        "score": m.score,
-                    }
+                    {"params": dict(trial.params), "measurement": m.key, "score": m.score}
                 )
                 runs[str(_seed)] = _trials
                 bench.save(force=False)
@@ -1526,7 +1541,15 @@ def run(
     methods = list(s.methods)
     zero = [m for m in methods if m in POINT_METHODS and m != "hyperprior_refined"]
     optimizers = [m for m in methods if m in OPTIMIZERS]
-    subsets = {f: search_subset(bench, f, datasets) for f in s.families}
+    # A resumed run keeps the optimisers on the datasets they already ran on (while those
+    # are still held out and as many), rather than re-picking among a larger selection.
+    previous = bench.doc.get("search_datasets", {})
+    subsets = {
+        f: list(previous[f])
+        if len(previous.get(f, [])) == s.search_datasets and set(previous[f]) <= set(datasets)
+        else search_subset(bench, f, datasets)
+        for f in s.families
+    }
     phases: list[tuple[str, str, str, str, int]] = []  # phase, family, dataset, opt, seed
     for f in s.families:
         phases += [("zero-shot", f, d, "", 0) for d in datasets if zero]
@@ -1718,14 +1741,15 @@ def summarise(doc: Mapping[str, Any], history: History | None) -> dict[str, Any]
         equivalents = {}
         for curve_method in CURVE_METHODS:
             keys = [m for m in methods if m.startswith(f"{curve_method}@")]
-            if not keys:
-                continue
-            common = [
+            have = [
                 ds
                 for ds, row in per_dataset.items()
-                if "hyperprior_top1" in row["regret"] and all(k in row["regret"] for k in keys)
+                if any(k in row["regret"] for k in keys) and "hyperprior_top1" in row["regret"]
             ]
-            if not common:
+            # Only the ks every such dataset has (a random pool may be smaller on some).
+            keys = [k for k in keys if all(k in per_dataset[ds]["regret"] for ds in have)]
+            common = have
+            if not common or not keys:
                 continue
             target = float(np.mean([per_dataset[ds]["regret"]["hyperprior_top1"] for ds in common]))
             curve = {
@@ -2135,6 +2159,8 @@ def write_reports(
 ) -> dict[str, Any]:
     """Summarise the JSON at ``path``; write the markdown and the plots next to it."""
     doc = json.loads(path.read_text())
+    for rec in doc["records"]:
+        _compact_trials(rec)
     summary = summarise(doc, history)
     doc["summary"] = summary
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
