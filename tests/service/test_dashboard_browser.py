@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from db.engine import make_engine
 from db.store import Store
 from service.app import create_app
 from service.settings import Settings
+from training.spaces import get_space
 
 ARTIFACTS = Path(os.environ.get("HYPERPRIOR_TEST_ARTIFACTS", "build/test-artifacts"))
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -106,8 +108,19 @@ class DevTools:
         return out
 
 
+@dataclass(frozen=True)
+class Served:
+    """The seeded server and what the page should show of its history."""
+
+    url: str
+    runs: int
+    families: int
+    sources: int
+    surrogates: int
+
+
 @pytest.fixture
-def seeded_server(tmp_path: Path) -> Iterator[str]:
+def seeded_server(tmp_path: Path) -> Iterator[Served]:
     """A real uvicorn (in a thread) serving the app on a seeded SQLite database."""
     from db import migrate
 
@@ -116,6 +129,9 @@ def seeded_server(tmp_path: Path) -> Iterator[str]:
     migrate.upgrade(engine)
     clock = SteppingClock(dt.datetime.now(dt.UTC) - dt.timedelta(days=12))
     seed_history(Store(engine, clock=clock), clock)
+    # What the page must show follows the shipped seed, so read it back, not hard-code it.
+    stats = Store(engine).stats()
+    n_surrogates = len(Store(engine).list_surrogates())
     settings = Settings(
         database_url=url,
         retrain_in_process=False,
@@ -137,7 +153,13 @@ def seeded_server(tmp_path: Path) -> Iterator[str]:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Served(
+            url=f"http://127.0.0.1:{port}",
+            runs=stats.runs,
+            families=len(stats.by_family),
+            sources=len(stats.by_source),
+            surrogates=n_surrogates,
+        )
     finally:
         server.should_exit = True
         thread.join(15)
@@ -222,8 +244,8 @@ _CHART_MARKS = """
 """
 
 
-def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: str) -> None:
-    browser.call("Page.navigate", url=seeded_server + "/")
+def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served) -> None:
+    browser.call("Page.navigate", url=seeded_server.url + "/")
     deadline = time.monotonic() + 60
     state: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -233,15 +255,21 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: str) ->
         time.sleep(0.2)
     assert state.get("ready"), f"the page never finished loading: {state}"
     assert state["status"].startswith("updated"), state
-    assert state["runs"] == "4,065"  # 3,975 seed runs and 90 of other sources
+    assert seeded_server.sources == 4  # the seed's bootstrap runs and three other sources
+    assert state["runs"] == f"{seeded_server.runs:,}"
     assert state["timeline"] > 10  # one bar segment per day and family
     assert state["datasets"] >= 5
-    assert state["mix"] == 3 + 4  # three families, four sources
-    assert state["surrogates"] == 9  # three versions of three families
-    assert state["table_rows"] == 9
-    assert state["importance"] == 9  # lightgbm's nine hyperparameters
-    assert state["pd_charts"] == 9
-    assert state["pd_marks"] > 9 * 2
+    assert state["mix"] == seeded_server.families + seeded_server.sources
+    assert seeded_server.surrogates == 3 * seeded_server.families  # three versions each
+    assert state["surrogates"] == seeded_server.surrogates
+    assert state["table_rows"] == seeded_server.surrogates
+    # One importance bar and one partial-dependence chart per hyperparameter of the
+    # family the page explains first.
+    family = browser.evaluate("document.getElementById('pd-family').value")
+    n_params = len(get_space(family).params)
+    assert state["importance"] == n_params
+    assert state["pd_charts"] == n_params
+    assert state["pd_marks"] > n_params * 2
 
     # Switch the history to sources and explain another family: still drawn, still clean.
     browser.evaluate("document.querySelector('.toggle button[data-group=\"by_source\"]').click()")
