@@ -537,6 +537,7 @@ class Bench:
                 self.doc["created_at"] = old.get("created_at", self.doc["created_at"])
                 self.doc["measurements"] = old.get("measurements", {})
                 self.doc["search_datasets"] = old.get("search_datasets", {})
+                self.doc["commands"] = old.get("commands", [])
                 self.doc["records"] = {
                     _record_id(r["family"], r["dataset"], r["method"]): r
                     for r in old.get("records", [])
@@ -1775,7 +1776,29 @@ def summarise(doc: Mapping[str, Any], history: History | None) -> dict[str, Any]
                 "k_max": max(curve),
                 "trials_equivalent": trials_equivalent(curve, target),
             }
+        tasks = {r["dataset"]: r["task"] for r in records if r["family"] == family}
+        by_task: dict[str, dict[str, Any]] = {}
+        for task in sorted({tasks[ds] for ds in per_dataset}):
+            mine = [ds for ds in per_dataset if tasks[ds] == task]
+            entry = {"datasets": len(mine), "mean_regret": {}}
+            for method in ("default", *_point_methods(records)[1:], "random_search@16"):
+                vals = [
+                    per_dataset[ds]["regret"][method]
+                    for ds in mine
+                    if method in per_dataset[ds]["regret"]
+                ]
+                if len(vals) == len(mine):
+                    entry["mean_regret"][method] = float(np.mean(vals))
+            entry["top1_beats_default"] = sum(
+                1
+                for ds in mine
+                if per_dataset[ds].get("score", {}).get("hyperprior_top1") is not None
+                and per_dataset[ds]["default_score"] is not None
+                and per_dataset[ds]["score"]["hyperprior_top1"] > per_dataset[ds]["default_score"]
+            )
+            by_task[task] = entry
         out[family] = {
+            "by_task": by_task,
             "datasets": list(per_dataset),
             "per_dataset": per_dataset,
             "table": table,
@@ -1890,7 +1913,13 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
     lines = [
         "# Suggestion quality: leave one dataset out",
         "",
-        f"Made by `{command}` on {doc.get('updated_at', _now())}.",
+        "Made by "
+        + (
+            " then ".join(f"`{c}`" for c in doc.get("commands", []))
+            if doc.get("commands")
+            else f"`{command}`"
+        )
+        + f" (last update {doc.get('updated_at', _now())}).",
         "",
         f"History: `{h['source']}` (until {h['until'] or 'the snapshot'}), {h['runs']} runs "
         f"of {h['datasets']} datasets, fingerprint `{h['fingerprint']}`. Protocol: "
@@ -1978,6 +2007,33 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {v:.3f}" for k, v in value.items())
             lines.append(f"| {t['target']} | {_fmt(value)} | {t['goal']} | {met} |")
+        if fam.get("by_task"):
+            cols_t = [
+                m
+                for m in (
+                    "default",
+                    "hyperprior_top1",
+                    "hyperprior_best_of_5",
+                    "hyperprior_refined",
+                    "flaml",
+                    "knn_portfolio_top1",
+                    "random_search@16",
+                )
+                if all(m in e["mean_regret"] for e in fam["by_task"].values())
+            ]
+            lines += [
+                "",
+                "By task (mean regret):",
+                "",
+                "| task | datasets | " + " | ".join(cols_t) + " | top-1 beats default |",
+                "|---|---:|" + "---:|" * len(cols_t) + "---:|",
+            ]
+            for task, e in fam["by_task"].items():
+                cells = " | ".join(_fmt(e["mean_regret"][m]) for m in cols_t)
+                lines.append(
+                    f"| {task} | {e['datasets']} | {cells} | "
+                    f"{e['top1_beats_default']}/{e['datasets']} |"
+                )
         lines += ["", "<details><summary>Per dataset (regret)</summary>", ""]
         extra = sorted(
             {m for row in fam["per_dataset"].values() for m in row["regret"] if "_refined_b" in m}
@@ -2012,18 +2068,27 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
 def _notes(doc: Mapping[str, Any]) -> list[str]:
     records = doc["records"] if isinstance(doc["records"], list) else list(doc["records"].values())
     notes = set()
+    unmapped: dict[tuple[str, str], list[str]] = {}
     for r in records:
         if r["status"] == "unavailable":
             notes.add(f"{r['method']} unavailable: {r.get('note')}")
         if r["method"] == "flaml" and r.get("unmapped"):
             for n in r.get("mapping_notes", []):
-                key = n.split("=")[0]
-                notes.add(f"FLAML {r['family']}: `{key}` cannot be mapped exactly (e.g. {n})")
+                unmapped.setdefault((r["family"], n.split("=")[0]), []).append(n)
         if r["method"] == "default" and r.get("history_check") not in (None, 0.0):
             notes.add(
                 f"the default's score on {r['dataset']} differs from the history's by "
                 f"{r['history_check']:.2e}"
             )
+    n_flaml = {
+        f: sum(1 for r in records if r["method"] == "flaml" and r["family"] == f)
+        for f, _ in unmapped
+    }
+    for (family, key), seen in sorted(unmapped.items()):
+        notes.add(
+            f"FLAML {family}: `{key}` not mapped exactly in {len(seen)} of {n_flaml[family]} "
+            f"suggestions (e.g. {seen[0]}); `flaml_native` measures FLAML's exact arguments"
+        )
     checks = [r for r in records if r["method"] == "default" and "history_check" in r]
     if checks:
         same = sum(1 for r in checks if r["history_check"] == 0.0)
@@ -2296,6 +2361,10 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         return 0
     datasets = select_datasets(history, settings)
     bench = Bench(settings, history, path, progress=not args.no_progress)
+    # Every run that added to this file, in order (a report-only run adds nothing).
+    bench.doc.setdefault("commands", [])
+    if command not in bench.doc["commands"]:
+        bench.doc["commands"].append(command)
     refiner, why = default_refiner()
     started = time.perf_counter()
 
