@@ -1515,15 +1515,27 @@ def _grid_size(grid: Mapping[str, Sequence[Any]]) -> int:
 # The driver
 
 
-def search_subset(bench: Bench, family: str, datasets: Sequence[str]) -> list[str]:
-    """The held-out datasets the optimisers run on: the cheapest by median history cost."""
+def search_subset(
+    bench: Bench, family: str, datasets: Sequence[str], previous: Sequence[str] = ()
+) -> list[str]:
+    """The held-out datasets the optimisers run on: the cheapest by median history cost.
+
+    A resumed run keeps the datasets the optimisers already ran on (those still held
+    out, up to the number asked for) and tops them up with the cheapest others, so a
+    larger ``--search-datasets`` adds datasets instead of trading finished ones away.
+    """
     n = bench.settings.search_datasets
     if n is None or n >= len(datasets):
         return list(datasets)
     frame = bench.history.frame
     full = frame[(frame["family"] == family) & (frame["fidelity"] >= 1.0 - 1e-9)]
     cost = full.groupby("dataset_name")["cost_seconds"].median()
-    return sorted(sorted(datasets, key=lambda d: (float(cost.get(d, math.inf)), d))[:n])
+    kept = [d for d in previous if d in set(datasets)][:n]
+    others = sorted(
+        (d for d in datasets if d not in set(kept)),
+        key=lambda d: (float(cost.get(d, math.inf)), d),
+    )
+    return sorted(kept + others[: n - len(kept)])
 
 
 def run(
@@ -1542,15 +1554,8 @@ def run(
     methods = list(s.methods)
     zero = [m for m in methods if m in POINT_METHODS and m != "hyperprior_refined"]
     optimizers = [m for m in methods if m in OPTIMIZERS]
-    # A resumed run keeps the optimisers on the datasets they already ran on (while those
-    # are still held out and as many), rather than re-picking among a larger selection.
     previous = bench.doc.get("search_datasets", {})
-    subsets = {
-        f: list(previous[f])
-        if len(previous.get(f, [])) == s.search_datasets and set(previous[f]) <= set(datasets)
-        else search_subset(bench, f, datasets)
-        for f in s.families
-    }
+    subsets = {f: search_subset(bench, f, datasets, previous.get(f, ())) for f in s.families}
     phases: list[tuple[str, str, str, str, int]] = []  # phase, family, dataset, opt, seed
     for f in s.families:
         phases += [("zero-shot", f, d, "", 0) for d in datasets if zero]
