@@ -200,6 +200,43 @@ def test_keras_crash_fails(datasets: Any, monkeypatch: pytest.MonkeyPatch) -> No
     _assert_failed(result, "MemoryError: out of memory")
 
 
+def test_keras_folds_reusing_one_model_score_as_fresh_builds(
+    datasets: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The folds of a trial share one compiled network, reset to its initial state;
+    # rebuilding it for every fold must give the same scores (no dropout: same RNG use).
+    from training.families import keras_mlp
+
+    X, y = datasets["multiclass"]
+    config = {**CONFIGS["keras_mlp"], "optimizer": "adam", "epochs": 6}
+    reused = evaluate("keras_mlp", config, X, y, "multiclass", folds=3)
+    fresh_model = keras_mlp._fresh_model
+
+    def rebuilt(*args: Any, **kwargs: Any) -> Any:
+        keras_mlp._REUSE.clear()
+        return fresh_model(*args, **kwargs)
+
+    monkeypatch.setattr(keras_mlp, "_fresh_model", rebuilt)
+    fresh = evaluate("keras_mlp", config, X, y, "multiclass", folds=3)
+    assert reused.status == fresh.status == "ok", (reused.error, fresh.error)
+    assert reused.metrics["n_folds"] == 3.0
+    assert reused.score == pytest.approx(fresh.score, abs=1e-9)
+    assert reused.metrics["accuracy_std"] == pytest.approx(fresh.metrics["accuracy_std"], abs=1e-9)
+
+
+def test_keras_model_retrained_by_a_later_fit_refuses_to_predict(datasets: Any) -> None:
+    from training.families.keras_mlp import build
+
+    X, y = datasets["binary"]
+    codes = (y == y.iloc[0]).astype(int).to_numpy()
+    config = {**get_family("keras_mlp").space.default("binary"), **CONFIGS["keras_mlp"]}
+    first = build(config, "binary", 2, 0, 1.0).fit(X, codes)
+    assert first.predict_proba(X).shape == (len(X), 2)
+    build(config, "binary", 2, 0, 1.0).fit(X, codes)
+    with pytest.raises(RuntimeError, match="retrained by a later fit"):
+        first.predict_proba(X)
+
+
 def test_keras_fidelity_scales_epochs() -> None:
     from training.families.keras_mlp import build, effective_epochs
 
