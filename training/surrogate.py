@@ -230,14 +230,35 @@ def _train_members(ts: TrainingSet, params: SurrogateParams) -> list[lgb.Booster
 
 
 _TREE_SPLIT = re.compile(r"^Tree=\d+\n", re.M)
+# A tree with one leaf of value 0, as LightGBM writes it (without the "Tree=" line).
+_ZERO_TREE = "\n".join(
+    [
+        "num_leaves=1",
+        "num_cat=0",
+        "split_feature=",
+        "split_gain=",
+        "threshold=",
+        "decision_type=",
+        "left_child=",
+        "right_child=",
+        "leaf_value=0",
+        "leaf_weight=",
+        "leaf_count=0",
+        "internal_value=",
+        "internal_weight=",
+        "internal_count=",
+        "is_linear=0",
+        "shrinkage=1",
+    ]
+)
 
 
 def combine_members(texts: Sequence[str]) -> str:
     """One LightGBM text model whose outputs are the members' raw predictions.
 
     Args:
-        texts: LightGBM text models with one output each and the same number of trees
-            and the same features.
+        texts: LightGBM text models with one output each and the same features (members
+            with fewer trees are padded with zero trees).
 
     Returns:
         A model text with ``num_tree_per_iteration = len(texts)``.
@@ -251,9 +272,11 @@ def combine_members(texts: Sequence[str]) -> str:
         blocks = [b.strip("\n") for b in _TREE_SPLIT.split("Tree=0\n" + body) if b.strip()]
         heads.append(head)
         trees.append(blocks)
-    n_trees = {len(t) for t in trees}
-    if len(n_trees) != 1:
-        raise ValueError(f"members have different numbers of trees: {sorted(n_trees)}")
+    # A member on a small history can stop early (no split left that meets the leaf
+    # minimums); zero-valued single-leaf trees pad it without changing its outputs.
+    longest = max(len(t) for t in trees)
+    trees = [t + [_ZERO_TREE] * (longest - len(t)) for t in trees]
+    n_trees = {longest}
     k = len(texts)
     head = heads[0]
     head = re.sub(r"^num_class=\d+$", f"num_class={k}", head, flags=re.M)

@@ -54,6 +54,24 @@ def test_combined_members_predict_exactly_like_the_members() -> None:
     np.testing.assert_allclose(single.predict(X), expected[:, 1], rtol=1e-12)
 
 
+def test_members_that_stopped_early_are_padded_not_refused() -> None:
+    # On a tiny history a member can run out of splits that meet the leaf minimums.
+    rng = np.random.default_rng(1)
+    X = rng.random((40, 3))
+    y = X[:, 0] + rng.normal(0, 0.05, 40)
+    base = {"objective": "regression", "verbosity": -1, "num_threads": 1}
+    members = [
+        lgb.train({**base, "min_data_in_leaf": 5}, lgb.Dataset(X, y), 8),
+        lgb.train({**base, "min_data_in_leaf": 100}, lgb.Dataset(X, y), 8),
+    ]
+    assert members[0].num_trees() > members[1].num_trees()
+    combined = lgb.Booster(model_str=combine_members([m.model_to_string() for m in members]))
+    expected = np.column_stack([m.predict(X) for m in members])
+    np.testing.assert_allclose(combined.predict(X, raw_score=True), expected, rtol=1e-12)
+    single = lgb.Booster(model_str=member_text(combined.model_to_string(), 1, 2))
+    np.testing.assert_allclose(single.predict(X), expected[:, 1], rtol=1e-12)
+
+
 def test_fit_predicts_mean_spread_and_pessimistic_score(training_set: TrainingSet) -> None:
     surrogate = fit(training_set, FAST)
     pred = surrogate.predict(training_set.X[:50])
