@@ -209,7 +209,8 @@ class KerasMLP(BaseEstimator):
             .repeat(self.epochs)
             .prefetch(2)
         )
-        history = self.model_.fit(data, epochs=1, verbose=0)
+        # The pipeline shuffles; Keras ignores (and warns about) its own shuffle here.
+        history = self.model_.fit(data, epochs=1, shuffle=False, verbose=0)
         loss = float(history.history["loss"][-1])
         if not np.isfinite(loss):
             raise FloatingPointError(f"training diverged: loss {loss}")
