@@ -158,7 +158,7 @@ def _fresh_model(
         key=key,
         model=model,
         weights=model.get_weights(),
-        optimizer=[np.array(v) for v in model.optimizer.variables],
+        optimizer=[v.numpy() for v in model.optimizer.variables],
     )
     return model
 
