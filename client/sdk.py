@@ -24,6 +24,7 @@ client-chosen id, assigned before the first attempt, so a retry after a timeout 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import math
@@ -962,20 +963,49 @@ class Client:
         job_url = str(accepted["url"])
         path = job_url if job_url.startswith("/") else "/" + job_url.split("/", 3)[-1]
         deadline = time.monotonic() + budget * 3 + 600
-        while True:
-            job = self._request("GET", path)
-            if progress is not None:
-                progress(dict(job.get("progress") or {}))
-            if job["status"] == "succeeded":
-                return Refinement.from_json(job["result"] or {})
-            if job["status"] == "failed":
-                raise HyperpriorError(f"refinement {job['id']} failed: {job.get('error')}")
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"refinement {job['id']} still {job['status']} after {budget * 3 + 600:.0f} s",
-                    status_code=None,
-                )
-            self._sleep(poll_interval)
+        try:
+            while True:
+                job = self._request("GET", path)
+                if progress is not None:
+                    progress(dict(job.get("progress") or {}))
+                if job["status"] == "succeeded":
+                    return Refinement.from_json(job["result"] or {})
+                if job["status"] in ("failed", "cancelled"):
+                    raise HyperpriorError(
+                        f"refinement {job['id']} {job['status']}: {job.get('error')}"
+                    )
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailable(
+                        f"refinement {job['id']} still {job['status']} after "
+                        f"{budget * 3 + 600:.0f} s",
+                        status_code=None,
+                    )
+                self._sleep(poll_interval)
+        except KeyboardInterrupt:
+            # Ctrl-C here must not leave the job burning the service's CPU.
+            with contextlib.suppress(HyperpriorError):
+                self.cancel_refinement(str(accepted["id"]))
+            raise
+
+    def cancel_refinement(self, refinement_id: str) -> dict[str, Any]:
+        """Cancel a queued or running service refinement (HTTP only).
+
+        The trials it already measured stay in the history.
+
+        Returns:
+            The job as ``GET /v1/refinements/{id}`` shows it, now ``cancelled``.
+
+        Raises:
+            NotFoundError: No such refinement.
+            ConflictError: It already finished.
+            AuthError: Another key submitted it (use that key or an admin key).
+        """
+        if self._http is None:
+            raise ValidationError("cancel_refinement needs a service (Client(url))")
+        answer: dict[str, Any] = self._request(
+            "POST", f"/v1/refinements/{refinement_id}/cancel", retry=False
+        )
+        return answer
 
     # -- reading ------------------------------------------------------------------------
 

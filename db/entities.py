@@ -200,7 +200,7 @@ class Job:
     @property
     def finished(self) -> bool:
         """Whether the job reached a final status."""
-        return self.status in ("succeeded", "failed")
+        return self.status in ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True)

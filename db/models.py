@@ -57,7 +57,7 @@ RUN_STATUSES = ("ok", "failed")
 RUN_SOURCES = ("user", "bootstrap", "verification", "import")
 SURROGATE_STATUSES = ("candidate", "active", "retired")
 JOB_KINDS = ("refine", "retrain", "bootstrap")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",

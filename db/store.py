@@ -119,7 +119,7 @@ _locks: Table = SqlLock.__table__  # type: ignore[assignment]
 # Bound parameters per IN (...) list; well below SQLite's and PostgreSQL's limits.
 _IN_CHUNK = 2000
 _MAX_PAGE = 1000
-_FINAL_JOB_STATUSES = ("succeeded", "failed")
+_FINAL_JOB_STATUSES = ("succeeded", "failed", "cancelled")
 _PG_ARRAY_COLUMNS = {
     "id": "text",
     "dataset_id": "int4",
@@ -154,10 +154,11 @@ _SQLITE_INSERT_RUNS = (
     + ")"
 )
 _JOB_TRANSITIONS = {
-    "queued": {"queued", "running", "succeeded", "failed"},
-    "running": {"running", "succeeded", "failed"},
+    "queued": {"queued", "running", "succeeded", "failed", "cancelled"},
+    "running": {"running", "succeeded", "failed", "cancelled"},
     "succeeded": set(),
     "failed": set(),
+    "cancelled": set(),
 }
 
 

@@ -233,8 +233,9 @@ class JobRunner:
             self._wake.clear()
 
     def poll_once(self) -> None:
-        """Reap finished workers, fail stale jobs, claim queued ones."""
+        """Reap finished workers, stop cancelled ones, fail stale jobs, claim queued ones."""
         self._reap()
+        self._stop_cancelled()
         failed = self.store.fail_stale_jobs(self.settings.job_grace_s)
         if failed:
             log.warning("failed %d job(s) whose worker stopped sending heartbeats", failed)
@@ -313,6 +314,19 @@ class JobRunner:
         for job_id, worker in done.items():
             self._finish_lost(job_id, worker, describe_exit(worker.process.returncode))
 
+    def _stop_cancelled(self) -> None:
+        # The worker would notice at its next heartbeat and stop before its next trial;
+        # terminating it also ends the trial in flight (its executor kills the trials).
+        with self._lock:
+            workers = dict(self._workers)
+        for job_id, worker in workers.items():
+            if worker.process.poll() is not None:
+                continue
+            job = self.store.find_job(job_id)
+            if job is not None and job.status == "cancelled":
+                log.info("job %s was cancelled: stopping worker %d", job_id, worker.process.pid)
+                worker.process.terminate()
+
     def _finish_lost(self, job_id: str, worker: _Worker, how: str) -> None:
         from db.errors import InvalidStateError, NotFoundError
 
@@ -347,7 +361,7 @@ class JobRunner:
 
         keep = files("queued", 1000) | files("running", 1000)
         # Jobs failed by the sweeper (their worker is gone) leave their file behind.
-        for name in files("failed", 100) - keep:
+        for name in (files("failed", 100) | files("cancelled", 100)) - keep:
             remove_upload(self.settings, name)
         sweep_orphans(self.settings, keep, older_than_s=max(600.0, self.settings.job_grace_s))
 
@@ -569,7 +583,7 @@ def run_job(job_id: str, settings: Settings, *, store: Store | None = None) -> i
         remove_upload(settings, request.upload)
         heartbeat.stop()
     if heartbeat.lost.is_set():
-        log.warning("job %s was failed from outside; its outcome is dropped", job_id)
+        log.warning("job %s was failed or cancelled from outside; its outcome is dropped", job_id)
         return 0
     try:
         if refined is not None:

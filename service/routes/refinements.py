@@ -1,9 +1,10 @@
-"""POST /v1/refinements and GET /v1/refinements/{id}: verify suggestions on your data.
+"""POST /v1/refinements, GET /v1/refinements[/{id}], POST .../{id}/cancel: verify suggestions.
 
 One path takes two bodies: ``multipart/form-data`` with a CSV or Parquet ``file`` and
 its ``target`` column, or JSON naming a ``dataset`` of the catalog (data the service
 already has). Either way the answer is 202 with the job's id and URL; the job runs in a
 worker process (see `service.jobs`) and ``GET`` shows its progress, then its result.
+A cancelled job stops before its next trial; the trials it measured stay in the history.
 """
 
 from __future__ import annotations
@@ -13,17 +14,24 @@ import json
 import uuid
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from db.entities import Job
-from db.errors import NotFoundError
+from db.errors import InvalidStateError, NotFoundError
 from db.store import Store
 from service import uploads
-from service.auth import Principal, WriteDep, check_job_quota, job_admission, require_scope
+from service.auth import (
+    Principal,
+    WriteDep,
+    check_job_quota,
+    grants,
+    job_admission,
+    require_scope,
+)
 from service.deps import SettingsDep, StoreDep
 from service.jobs import JOB_KIND, JobRunner, RefinementRequest, refine_request_public
 from service.schemas import ErrorPublic
@@ -33,6 +41,7 @@ router = APIRouter(tags=["refinements"])
 
 Family = Literal["lightgbm", "random_forest", "linear", "keras_mlp"]
 Task = Literal["binary", "multiclass", "regression"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 #: Room for the multipart envelope and the form fields around the file.
 _FORM_OVERHEAD = 256 * 1024
 _MAX_CONFIGS = 10
@@ -124,7 +133,7 @@ class RefinementPublic(BaseModel):
     """A refinement job: its status, progress and, once it succeeded, the result."""
 
     id: uuid.UUID
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: JobStatus
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
@@ -396,4 +405,73 @@ def get_refinement(refinement_id: uuid.UUID, store: StoreDep) -> RefinementPubli
     job = store.get_job(refinement_id)
     if job.kind != JOB_KIND:
         raise NotFoundError(f"refinement {refinement_id} not found")
+    return RefinementPublic.from_job(job)
+
+
+class RefinementList(BaseModel):
+    """Refinements, newest first."""
+
+    data: list[RefinementPublic]
+
+
+@router.get("/refinements", dependencies=[Depends(require_scope("read"))])
+def list_refinements(
+    store: StoreDep,
+    status_: Annotated[
+        JobStatus | None, Query(alias="status", description="Only jobs with this status.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="At most this many.")] = 20,
+) -> RefinementList:
+    """Recent refinements, newest first."""
+    jobs = store.list_jobs(kind=JOB_KIND, status=status_, limit=limit)
+    return RefinementList(data=[RefinementPublic.from_job(job) for job in jobs])
+
+
+def _cancel(store: Store, settings: Settings, principal: Principal, job_id: uuid.UUID) -> Job:
+    job = store.get_job(job_id)
+    if job.kind != JOB_KIND:
+        raise NotFoundError(f"refinement {job_id} not found")
+    if not grants(principal.scopes, "admin") and (
+        principal.key_id is None or job.owner != principal.key_id
+    ):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"refinement {job_id} was submitted with another API key: cancel it with "
+            "that key or an admin key",
+        )
+    if job.finished:
+        raise InvalidStateError(f"refinement {job_id} already {job.status}: nothing to cancel")
+    who = "an admin" if principal.key_id is None else f"API key '{principal.name}'"
+    cancelled = store.update_job(job_id, status="cancelled", error=f"cancelled by {who}")
+    if job.status == "queued":
+        # No worker will claim it now (claiming needs 'queued'); a running worker removes
+        # its own upload when it notices.
+        uploads.remove_upload(settings, RefinementRequest.from_json(job.request).upload)
+    return cancelled
+
+
+@router.post(
+    "/refinements/{refinement_id}/cancel",
+    responses={
+        403: {"model": ErrorPublic, "description": "Submitted with another API key."},
+        404: {"model": ErrorPublic, "description": "No such refinement."},
+        409: {"model": ErrorPublic, "description": "The refinement already finished."},
+    },
+)
+def cancel_refinement(
+    refinement_id: uuid.UUID,
+    principal: WriteDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
+) -> RefinementPublic:
+    """Cancel a queued or running refinement.
+
+    The service stops a running one's worker within a poll (``HYPERPRIOR_JOB_POLL_S``),
+    trials in flight included; the verification runs it already measured stay in the
+    history.
+    """
+    job = _cancel(store, settings, principal, refinement_id)
+    if runner is not None:
+        runner.wake()
     return RefinementPublic.from_job(job)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from client import Client, Refinement, ValidationError
+from client import Client, ConflictError, NotFoundError, Refinement, ValidationError
 from db.store import Store
 from service.app import create_app
 from service.auth import issue_key
@@ -91,3 +91,24 @@ def test_remote_refinement_uploads_and_polls(
     assert seen
     assert seen[-1]["phase"] == "done"
     assert shipped.list_runs(source="verification", limit=1).count >= 1
+
+
+def test_ctrl_c_while_polling_cancels_the_service_job(
+    job_service: TestClient, shipped: Store, binary_data: tuple[pd.DataFrame, pd.Series]
+) -> None:
+    X, y = binary_data
+    client = Client(http=job_service)
+
+    def interrupt(progress: dict[str, Any]) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.refine(X, y, "lightgbm", budget=60, local=False, n=2, progress=interrupt)
+
+    [job] = job_service.get("/v1/refinements").json()["data"]
+    assert job["status"] == "cancelled"
+    assert "refine tests" in job["error"]
+    with pytest.raises(ConflictError, match="already cancelled"):
+        client.cancel_refinement(job["id"])
+    with pytest.raises(NotFoundError):
+        client.cancel_refinement(str(uuid.uuid4()))

@@ -79,3 +79,39 @@ def test_offline_sql_can_be_generated(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "CREATE TABLE runs" in out
     assert "JSONB" in out
+
+
+def test_cancelled_status_migration_keeps_jobs_and_the_check(blank_db_url: str) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    engine = make_engine(blank_db_url)
+    insert = text(
+        "INSERT INTO jobs (id, kind, status, progress, request, created_at) "
+        "VALUES (:id, 'refine', :status, '{}', '{\"family\": \"linear\"}', CURRENT_TIMESTAMP)"
+    )
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate.alembic_config(conn), "0001_initial")
+        with engine.begin() as conn:
+            conn.execute(insert, {"id": "a" * 36, "status": "running"})
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(insert, {"id": "b" * 36, "status": "cancelled"})
+
+        migrate.upgrade(engine)
+
+        with engine.begin() as conn:
+            conn.execute(insert, {"id": "b" * 36, "status": "cancelled"})
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(insert, {"id": "c" * 36, "status": "paused"})
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, status, request FROM jobs ORDER BY id")).all()
+        assert [(r[0], r[1]) for r in rows] == [("a" * 36, "running"), ("b" * 36, "cancelled")]
+        assert "linear" in str(rows[0][2])
+
+        with engine.begin() as conn:
+            command.downgrade(migrate.alembic_config(conn), "0001_initial")
+        with engine.connect() as conn:
+            statuses = conn.execute(text("SELECT status FROM jobs ORDER BY id")).scalars().all()
+        assert statuses == ["running", "failed"]
+    finally:
+        engine.dispose()

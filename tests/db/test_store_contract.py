@@ -539,6 +539,29 @@ def test_stale_jobs_are_failed(store: Store, clock: Any) -> None:
     assert store.fail_stale_jobs(grace_seconds=60) == 0
 
 
+def test_queued_and_running_jobs_can_be_cancelled(store: Store, clock: Any) -> None:
+    queued = store.create_job("refine", {})
+    running = store.create_job("refine", {})
+    store.update_job(running.id, status="running")
+    clock.advance(3)
+
+    for job in (queued, running):
+        cancelled = store.update_job(job.id, status="cancelled", error="cancelled by key 'a'")
+        assert cancelled.finished
+        assert cancelled.finished_at == clock.now
+        assert cancelled.error == "cancelled by key 'a'"
+        with pytest.raises(InvalidStateError, match="already cancelled"):
+            store.update_job(job.id, status="running")
+        with pytest.raises(InvalidStateError, match="already cancelled"):
+            store.update_job(job.id, status="failed")
+    # The worker learns it at its next heartbeat; the sweeper leaves it alone.
+    with pytest.raises(InvalidStateError, match="cancelled, not running"):
+        store.heartbeat(running.id)
+    clock.advance(3600)
+    assert store.fail_stale_jobs(grace_seconds=60) == 0
+    assert {j.id for j in store.list_jobs(status="cancelled")} == {queued.id, running.id}
+
+
 def test_jobs_errors(store: Store) -> None:
     with pytest.raises(NotFoundError):
         store.get_job(uuid.uuid4())

@@ -363,6 +363,87 @@ def test_other_bodies_and_the_job_quota(connect: Callable[..., TestClient]) -> N
     assert uploads_of(client) == []
 
 
+# ------------------------------------------------------------------ cancel and list
+
+
+def test_cancel_a_queued_refinement(connect: Callable[..., TestClient]) -> None:
+    client = connect()  # no job runner: jobs stay queued
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    mine = post_file(client, csv_bytes(_frame()))
+    theirs = client.post("/v1/refinements", json={"dataset": "sklearn/wine", "family": "linear"})
+    assert mine.status_code == theirs.status_code == 202
+    assert len(uploads_of(client)) == 1
+    _, other_key = issue_key(store, "write", name="someone else")
+    _, admin_key = issue_key(store, "admin", name="ops")
+    mine_url, theirs_url = mine.json()["url"], theirs.json()["url"]
+
+    answer = client.post(f"{mine_url}/cancel")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "cancelled"
+    assert answer.json()["error"] == "cancelled by API key 'tests'"
+    assert answer.json()["finished_at"] is not None
+    assert uploads_of(client) == []  # no worker will ever read it
+    again = client.post(f"{mine_url}/cancel")
+    assert again.status_code == 409
+    assert "already cancelled" in again.json()["detail"]
+
+    other = {"Authorization": f"Bearer {other_key}"}
+    refused = client.post(f"{theirs_url}/cancel", headers=other)
+    assert refused.status_code == 403
+    assert "another API key" in refused.json()["detail"]
+    assert client.get(theirs_url).json()["status"] == "queued"
+    admin = client.post(f"{theirs_url}/cancel", headers={"Authorization": f"Bearer {admin_key}"})
+    assert admin.status_code == 200
+    assert admin.json()["error"] == "cancelled by API key 'ops'"
+    assert client.post(f"/v1/refinements/{os.urandom(16).hex()}/cancel").status_code == 404
+    assert client.post("/v1/refinements/not-a-uuid/cancel").status_code == 422
+
+    listed = client.get("/v1/refinements", params={"status": "cancelled"}).json()["data"]
+    assert [j["id"] for j in listed] == [theirs.json()["id"], mine.json()["id"]]  # newest first
+    assert client.get("/v1/refinements", params={"status": "queued"}).json()["data"] == []
+    assert client.get("/v1/refinements", params={"status": "paused"}).status_code == 422
+    assert client.get("/v1/refinements", params={"limit": 0}).status_code == 422
+    # A runner that starts later finds nothing to run.
+    runner_client = connect(jobs_in_process=True)
+    time.sleep(1.0)
+    assert runner_client.get(mine_url).json()["status"] == "cancelled"
+    assert runner_client.app.state.jobs.workers() == {}  # type: ignore[attr-defined]
+    assert store.list_runs(source="verification", limit=1).count == 0
+
+
+def test_cancel_a_running_refinement_stops_its_worker(connect: Callable[..., TestClient]) -> None:
+    client = connect(jobs_in_process=True)
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    frame = pd.concat([wine_frame()] * 20, ignore_index=True)
+    answer = post_file(
+        client, csv_bytes(frame), family="random_forest", budget_seconds=120, n_candidates=9
+    )
+    assert answer.status_code == 202, answer.text
+    url = answer.json()["url"]
+    runner = client.app.state.jobs  # type: ignore[attr-defined]
+    running = wait_for(client, url, lambda b: b["progress"].get("trials_done", 0) >= 1, 90)
+    assert running["status"] == "running"
+    [pid] = runner.workers().values()
+
+    cancelled = client.post(f"{url}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+
+    deadline = time.monotonic() + 20
+    while runner.workers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runner.workers() == {}
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    job = client.get(url).json()
+    assert job["status"] == "cancelled"  # not overwritten by the worker's exit
+    assert job["result"] is None
+    assert uploads_of(client) == []
+    # What it measured before the cancel stays in the history.
+    done = running["progress"]["trials_done"]
+    assert store.list_runs(source="verification", limit=1000).count >= done
+
+
 # ------------------------------------------------------------------ client side
 
 
