@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 from service.commands import CommandError
@@ -112,6 +114,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     """Plan the trials, skip those already stored, run the rest."""
     from db import migrate
@@ -167,9 +173,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     executor = make_executor(workers=args.workers, dask_scheduler=args.dask_scheduler)
+    # A long bootstrap is often stopped with SIGTERM (kill, docker stop; and background
+    # jobs ignore SIGINT): unwind like Ctrl-C, so the trials already measured are stored.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         report = bootstrap(store, specs, executor, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("bootstrap: interrupted; the trials measured so far are stored", file=sys.stderr)
+        raise
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         executor.close()
     if args.json:
         print(json.dumps(report.__dict__, indent=2))

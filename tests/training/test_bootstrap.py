@@ -210,3 +210,54 @@ def test_cli_rejects_unknown_dataset_and_family(
     with pytest.raises(SystemExit):
         main(["bootstrap", "--families", "xgboostish"])
     assert "unknown xgboostish" in capsys.readouterr().err
+
+
+@sqlite_only
+def test_sigterm_stops_the_cli_and_keeps_what_it_measured(db_url: str) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from db.engine import make_engine
+
+    args = ["--database-url", db_url, "--datasets", "sklearn/iris", "sklearn/wine",
+            "--families", "linear", "--configs", "16", "--reduced-configs", "4",
+            "--folds", "2", "--workers", "0"]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "bootstrap", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TQDM_MININTERVAL": "0"},
+    )
+    assert process.stderr is not None
+    stderr: list[str] = []
+    started = threading.Event()
+
+    def watch() -> None:
+        # 3+ trials done means results in the buffer that no periodic flush wrote yet
+        # (the bootstrap writes every 25 trials or 30 s).
+        while chunk := process.stderr.read(64):  # type: ignore[union-attr]
+            stderr.append(chunk)
+            counts = re.findall(r"\| (\d+)/40 ", "".join(stderr)[-400:])
+            if counts and int(counts[-1]) >= 3:
+                started.set()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    assert started.wait(120), "".join(stderr)[-2000:]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 130
+    reader.join(10)
+    assert "interrupted; the trials measured so far are stored" in "".join(stderr)
+
+    store = Store(make_engine(db_url))
+    stored = store.list_runs(source="bootstrap", limit=1000).count
+    assert 3 <= stored < 40
+    # Resuming measures only what is missing.
+    assert main(["bootstrap", *args, "--no-progress"]) == 0
+    assert store.list_runs(source="bootstrap", limit=1000).count == 40
+    store.engine.dispose()
