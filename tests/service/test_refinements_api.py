@@ -194,15 +194,19 @@ def test_uploaded_file_is_refined_and_removed(connect: Callable[..., TestClient]
     assert uploads_of(client) == []
 
 
-def test_killed_worker_fails_the_job(connect: Callable[..., TestClient]) -> None:
-    client = connect(jobs_in_process=True)
+def submit_long_job(client: TestClient) -> tuple[str, Any]:
+    """A random-forest refinement with minutes of work; its URL and the job runner."""
     frame = pd.concat([wine_frame()] * 20, ignore_index=True)
     answer = post_file(
         client, csv_bytes(frame), family="random_forest", budget_seconds=120, n_candidates=9
     )
     assert answer.status_code == 202, answer.text
-    url = answer.json()["url"]
-    runner = client.app.state.jobs  # type: ignore[attr-defined]
+    return answer.json()["url"], client.app.state.jobs  # type: ignore[attr-defined]
+
+
+def test_killed_worker_fails_the_job(connect: Callable[..., TestClient]) -> None:
+    client = connect(jobs_in_process=True)
+    url, runner = submit_long_job(client)
     # Let the job get going: its worker is trying configs.
     running = wait_for(client, url, lambda b: b["progress"].get("phase") == "refining", 60)
     assert running["status"] == "running"
@@ -414,13 +418,7 @@ def test_cancel_a_queued_refinement(connect: Callable[..., TestClient]) -> None:
 def test_cancel_a_running_refinement_stops_its_worker(connect: Callable[..., TestClient]) -> None:
     client = connect(jobs_in_process=True)
     store: Store = client.app.state.store  # type: ignore[attr-defined]
-    frame = pd.concat([wine_frame()] * 20, ignore_index=True)
-    answer = post_file(
-        client, csv_bytes(frame), family="random_forest", budget_seconds=120, n_candidates=9
-    )
-    assert answer.status_code == 202, answer.text
-    url = answer.json()["url"]
-    runner = client.app.state.jobs  # type: ignore[attr-defined]
+    url, runner = submit_long_job(client)
     running = wait_for(client, url, lambda b: b["progress"].get("trials_done", 0) >= 1, 90)
     assert running["status"] == "running"
     [pid] = runner.workers().values()
