@@ -13,7 +13,9 @@ Usage::
     python benchmarks/surrogate_cv.py --database-url sqlite:///bootstrap.db
     python benchmarks/surrogate_cv.py --seed-dir training/seed --families lightgbm
 
-Writes ``benchmarks/results/surrogate_cv.json``.
+Writes ``benchmarks/results/surrogate_cv.json`` (every recipe, overall and by task) and
+``surrogate_cv.png`` (top-1 regret of each recipe against the default and a random pick,
+and the default recipe by task).
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for family in args.families.split(","):
         sets: dict[str, Any] = {}
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         folds = None
         for name, params in recipes().items():
             if params.normalisation not in sets:
@@ -138,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             if folds is None:
                 folds = grouped_folds(ts, params.cv_folds)
             started = time.perf_counter()
-            metrics = cross_validate(ts, params, folds=folds).metrics
-            rows[name] = {k: metrics.get(k) for k in COLUMNS}
+            cv = cross_validate(ts, params, folds=folds)
+            rows[name] = {k: cv.metrics.get(k) for k in COLUMNS}
             rows[name]["seconds"] = round(time.perf_counter() - started, 1)
+            rows[name]["by_task"] = by_task(cv.per_group)
         if not rows:
             print(f"{family}: too few datasets")
             continue
@@ -158,10 +161,85 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row[c]:12.4f}" if row[c] is not None else f"{'':>12s}" for c in COLUMNS
             )
             print(f"{name:40s} {cells}")
+        print(f"\n{family}, rank-l2 (default) by task:")
+        print(f"{'task':12s} {'datasets':>8s} {'regret@1':>9s} {'default':>9s} {'beats':>7s}")
+        for task, t in rows["rank-l2 (default)"]["by_task"].items():
+            print(
+                f"{task:12s} {t['n_datasets']:8d} {t['regret_at_1']:9.4f} "
+                f"{t['default_regret']:9.4f} {t['beats_default_share']:7.2f}"
+            )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "surrogate_cv.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.output_dir / 'surrogate_cv.json'}")
+    plot = write_plot(report, args.output_dir / "surrogate_cv.png")
+    if plot is not None:
+        print(f"wrote {plot}")
     return 0
+
+
+def by_task(per_group: Any) -> dict[str, dict[str, Any]]:
+    """Mean top-1 regret, the default's, and the share of datasets where top-1 wins, by task."""
+    out: dict[str, dict[str, Any]] = {}
+    if per_group.empty or "default_regret" not in per_group:
+        return out
+    for task, g in per_group.groupby("task", sort=True):
+        both = g[["regret_at_1", "default_regret"]].dropna()
+        out[str(task)] = {
+            "n_datasets": int(g["dataset"].nunique()),
+            "regret_at_1": round(float(g["regret_at_1"].mean()), 5),
+            "default_regret": round(float(both["default_regret"].mean()), 5),
+            "beats_default_share": round(
+                float((both["regret_at_1"] < both["default_regret"]).mean()), 5
+            ),
+        }
+    return out
+
+
+def write_plot(report: dict[str, Any], path: Path) -> Path | None:
+    """Bars of top-1 regret per recipe (with the default's and a random pick's), and by task."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    families = [f for f in FAMILIES if f in report]
+    if not families:
+        return None
+    fig, axes = plt.subplots(
+        len(families), 2, figsize=(13, 3.8 * len(families)), squeeze=False,
+        gridspec_kw={"width_ratios": [3, 1.4]},
+    )  # fmt: skip
+    for row, family in enumerate(families):
+        fam = report[family]
+        recipes_ = fam["recipes"]
+        names = list(recipes_)
+        ax = axes[row][0]
+        ax.barh(names, [recipes_[n]["regret_at_1"] for n in names], color="C3")
+        first = recipes_[names[0]]
+        ax.axvline(first["default_regret"], color="grey", ls="-.", label="library default")
+        ax.axvline(first["random_regret"], color="k", ls=":", label="random config")
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlabel("mean top-1 regret (grouped CV, held-out datasets)")
+        ax.set_title(f"{family}: {fam['n_runs']} runs, {fam['n_datasets']} datasets")
+        ax.legend(fontsize=7)
+        ax = axes[row][1]
+        tasks = first.get("by_task", {})
+        labels = list(tasks)
+        x = range(len(labels))
+        ax.bar([i - 0.2 for i in x], [tasks[t]["regret_at_1"] for t in labels], 0.4,
+               color="C3", label="surrogate top-1")  # fmt: skip
+        ax.bar([i + 0.2 for i in x], [tasks[t]["default_regret"] for t in labels], 0.4,
+               color="grey", label="library default")  # fmt: skip
+        ax.set_xticks(list(x), [f"{t}\n({tasks[t]['n_datasets']})" for t in labels], fontsize=7)
+        ax.set_title(f"{family}: {names[0]} by task", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

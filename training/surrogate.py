@@ -545,6 +545,7 @@ def ranking_metrics(
 
     out = pd.DataFrame(index=pd.Index(sorted(frame["group"].unique()), name="group"))
     out["dataset"] = frame.groupby("group")["dataset"].first()
+    out["task"] = frame.groupby("group")["task"].first()
     out["n_runs"] = frame.groupby("group").size()
     top1 = top("score", 1).set_index("group")
     out["regret_at_1"] = top1["regret"]
