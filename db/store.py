@@ -119,7 +119,6 @@ _locks: Table = SqlLock.__table__  # type: ignore[assignment]
 # Bound parameters per IN (...) list; well below SQLite's and PostgreSQL's limits.
 _IN_CHUNK = 2000
 _MAX_PAGE = 1000
-_FINAL_JOB_STATUSES = ("succeeded", "failed", "cancelled")
 _PG_ARRAY_COLUMNS = {
     "id": "text",
     "dataset_id": "int4",
@@ -160,6 +159,8 @@ _JOB_TRANSITIONS = {
     "failed": set(),
     "cancelled": set(),
 }
+# Final statuses are those a job cannot leave.
+_FINAL_JOB_STATUSES = tuple(s for s, allowed in _JOB_TRANSITIONS.items() if not allowed)
 
 
 # One encoder for all calls: json.dumps with options builds a new one every time.
