@@ -103,6 +103,34 @@ def test_grouped_folds_never_share_a_dataset(training_set: TrainingSet) -> None:
     assert seen == set(training_set.dataset)
 
 
+def _fold_by_name(ts: TrainingSet, folds: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, int]:
+    return {
+        ts.dataset_names[d]: i for i, (_, test) in enumerate(folds) for d in set(ts.dataset[test])
+    }
+
+
+def test_grouped_folds_keep_every_dataset_in_its_fold_when_one_is_added() -> None:
+    # Datasets of unequal size, as in real histories: balancing folds by size (as
+    # GroupKFold does) moved 35 of these 40 datasets when the 41st was added.
+    frame = SyntheticHistory("lightgbm", seed=5).frame(41, 12, reduced_fidelity=None)
+    frame = frame[frame.groupby("dataset_id").cumcount() < 4 + frame["dataset_id"] % 7]
+    added = frame.loc[frame["dataset_id"] == 6, "dataset_name"].iloc[0]
+    smaller = build_training_set(frame[frame["dataset_name"] != added], "lightgbm")
+    larger = build_training_set(frame, "lightgbm")
+    before = _fold_by_name(smaller, grouped_folds(smaller, 5))
+    after = _fold_by_name(larger, grouped_folds(larger, 5))
+    assert len(before) == 40
+    assert set(after) - set(before) == {added}
+    assert {name: after[name] for name in before} == before
+
+
+def test_grouped_folds_fill_every_fold_with_few_datasets() -> None:
+    ts = build_training_set(SyntheticHistory("lightgbm", seed=2).frame(3, 6), "lightgbm")
+    folds = grouped_folds(ts, 5)
+    assert len(folds) == 3
+    assert sorted(len(set(ts.dataset[test])) for _, test in folds) == [1, 1, 1]
+
+
 def test_cross_validation_beats_default_and_random(training_set: TrainingSet) -> None:
     report = cross_validate(training_set, FAST)
     m = report.metrics
