@@ -60,7 +60,8 @@ def register(subparsers: Any) -> None:
         "--datasets",
         nargs="+",
         metavar="NAME",
-        help="catalog names (see `hyperprior datasets`); default: the whole catalog",
+        help="catalog names, run in the order given (`hyperprior bootstrap --list` shows the "
+        "catalog); default: the whole catalog, cheapest first",
     )
     parser.add_argument(
         "--task", choices=["binary", "multiclass", "regression"], help="only datasets of this task"
@@ -68,7 +69,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--min-rows", type=int, help="only datasets with at least this many rows")
     parser.add_argument("--max-rows", type=int, help="only datasets with at most this many rows")
     parser.add_argument(
-        "--limit-datasets", type=int, metavar="N", help="only the N cheapest datasets"
+        "--limit-datasets",
+        type=int,
+        metavar="N",
+        help="only the first N datasets of the selection (the N cheapest of the catalog)",
     )
     parser.add_argument(
         "--configs", type=int, default=48, help="configs per (dataset, family), default included"
@@ -108,10 +112,28 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="print how many trials would run, run none"
     )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print the selected catalog datasets (name, task, rows, features), run none",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_database_url_option(parser)
     parser.set_defaults(handler=run)
+
+
+def _print_entries(entries: list[Any], *, as_json: bool) -> None:
+    rows = [
+        {"name": e.name, "task": e.task, "rows": e.rows, "features": e.features} for e in entries
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{width}}  {'task':<10}  {'rows':>7}  {'features':>8}")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['task']:<10}  {r['rows']:>7}  {r['features']:>8}")
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -144,12 +166,15 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(error.args[0] if error.args else error)) from None
     else:
         entries = list_datasets(task=args.task, min_rows=args.min_rows, max_rows=args.max_rows)
-    # Cheapest first, so an interrupted bootstrap still covers many datasets.
-    entries = sorted(entries, key=lambda e: (e.rows * max(e.features, 1), e.name))
+        # Cheapest first, so an interrupted bootstrap still covers many datasets.
+        entries = sorted(entries, key=lambda e: (e.rows * max(e.features, 1), e.name))
     if args.limit_datasets is not None:
         entries = entries[: args.limit_datasets]
     if not entries:
         raise CommandError("no catalog dataset matches the selection")
+    if args.list:
+        _print_entries(entries, as_json=args.json)
+        return 0
 
     config = BootstrapConfig(
         families=tuple(args.families),

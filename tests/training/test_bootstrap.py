@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -162,11 +163,42 @@ def test_bootstrap_help_explains_every_option(capsys: pytest.CaptureFixture[str]
         "--workers",
         "--dask-scheduler",
         "--dry-run",
+        "--list",
         "--json",
+        "--no-progress",
+        "--task",
+        "--min-rows",
+        "--max-rows",
+        "--limit-datasets",
         "--database-url",
         "Resumable",
     ):
         assert option in text
+
+
+def test_cli_lists_named_datasets_in_the_order_given(capsys: pytest.CaptureFixture[str]) -> None:
+    names = ["sklearn/wine", "sklearn/iris", "sklearn/breast_cancer"]
+    assert main(["bootstrap", "--list", "--json", "--datasets", *names]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in listed] == names
+    assert (
+        main(["bootstrap", "--list", "--json", "--limit-datasets", "2", "--datasets", *names]) == 0
+    )
+    assert [e["name"] for e in json.loads(capsys.readouterr().out)] == names[:2]
+
+
+def test_cli_lists_the_catalog_cheapest_first(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bootstrap", "--list", "--json", "--task", "multiclass", "--max-rows", "400"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) >= 3
+    assert {e["task"] for e in listed} == {"multiclass"}
+    assert all(e["rows"] <= 400 for e in listed)
+    costs = [e["rows"] * max(e["features"], 1) for e in listed]
+    assert costs == sorted(costs)
+    assert main(["bootstrap", "--list", "--task", "multiclass", "--max-rows", "400"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["name", "task", "rows", "features"]
+    assert [line.split()[0] for line in table[1:]] == [e["name"] for e in listed]
 
 
 @sqlite_only
