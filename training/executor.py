@@ -218,6 +218,28 @@ class LocalPoolExecutor:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def terminate(self) -> None:
+        """Stop now: kill the workers, trials in flight included (their results are lost).
+
+        ``close`` waits for trials in flight, which on an interrupted bootstrap can be a
+        whole trial time limit.
+        """
+        kill = getattr(self._pool, "terminate_workers", None)  # Python 3.14+
+        if kill is not None:
+            kill()
+            return
+        # Before 3.14 there is no public way to reach the workers.
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
 
 # ------------------------------------------------------------------ isolated pool
 

@@ -202,15 +202,23 @@ def run(args: argparse.Namespace) -> int:
     # jobs ignore SIGINT): unwind like Ctrl-C, so the trials already measured are stored.
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    interrupted = False
     try:
         report = bootstrap(store, specs, executor, progress=not args.no_progress)
     except KeyboardInterrupt:
-        print("bootstrap: interrupted; the trials measured so far are stored", file=sys.stderr)
+        interrupted = True
+        print(
+            "bootstrap: interrupted; the trials measured so far are stored "
+            "(trials in flight are dropped: the next run measures them)",
+            file=sys.stderr,
+        )
         raise
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
-        executor.close()
+        # close() would wait for the trials in flight: up to a time limit each.
+        stop = getattr(executor, "terminate", None) if interrupted else None
+        (stop or executor.close)()
     if args.json:
         print(json.dumps(report.__dict__, indent=2))
     else:

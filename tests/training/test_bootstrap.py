@@ -81,6 +81,32 @@ def test_bootstrap_records_runs_and_resumes(store: Store) -> None:
     assert store.stats().runs == len(specs)
 
 
+def test_local_pool_terminate_stops_trials_in_flight() -> None:
+    import threading
+    import time
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pool_helpers import sleep_ignoring_alarms
+
+    pool = LocalPoolExecutor(2)
+    results = pool.map_unordered(sleep_ignoring_alarms, [60.0, 60.0, 60.0])
+    processes = []
+
+    def stop() -> None:
+        processes.extend(pool._pool._processes.values())  # type: ignore[union-attr]
+        pool.terminate()
+
+    started = time.monotonic()
+    timer = threading.Timer(2.0, stop)
+    timer.start()
+    with pytest.raises(BrokenProcessPool):
+        list(results)
+    timer.join()
+    assert time.monotonic() - started < 30
+    assert len(processes) == 2
+    assert not any(p.is_alive() for p in processes)
+
+
 @sqlite_only
 def test_dask_records_the_same_runs_as_the_local_pool(store: Store, tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
