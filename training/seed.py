@@ -143,10 +143,60 @@ def export_seed(
             .size()
             .groupby(level=0)
         },
+        "coverage": coverage(runs, datasets),
+        # Wall-clock seconds per trial, summed: CPU seconds for one-thread trials on an
+        # otherwise idle core.
         "trial_cpu_seconds": float(runs["cost_seconds"].sum()),
+        "trial_seconds_by_family": {
+            str(k): round(float(v), 1)
+            for k, v in runs.groupby("family")["cost_seconds"].sum().items()
+        },
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+# What a seed should hold per (dataset, family): the bootstrap's default config counts.
+TARGET_CONFIGS: dict[str, int] = {"keras_mlp": 16}
+DEFAULT_TARGET_CONFIGS = 48
+
+
+def coverage(runs: pd.DataFrame, datasets: pd.DataFrame) -> dict[str, Any]:
+    """How many datasets reach the target number of full-fidelity configs, per family.
+
+    Args:
+        runs: seed runs (``dataset``, ``family``, ``config``, ``fidelity``).
+        datasets: seed datasets (``name``, ``task``).
+
+    Returns:
+        ``targets`` (configs per family), ``datasets_at_target`` per family and task,
+        and ``every_family`` (datasets where every family present in the seed is at
+        its target), with its split by task.
+    """
+    full = runs[runs["fidelity"] >= 1.0 - 1e-9]
+    configs = full.groupby(["family", "dataset"])["config"].nunique()
+    families = sorted(runs["family"].unique())
+    targets = {f: TARGET_CONFIGS.get(f, DEFAULT_TARGET_CONFIGS) for f in families}
+    task_of = dict(zip(datasets["name"], datasets["task"], strict=True))
+    at_target: dict[str, set[str]] = {
+        f: {d for (fam, d), n in configs.items() if fam == f and n >= targets[f]} for f in families
+    }
+
+    def by_task(names: set[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for name in names:
+            task = str(task_of.get(name, "unknown"))
+            counts[task] = counts.get(task, 0) + 1
+        return dict(sorted(counts.items()))
+
+    every = set.intersection(*at_target.values()) if at_target else set()
+    return {
+        "targets": targets,
+        "datasets_at_target": {
+            f: {"total": len(at_target[f]), "by_task": by_task(at_target[f])} for f in families
+        },
+        "every_family": {"total": len(every), "by_task": by_task(every)},
+    }
 
 
 def read_seed(directory: Path = SEED_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:

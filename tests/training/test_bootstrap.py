@@ -144,6 +144,38 @@ def test_dask_records_the_same_runs_as_the_local_pool(store: Store, tmp_path: Pa
     assert remote["score"].tolist() == pytest.approx(local["score"].tolist(), abs=1e-12)
 
 
+def test_seed_coverage_counts_datasets_at_each_familys_target() -> None:
+    import pandas as pd
+
+    from training.seed import coverage
+
+    def runs_of(dataset: str, family: str, n: int, fidelity: float = 1.0) -> list[dict]:
+        return [
+            {"dataset": dataset, "family": family, "config": f'{{"i": {i}}}', "fidelity": fidelity}
+            for i in range(n)
+        ]
+
+    rows = (
+        runs_of("a", "linear", 48)
+        + runs_of("a", "keras_mlp", 16)
+        + runs_of("b", "linear", 48)
+        + runs_of("b", "keras_mlp", 15)
+        + runs_of("b", "keras_mlp", 30, fidelity=0.25)  # reduced fidelity does not count
+        + runs_of("c", "linear", 47)
+        + runs_of("c", "linear", 47)  # the same configs again (a failed and a retried run)
+        + runs_of("c", "keras_mlp", 16)
+    )
+    datasets = pd.DataFrame({"name": ["a", "b", "c"], "task": ["binary", "regression", "binary"]})
+    out = coverage(pd.DataFrame(rows), datasets)
+    assert out["targets"] == {"keras_mlp": 16, "linear": 48}
+    assert out["datasets_at_target"]["linear"] == {
+        "total": 2,
+        "by_task": {"binary": 1, "regression": 1},
+    }
+    assert out["datasets_at_target"]["keras_mlp"] == {"total": 2, "by_task": {"binary": 2}}
+    assert out["every_family"] == {"total": 1, "by_task": {"binary": 1}}
+
+
 @sqlite_only
 def test_seed_round_trip_is_idempotent(store: Store, tmp_path: Path) -> None:
     specs = plan_trials(
@@ -153,6 +185,8 @@ def test_seed_round_trip_is_idempotent(store: Store, tmp_path: Path) -> None:
     manifest = export_seed(store, tmp_path / "seed", command="test")
     assert manifest["runs"] == len(specs)
     assert manifest["datasets_by_task"] == {"multiclass": 1}
+    # 2 configs per dataset is below the 48 a seed should have.
+    assert manifest["coverage"]["datasets_at_target"]["linear"]["total"] == 0
 
     from db.engine import make_engine
     from db.migrate import upgrade
