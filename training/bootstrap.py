@@ -46,6 +46,10 @@ class BootstrapConfig:
     seed: int = 0
     time_limit_seconds: float = 300.0
 
+    def configs_for(self, family: str) -> int:
+        """How many configs per dataset ``family`` gets, the default included."""
+        return self.n_configs_keras if family == "keras_mlp" else self.n_configs
+
 
 @dataclass(frozen=True)
 class TrialSpec:
@@ -126,7 +130,7 @@ def plan_trials(datasets: Sequence[tuple[str, str]], config: BootstrapConfig) ->
     for name, task in datasets:
         for family in config.families:
             space = get_space(family)
-            n = config.n_configs_keras if family == "keras_mlp" else config.n_configs
+            n = config.configs_for(family)
             configs = [("default", space.default(task))]
             sampled = space.sample(max(0, n - 1), _dataset_seed(name, family, config.seed), task)
             configs += [("sobol", c) for c in sampled]

@@ -216,26 +216,22 @@ class LocalPoolExecutor:
             fill()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers; trials still running are killed (their results are lost).
 
-    def terminate(self) -> None:
-        """Stop now: kill the workers, trials in flight included (their results are lost).
-
-        ``close`` waits for trials in flight, which on an interrupted bootstrap can be a
-        whole trial time limit.
+        As :meth:`IsolatedPoolExecutor.close`: waiting for them instead could take a
+        whole trial time limit when a bootstrap is interrupted. Idle workers exit on the
+        shutdown sentinel within the grace period.
         """
-        kill = getattr(self._pool, "terminate_workers", None)  # Python 3.14+
-        if kill is not None:
-            kill()
-            return
-        # Before 3.14 there is no public way to reach the workers.
+        # Before Python 3.14 there is no public way to reach the workers.
         processes = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + 2.0
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
         for process in processes:
             if process.is_alive():
                 process.terminate()
-        for process in processes:
-            process.join(timeout=5)
+                process.join(timeout=5)
             if process.is_alive():
                 process.kill()
                 process.join()

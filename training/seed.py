@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from db.store import DatasetSpec, NewRun, Store
+from training.bootstrap import BootstrapConfig
 
 SEED_DIR = Path(__file__).resolve().parent / "seed"
 
@@ -156,11 +157,6 @@ def export_seed(
     return manifest
 
 
-# What a seed should hold per (dataset, family): the bootstrap's default config counts.
-TARGET_CONFIGS: dict[str, int] = {"keras_mlp": 16}
-DEFAULT_TARGET_CONFIGS = 48
-
-
 def coverage(runs: pd.DataFrame, datasets: pd.DataFrame) -> dict[str, Any]:
     """How many datasets reach the target number of full-fidelity configs, per family.
 
@@ -176,7 +172,8 @@ def coverage(runs: pd.DataFrame, datasets: pd.DataFrame) -> dict[str, Any]:
     full = runs[runs["fidelity"] >= 1.0 - 1e-9]
     configs = full.groupby(["family", "dataset"])["config"].nunique()
     families = sorted(runs["family"].unique())
-    targets = {f: TARGET_CONFIGS.get(f, DEFAULT_TARGET_CONFIGS) for f in families}
+    # What a seed should hold per (dataset, family): the bootstrap's default counts.
+    targets = {f: BootstrapConfig().configs_for(f) for f in families}
     task_of = dict(zip(datasets["name"], datasets["task"], strict=True))
     at_target: dict[str, set[str]] = {
         f: {d for (fam, d), n in configs.items() if fam == f and n >= targets[f]} for f in families

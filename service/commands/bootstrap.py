@@ -202,11 +202,9 @@ def run(args: argparse.Namespace) -> int:
     # jobs ignore SIGINT): unwind like Ctrl-C, so the trials already measured are stored.
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
-    interrupted = False
     try:
         report = bootstrap(store, specs, executor, progress=not args.no_progress)
     except KeyboardInterrupt:
-        interrupted = True
         print(
             "bootstrap: interrupted; the trials measured so far are stored "
             "(trials in flight are dropped: the next run measures them)",
@@ -216,9 +214,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
-        # close() would wait for the trials in flight: up to a time limit each.
-        stop = getattr(executor, "terminate", None) if interrupted else None
-        (stop or executor.close)()
+        executor.close()
     if args.json:
         print(json.dumps(report.__dict__, indent=2))
     else:

@@ -81,7 +81,7 @@ def test_bootstrap_records_runs_and_resumes(store: Store) -> None:
     assert store.stats().runs == len(specs)
 
 
-def test_local_pool_terminate_stops_trials_in_flight() -> None:
+def test_local_pool_close_kills_trials_in_flight() -> None:
     import threading
     import time
     from concurrent.futures.process import BrokenProcessPool
@@ -94,7 +94,7 @@ def test_local_pool_terminate_stops_trials_in_flight() -> None:
 
     def stop() -> None:
         processes.extend(pool._pool._processes.values())  # type: ignore[union-attr]
-        pool.terminate()
+        pool.close()
 
     started = time.monotonic()
     timer = threading.Timer(2.0, stop)
