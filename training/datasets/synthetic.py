@@ -102,6 +102,7 @@ def synthetic_entry(name: str) -> CatalogEntry:
         rows=n_rows,
         features=n_features,
         notes=KINDS[kind],
+        group=f"synthetic/{kind}",
     )
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 from training.datasets import (
     CATALOG_COLUMNS,
     CATALOG_PATH,
+    declared_group,
     load_entry_with_log,
     parse_drop_columns,
 )
@@ -84,27 +85,34 @@ def read_candidates(path: Path = CANDIDATES_PATH) -> list[CatalogEntry]:
     """Candidates as catalog entries (sizes still unknown: 0).
 
     Args:
-        path: CSV with ``name, source, ref, target, task, drop_columns, target_rule, notes``.
+        path: CSV with ``name, source, ref, target, task, group, drop_columns,
+            target_rule, notes``.
 
     Returns:
-        One entry per row; ``name`` defaults to ``source/ref``.
+        One entry per row; ``name`` defaults to ``source/ref``, ``group`` to the
+        package's (or the twin group declared in ``training.datasets._groups``).
     """
     with path.open(newline="", encoding="utf-8") as handle:
         return [
-            CatalogEntry(
-                name=row.get("name") or f"{row['source']}/{row['ref']}",
-                source=row["source"],
-                ref=row["ref"],
-                target=row["target"],
-                task=row["task"],
-                drop_columns=parse_drop_columns(row.get("drop_columns", "")),
-                rows=0,
-                features=0,
-                notes=row.get("notes", ""),
-                target_rule=row.get("target_rule") or "",
-            )
+            _candidate(row, row.get("name") or f"{row['source']}/{row['ref']}")
             for row in csv.DictReader(handle)
         ]
+
+
+def _candidate(row: dict[str, str], name: str) -> CatalogEntry:
+    return CatalogEntry(
+        name=name,
+        source=row["source"],
+        ref=row["ref"],
+        target=row["target"],
+        task=row["task"],
+        drop_columns=parse_drop_columns(row.get("drop_columns", "")),
+        rows=0,
+        features=0,
+        notes=row.get("notes", ""),
+        target_rule=row.get("target_rule") or "",
+        group=row.get("group") or declared_group(name),
+    )
 
 
 def _score(task: str, y_true: np.ndarray, predicted: np.ndarray) -> float:
@@ -288,6 +296,7 @@ def catalog_row(v: Verdict) -> dict[str, str | int]:
         "ref": entry.ref,
         "target": entry.target,
         "task": entry.task,
+        "group": entry.group or declared_group(entry.name),
         "drop_columns": ";".join(entry.drop_columns),
         "target_rule": entry.target_rule,
         "rows": v.rows,
