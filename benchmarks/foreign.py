@@ -1110,7 +1110,13 @@ def run(settings: Settings) -> dict[str, Any]:
             default = space.default(data.task)
             body = request_body(data, family, settings.top_n)
             started = time.perf_counter()
-            answer = ask(engine, body)
+            error = None
+            try:
+                answer = ask(engine, body)
+            except Exception as exc:  # noqa: BLE001 - what the user would see is the result
+                # The suggest command would print this error and exit: no suggestion.
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                answer = {"suggestions": [], "warnings": [], "error": error}
             ask_seconds = time.perf_counter() - started
             configs = [s["config"] for s in answer["suggestions"]]
             flaml_config, flaml_info = _flaml(family, data)
@@ -1124,6 +1130,7 @@ def run(settings: Settings) -> dict[str, Any]:
                 "default": bench.key_of(spec.name, family, default),
                 "hyperprior": [bench.key_of(spec.name, family, c) for c in configs],
                 "answer": answer_fields(answer),
+                "hyperprior_error": error,
                 "ask_seconds": round(ask_seconds, 3),
                 "flaml": None
                 if flaml_config is None
@@ -1203,16 +1210,19 @@ def dataset_rows(doc: Mapping[str, Any], settings_ks: Sequence[int] | None = Non
         def r(score: float | None, best: float = best, worst: float = worst) -> float:
             return quality.regret(score, best, worst)
 
+        if rec.get("hyperprior_error"):
+            continue  # counted apart: see refused_rows
         default = s(rec["default"])
         hp = [s(k) for k in rec["hyperprior"]]
         top1 = hp[0] if hp else None
         measured_hp = [x for x in hp if x is not None]
         best5 = max(measured_hp) if measured_hp else None
         flaml = s(rec.get("flaml"))
-        pool = [x for x in (s(k) for k in rec["random_pool"]) if x is not None]
-        pool_regrets = [r(x) for x in pool]
-        if len(pool) < len(rec["random_pool"]):
-            pool_regrets += [1.0] * (len(rec["random_pool"]) - len(pool))
+        # Only the measured part of the pool (a run stopped early has measured part of
+        # it); a failed config counts with regret 1.
+        measured = [k for k in rec["random_pool"] if k in measurements]
+        pool = [x for x in (s(k) for k in measured) if x is not None]
+        pool_regrets = [r(x) for x in pool] + [1.0] * (len(measured) - len(pool))
         meta = rec.get("meta_features") or {}
         nearest = (rec.get("answer") or {}).get("nearest_dataset") or {}
         row: dict[str, Any] = {
@@ -1240,7 +1250,7 @@ def dataset_rows(doc: Mapping[str, Any], settings_ks: Sequence[int] | None = Non
             "top1_loses": default is not None and (top1 is None or top1 < default - LOSS_MARGIN),
             "top1_beats": default is not None and top1 is not None and top1 > default,
             "top1_worth": worth(pool, top1) if pool else None,
-            "pool_size": len(rec["random_pool"]),
+            "pool_size": len(measured),
             "p_beats_default_top1": ((rec.get("answer") or {}).get("p_beats_default") or [None])[0],
             "source_top1": ((rec.get("answer") or {}).get("sources") or [None])[0],
             "warnings": (rec.get("answer") or {}).get("warnings") or [],
@@ -1323,7 +1333,12 @@ def summarise(doc: Mapping[str, Any]) -> dict[str, Any]:
     """Per family: the summary, and the same by regime."""
     ks = list(doc.get("settings", {}).get("random_ks", RANDOM_KS))
     rows = dataset_rows(doc, ks)
-    out: dict[str, Any] = {"rows": rows, "families": {}}
+    refused = [
+        {"family": r["family"], "dataset": r["dataset"], "error": r["hyperprior_error"]}
+        for r in doc["records"].values()
+        if r.get("hyperprior_error") and r["dataset"] in doc.get("datasets", {})
+    ]
+    out: dict[str, Any] = {"rows": rows, "families": {}, "refused": refused}
     for family in sorted({r["family"] for r in rows}):
         mine = [r for r in rows if r["family"] == family]
         regimes: dict[str, dict[str, Any]] = {}
@@ -1443,6 +1458,11 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
             f"{_fmt(r.get(f'regret_random_best_of_{k16}'))} | "
             f"{r['top1_worth'] if r['top1_worth'] is not None else f'>{RANDOM_POOL}'} | "
             f"{_fmt(r['p_beats_default_top1'], 2)} | {r['source_top1'] or '–'} |"
+        )
+    for r in summary.get("refused", []):
+        lines.append(
+            f"| {r['family']} | {r['dataset']} | hyperprior refused the request: "
+            f"`{r['error']}` (left out of every summary above) |"
         )
     warned = [r for r in summary["rows"] if r["warnings"]]
     lines += ["", f"Answers with warnings: {len(warned)} of {len(summary['rows'])}."]
