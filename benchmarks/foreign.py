@@ -946,7 +946,11 @@ class Bench:
                     dataset, family, _, cfg, source = todo[key]
                     try:
                         out = future.result()
-                    except Exception as exc:  # noqa: BLE001 - a dead worker fails the trial
+                    except (cf.process.BrokenProcessPool, cf.CancelledError):
+                        # The pool went down (interrupted, or a worker killed): nothing
+                        # is known about this config; keep nothing, a re-run measures it.
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - a raising trial failed
                         out = {
                             "status": "failed",
                             "score": None,
@@ -1100,7 +1104,7 @@ def run(settings: Settings) -> dict[str, Any]:
     bench.doc["datasets"] = {}
     records: dict[str, Any] = bench.doc["records"]
     point_jobs: list[tuple[str, str, Mapping[str, Any], str]] = []
-    random_jobs: list[tuple[str, str, Mapping[str, Any], str]] = []
+    pools: list[list[tuple[str, str, Mapping[str, Any], str]]] = []
     for spec in specs:
         t0 = time.perf_counter()
         data = load(spec.name)
@@ -1145,7 +1149,7 @@ def run(settings: Settings) -> dict[str, Any]:
             ]
             if flaml_config is not None:
                 point_jobs.append((spec.name, family, flaml_config, "flaml"))
-            random_jobs += [(spec.name, family, c, "random") for c in pool]
+            pools.append([(spec.name, family, c, "random") for c in pool])
         if settings.progress:
             info = bench.doc["datasets"][spec.name]
             print(
@@ -1157,7 +1161,11 @@ def run(settings: Settings) -> dict[str, Any]:
     # Cheap, decisive configs first; the random pools after (an interrupted run still
     # has every method but random search).
     bench.measure_all(point_jobs, progress=settings.progress)
-    bench.measure_all(random_jobs, progress=settings.progress)
+    # Random pools in rounds of 16 across every (dataset, family): a run stopped early
+    # has a uniform part of every pool (an unbiased estimate of its best-of-k).
+    for start in range(0, settings.random_pool, 16):
+        chunk = [job for pool in pools for job in pool[start : start + 16]]
+        bench.measure_all(chunk, progress=settings.progress)
     bench.doc["finished_at"] = _now()
     bench.save()
     return write_reports(bench.doc, settings.output_dir, settings.prefix, settings)
@@ -1212,6 +1220,9 @@ def dataset_rows(doc: Mapping[str, Any], settings_ks: Sequence[int] | None = Non
 
         if rec.get("hyperprior_error"):
             continue  # counted apart: see refused_rows
+        point = [rec["default"], *rec["hyperprior"], *([rec["flaml"]] if rec.get("flaml") else [])]
+        if any(k not in measurements for k in point):
+            continue  # not measured yet (a run stopped early)
         default = s(rec["default"])
         hp = [s(k) for k in rec["hyperprior"]]
         top1 = hp[0] if hp else None
@@ -1302,7 +1313,7 @@ def summary_of(rows: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[str
     worths = [
         r["top1_worth"] if r["top1_worth"] is not None else r["pool_size"] + 1
         for r in rows
-        if r["top1_vs_default"] is not None
+        if r["top1_vs_default"] is not None and r["pool_size"] > 0
     ]
     losses = [(r["regret_hyperprior_top1"] - r["regret_default"]) for r in rows if r["top1_loses"]]
     k16 = max(ks)
@@ -1464,6 +1475,18 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
             f"| {r['family']} | {r['dataset']} | hyperprior refused the request: "
             f"`{r['error']}` (left out of every summary above) |"
         )
+    pools = [r["pool_size"] for r in summary["rows"]]
+    total = sum(
+        len(r["random_pool"])
+        for r in doc["records"].values()
+        if r["dataset"] in doc.get("datasets", {})
+    )
+    lines += [
+        "",
+        f"Measured: {len(summary['rows'])} of {len(doc['records'])} (dataset, family) pairs; "
+        f"random pools {sum(pools)} of {total} configs (per pair {min(pools, default=0)}-"
+        f"{max(pools, default=0)}). A run stopped early resumes where it stopped.",
+    ]
     warned = [r for r in summary["rows"] if r["warnings"]]
     lines += ["", f"Answers with warnings: {len(warned)} of {len(summary['rows'])}."]
     lines += ["", "## The collection", ""]
