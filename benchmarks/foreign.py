@@ -92,6 +92,8 @@ FOLDS = 3
 CV_SEED = 0
 SAMPLE_SEED = 0
 QUICK_DATASETS: tuple[str, ...] = ("river/phishing", "sklego/hearts")
+OPTUNA_KS: tuple[int, ...] = (5, 10, 20)
+OPTUNA_SEEDS: tuple[int, ...] = (0, 1, 2)
 
 # Packages whose bundled data the collection uses: the corpus must not use any of them.
 SOURCE_PACKAGES: tuple[str, ...] = (
@@ -1009,6 +1011,9 @@ class Settings:
     output_dir: Path = RESULTS
     prefix: str = "foreign"
     progress: bool = True
+    optuna: bool = False
+    optuna_datasets: tuple[str, ...] | None = None
+    optuna_trials: int = max(OPTUNA_KS)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -1166,9 +1171,180 @@ def run(settings: Settings) -> dict[str, Any]:
     for start in range(0, settings.random_pool, 16):
         chunk = [job for pool in pools for job in pool[start : start + 16]]
         bench.measure_all(chunk, progress=settings.progress)
+    if settings.optuna:
+        names = settings.optuna_datasets or tuple(spec.name for spec in specs)
+        run_optuna(
+            bench, engine, names, n_trials=settings.optuna_trials, progress=settings.progress
+        )
     bench.doc["finished_at"] = _now()
     bench.save()
     return write_reports(bench.doc, settings.output_dir, settings.prefix, settings)
+
+
+# ---------------------------------------------------------------------------------------
+# Optional: Optuna TPE warm-started with hyperprior's suggestions vs a cold study
+
+
+@dataclass(frozen=True)
+class _Suggested:
+    rank: int
+    config: dict[str, Any]
+    source: str | None
+    predicted_quality: float | None
+
+
+class LocalAsker:
+    """What :func:`client.optuna_integration.enqueue_suggestions` needs of a client.
+
+    ``suggest`` answers as the local-mode command does (:func:`ask` on
+    :func:`request_body`), with the surrogates the benchmark evaluates.
+    """
+
+    def __init__(self, engine: Any, data: Loaded) -> None:
+        self.engine = engine
+        self.data = data
+
+    def suggest(self, X: Any, y: Any, family: str, n: int = 5, **_: Any) -> list[_Suggested]:
+        """The answer's suggestions (``X`` and ``y`` are the loaded data's)."""
+        answer = ask(self.engine, request_body(self.data, family, n))
+        return [
+            _Suggested(s["rank"], s["config"], s.get("source"), s.get("predicted_quality"))
+            for s in answer["suggestions"]
+        ]
+
+
+def optuna_distributions(family: str, task: str) -> dict[str, Any]:
+    """The Optuna distributions of the family's space (those the benchmark's trials suggest)."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    from training.spaces import Categorical, Float, Int, get_space
+
+    out: dict[str, Any] = {}
+    for p in get_space(family).params_for(task):
+        if isinstance(p, Categorical):
+            out[p.name] = CategoricalDistribution(list(p.choices))
+        elif isinstance(p, Int):
+            out[p.name] = IntDistribution(int(p.low), int(p.high), log=p.log)
+        elif isinstance(p, Float):
+            out[p.name] = FloatDistribution(p.low, p.high, log=p.log)
+    return out
+
+
+def run_optuna(
+    bench: Bench,
+    engine: Any,
+    datasets: Sequence[str],
+    *,
+    n_trials: int = max(OPTUNA_KS),
+    seeds: Sequence[int] = OPTUNA_SEEDS,
+    family: str = "lightgbm",
+    progress: bool = True,
+) -> None:
+    """Cold and warm-started TPE studies per dataset and seed; every trial measured (cached).
+
+    The warm study enqueues the top 5 with ``enqueue_suggestions``; its trials then run
+    as a user's would. Best-so-far after each trial is kept in ``doc["optuna"]``.
+    """
+    import warnings
+
+    import optuna
+
+    from client.optuna_integration import enqueue_suggestions
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = bench.doc.setdefault("optuna", {})
+    for dataset in datasets:
+        data = load(dataset)
+        space = optuna_distributions(family, data.task)
+        for seed in seeds:
+            for mode in ("cold", "warm"):
+                rid = f"{family}|{dataset}|{seed}|{mode}|{bench.doc['surrogates'].get(family)}"
+                if rid in store and len(store[rid]["best_so_far"]) >= n_trials:
+                    continue
+                sampler = optuna.samplers.TPESampler(seed=seed)
+                study = optuna.create_study(direction="maximize", sampler=sampler)
+                if mode == "warm":
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        enqueue_suggestions(
+                            study,
+                            LocalAsker(engine, data),
+                            data.X,
+                            data.y,
+                            family,
+                            n=5,
+                            search_space=space,
+                            task=data.task,
+                        )
+                scores: list[float | None] = []
+                for _ in range(n_trials):
+                    trial = study.ask(space)
+                    config = dict(trial.params)
+                    bench.measure_all([(dataset, family, config, f"optuna-{mode}")], progress=False)
+                    score = bench.score(bench.key_of(dataset, family, config))
+                    scores.append(score)
+                    study.tell(trial, score if score is not None else float("-inf"))
+                best, curve = None, []
+                for x in scores:
+                    if x is not None and (best is None or x > best):
+                        best = x
+                    curve.append(best)
+                store[rid] = {
+                    "dataset": dataset,
+                    "family": family,
+                    "seed": seed,
+                    "mode": mode,
+                    "surrogate_sha256": bench.doc["surrogates"].get(family),
+                    "best_so_far": curve,
+                }
+                bench.save(force=False)
+                if progress:
+                    at = {k: curve[k - 1] for k in OPTUNA_KS if k <= len(curve)}
+                    print(f"  optuna {dataset:26s} seed {seed} {mode}: {at}", flush=True)
+    bench.save()
+
+
+def optuna_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Median (over datasets) of the mean (over seeds) best-so-far, warm and cold, in regret."""
+    runs = [
+        r
+        for r in doc.get("optuna", {}).values()
+        if r.get("surrogate_sha256") == doc.get("surrogates", {}).get(r["family"])
+    ]
+    if not runs:
+        return {}
+    bounds: dict[tuple[str, str], tuple[float, float]] = {}
+    for m in doc["measurements"].values():
+        if m["status"] == "ok":
+            lo, hi = bounds.get((m["family"], m["dataset"]), (m["score"], m["score"]))
+            bounds[(m["family"], m["dataset"])] = (min(lo, m["score"]), max(hi, m["score"]))
+    out: dict[str, Any] = {}
+    for k in OPTUNA_KS:
+        per: dict[str, dict[str, list[float]]] = {}
+        for r in runs:
+            if len(r["best_so_far"]) < k:
+                continue
+            worst, best = bounds[(r["family"], r["dataset"])]
+            reg = quality.regret(r["best_so_far"][k - 1], best, worst)
+            per.setdefault(r["dataset"], {}).setdefault(r["mode"], []).append(reg)
+        pairs = [v for v in per.values() if "warm" in v and "cold" in v]
+        if not pairs:
+            continue
+        warm = [float(np.mean(v["warm"])) for v in pairs]
+        cold = [float(np.mean(v["cold"])) for v in pairs]
+        out[str(k)] = {
+            "datasets": len(pairs),
+            "median_regret_warm": float(np.median(warm)),
+            "median_regret_cold": float(np.median(cold)),
+            "warm_at_least_as_good_share": float(
+                np.mean([w <= c for w, c in zip(warm, cold, strict=True)])
+            ),
+        }
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -1349,7 +1525,12 @@ def summarise(doc: Mapping[str, Any]) -> dict[str, Any]:
         for r in doc["records"].values()
         if r.get("hyperprior_error") and r["dataset"] in doc.get("datasets", {})
     ]
-    out: dict[str, Any] = {"rows": rows, "families": {}, "refused": refused}
+    out: dict[str, Any] = {
+        "rows": rows,
+        "families": {},
+        "refused": refused,
+        "optuna": optuna_summary(doc),
+    }
     for family in sorted({r["family"] for r in rows}):
         mine = [r for r in rows if r["family"] == family]
         regimes: dict[str, dict[str, Any]] = {}
@@ -1489,6 +1670,21 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
     ]
     warned = [r for r in summary["rows"] if r["warnings"]]
     lines += ["", f"Answers with warnings: {len(warned)} of {len(summary['rows'])}."]
+    if summary.get("optuna"):
+        lines += [
+            "",
+            "## Optuna TPE: warm-started with `enqueue_suggestions` vs cold (lightgbm)",
+            "",
+            "Median over datasets of the mean over seeds of the best-so-far's regret.",
+            "",
+            "| trials | datasets | warm | cold | warm at least as good (share) |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for k, o in summary["optuna"].items():
+            lines.append(
+                f"| {k} | {o['datasets']} | {_fmt(o['median_regret_warm'])} | "
+                f"{_fmt(o['median_regret_cold'])} | {_fmt(o['warm_at_least_as_good_share'], 2)} |"
+            )
     lines += ["", "## The collection", ""]
     lines += [
         "| dataset | package | loader | target | task | rows | features | classes | "
@@ -1643,6 +1839,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="reports from the JSON")
     parser.add_argument("--list", action="store_true", help="print the collection and exit")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--optuna",
+        action="store_true",
+        help="also: TPE warm-started with enqueue_suggestions vs cold, lightgbm, 3 seeds",
+    )
+    parser.add_argument("--optuna-datasets", nargs="+", help="its datasets (default: all)")
+    parser.add_argument("--optuna-trials", type=int, default=max(OPTUNA_KS))
     args = parser.parse_args(argv)
     if args.list:
         for spec in COLLECTION:
@@ -1670,6 +1873,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_dir=args.output_dir,
             progress=not args.no_progress,
         )
+    settings = dataclasses.replace(
+        settings,
+        optuna=args.optuna,
+        optuna_datasets=tuple(args.optuna_datasets) if args.optuna_datasets else None,
+        optuna_trials=args.optuna_trials,
+    )
     if args.report_only:
         doc = json.loads((settings.output_dir / f"{settings.prefix}.json").read_text())
         summary = write_reports(doc, settings.output_dir, settings.prefix, settings)
