@@ -1421,6 +1421,7 @@ def dataset_rows(doc: Mapping[str, Any], settings_ks: Sequence[int] | None = Non
             "lm_1nn": meta.get("lm_1nn"),
             "lm_linear": meta.get("lm_linear"),
             "distance": nearest.get("distance"),
+            "answer_distance_fields": (rec.get("answer") or {}).get("distance_fields") or {},
             "nearest": nearest.get("name"),
             "best": best,
             "worst": worst,
