@@ -1,7 +1,8 @@
 """Grouped-CV comparison of surrogate recipes on a real run history.
 
-For each family, every recipe is cross-validated on the same folds (grouped by
-dataset: no dataset in both train and test) and scored within each test dataset on
+For each family, every recipe is cross-validated on the same folds (grouped by source
+group, ``training.confidence.group_folds``: no package's datasets, nor their declared
+near-twins, in both train and test) and scored within each test dataset on
 its measured full-fidelity runs: Spearman, NDCG@5, top-1 regret of the pessimistic
 pick (and of the mean's pick), best-of-5 regret, next to the library default's regret
 and a random pick's. The recipes compare the target normalisation (rank percentile vs
@@ -110,8 +111,9 @@ def load_runs(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Compare the recipes and write the results."""
+    from training.confidence import group_folds
     from training.features import build_training_set
-    from training.surrogate import cross_validate, cv_subset, grouped_folds
+    from training.surrogate import cross_validate, cv_subset
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             if ts.n_datasets < 3:
                 break
             if folds is None:
-                folds = grouped_folds(ts, params.cv_folds)
+                folds = group_folds(ts, params.cv_folds)
             started = time.perf_counter()
             cv = cross_validate(ts, params, folds=folds)
             rows[name] = {k: cv.metrics.get(k) for k in COLUMNS}

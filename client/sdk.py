@@ -122,6 +122,8 @@ class Suggestion:
         interval: Its interval (None without a surrogate).
         source: ``surrogate``, ``portfolio`` or ``default``.
         explanation: Nearest datasets and the features that drove the prediction.
+        p_beats_default: Calibrated probability that the config scores above the
+            library default on this dataset (None for the default itself).
     """
 
     rank: int
@@ -130,6 +132,7 @@ class Suggestion:
     interval: tuple[float, float] | None
     source: str
     explanation: dict[str, Any] = field(default_factory=dict)
+    p_beats_default: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API's JSON form."""
@@ -149,6 +152,9 @@ class Suggestions(Sequence[Suggestion]):
         warnings: What the caller should know (cold start, extrapolation...).
         description: The dataset they are for.
         family: The model family.
+        distance: Distance of the dataset to the nearest one in the history.
+        distance_threshold: Beyond it the surrogate was not validated and the first
+            suggestion is the library default.
     """
 
     suggestions: list[Suggestion]
@@ -156,6 +162,8 @@ class Suggestions(Sequence[Suggestion]):
     warnings: list[str]
     description: Description
     family: str
+    distance: float | None = None
+    distance_threshold: float | None = None
 
     @property
     def best(self) -> dict[str, Any]:
@@ -625,6 +633,7 @@ class Client:
                     interval=None if s.get("interval") is None else tuple(s["interval"]),
                     source=str(s["source"]),
                     explanation=dict(s.get("explanation") or {}),
+                    p_beats_default=s.get("p_beats_default"),
                 )
                 for s in answer["suggestions"]
             ],
@@ -632,6 +641,8 @@ class Client:
             warnings=list(answer.get("warnings", [])),
             description=description,
             family=family,
+            distance=answer.get("distance"),
+            distance_threshold=answer.get("distance_threshold"),
         )
 
     def _suggestion_engine(self) -> Any:
@@ -675,6 +686,7 @@ class Client:
                     "interval": s.interval,
                     "source": s.source,
                     "explanation": s.explanation,
+                    "p_beats_default": s.p_beats_default,
                 }
                 for s in result.suggestions
             ],
@@ -686,6 +698,8 @@ class Client:
                 "n_runs": surrogate.n_runs,
             },
             "warnings": list(result.warnings),
+            "distance": result.distance,
+            "distance_threshold": result.distance_threshold,
         }
 
     # -- record -------------------------------------------------------------------------

@@ -41,7 +41,8 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from training.features import FEATURES_VERSION, build_training_set
+from training.confidence import fit_from_cv, group_folds
+from training.features import FEATURES_VERSION, TrainingSet, build_training_set
 from training.suggest import Portfolio, with_portfolio
 from training.surrogate import (
     CVReport,
@@ -51,7 +52,6 @@ from training.surrogate import (
     cv_subset,
     fit,
     from_text,
-    grouped_folds,
     load,
     save,
 )
@@ -258,13 +258,16 @@ def _retrain_locked(
             seconds=time.perf_counter() - started,
         )
     cv_ts = cv_subset(ts, params)
-    folds = grouped_folds(cv_ts, params.cv_folds)
-    say(f"grouped CV on {len(cv_ts)} runs of {cv_ts.n_datasets} datasets")
+    folds = group_folds(cv_ts, params.cv_folds)
+    say(f"grouped CV by source group on {len(cv_ts)} runs of {cv_ts.n_datasets} datasets")
     report = cross_validate(cv_ts, params, folds=folds)
     say("fitting on all runs")
     candidate = fit(ts, params, cv=report)
     ok_runs = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
-    candidate = with_portfolio(candidate, Portfolio.from_frame(ok_runs, family))
+    portfolio = Portfolio.from_frame(ok_runs, family)
+    candidate = with_portfolio(candidate, portfolio)
+    say("calibrating p_beats_default on the held-out folds")
+    candidate = with_confidence(candidate, cv_ts, report, folds, portfolio)
 
     active = store.find_active_surrogate(family)
     active_metrics: dict[str, Any] | None = None
@@ -305,6 +308,31 @@ def _retrain_locked(
     )
 
 
+def with_confidence(
+    surrogate: Surrogate,
+    ts: TrainingSet,
+    report: CVReport,
+    folds: Any,
+    portfolio: Portfolio,
+) -> Surrogate:
+    """A copy of ``surrogate`` whose metadata carries its ``p_beats_default`` calibration.
+
+    The calibration and the distance threshold are learned on the out-of-fold predictions
+    of ``report`` (folds by source group); see :mod:`training.confidence`.
+    """
+    if report.oof_members is None:
+        return surrogate
+    calibration, summary = fit_from_cv(
+        ts, report.oof_members, folds, portfolio.to_json(), kappa=surrogate.kappa
+    )
+    meta = dict(surrogate.metadata)
+    meta["confidence"] = {
+        "calibration": None if calibration is None else calibration.to_json(),
+        "held_out": summary,
+    }
+    return Surrogate(surrogate.text, meta)
+
+
 def _active_metrics_on(
     ts: Any,
     runs: pd.DataFrame,
@@ -324,7 +352,7 @@ def _active_metrics_on(
         full = build_training_set(runs, ts.family, normalisation=active_params.normalisation)
         active_ts = full.subset(pd.Series(full.dataset).isin(set(ts.dataset)).to_numpy())
         if len(active_ts) != len(ts):  # pragma: no cover - same rows by construction
-            folds = grouped_folds(active_ts, active_params.cv_folds)
+            folds = group_folds(active_ts, active_params.cv_folds)
     return dict(cross_validate(active_ts, active_params, folds=folds).metrics)
 
 

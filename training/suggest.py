@@ -11,7 +11,14 @@ How one request is answered (:meth:`SuggestionPolicy.suggest`):
    by the pessimistic ``mean - kappa * spread``: a config far from anything measured on
    similar datasets has a wide spread and does not win by extrapolation.
 3. Coarse to fine: the best few are perturbed locally in the unit cube and rescored.
-4. The top ``n`` are kept diverse (a minimum distance in the unit cube between picks).
+4. Each candidate gets ``p_beats_default``, the calibrated probability that it scores
+   above the library default on this dataset (:mod:`training.confidence`, learned on
+   held-out source groups when the surrogate was retrained). Candidates below the
+   surrogate's learned bar (at least 0.5) rank after the default, so the first
+   suggestion is a likely winner or the default itself; and when the dataset is farther
+   from the history than the held-out validation reached (a learned distance), the
+   default comes first. Both say so in ``warnings``.
+5. The top ``n`` are kept diverse (a minimum distance in the unit cube between picks).
 
 Without a surrogate (cold start) the answer is the portfolio of the nearest datasets
 and the library default, unscored, and the response says so.
@@ -39,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from training.confidence import Calibration
 from training.features import (
     TASKS,
     ConfigBlock,
@@ -159,6 +167,9 @@ class Suggestion:
         source: where the candidate came from: ``surrogate`` (Sobol or local search),
             ``portfolio`` (best on a nearby dataset) or ``default``.
         explanation: nearest datasets and the features that drove the prediction.
+        p_beats_default: calibrated probability that the config scores above the
+            library default on this dataset (None for the default itself, at cold start,
+            and for surrogates trained before the calibration existed).
     """
 
     rank: int
@@ -167,6 +178,7 @@ class Suggestion:
     interval: tuple[float, float] | None
     source: str
     explanation: dict[str, Any]
+    p_beats_default: float | None = None
 
 
 @dataclass(frozen=True)
@@ -182,11 +194,23 @@ class SurrogateInfo:
 
 @dataclass(frozen=True)
 class SuggestionResult:
-    """The answer to a :class:`SuggestionRequest`."""
+    """The answer to a :class:`SuggestionRequest`.
+
+    Attributes:
+        suggestions: best first.
+        surrogate: which surrogate scored them (None at cold start).
+        warnings: what the caller should know.
+        distance: RMS distance of standardised meta-features to the nearest dataset of
+            the history (None when the history is empty).
+        distance_threshold: beyond this distance the surrogate was not validated
+            (learned on held-out groups; None without a calibrated surrogate).
+    """
 
     suggestions: list[Suggestion]
     surrogate: SurrogateInfo | None
     warnings: list[str]
+    distance: float | None = None
+    distance_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -206,7 +230,10 @@ class PolicySettings:
         min_distance: smallest RMS distance in the unit cube between two picks.
         top_features: contributions listed per suggestion.
         far_distance: nearest-dataset distance (RMS of standardised meta-features)
-            beyond which the answer carries an extrapolation warning.
+            beyond which the answer carries an extrapolation warning, for surrogates
+            without a learned threshold (see :mod:`training.confidence`).
+        min_p_beats_default: the first suggestion is a config at least this likely to
+            beat the library default, or the default itself.
         kappa: pessimism override (None: the surrogate's own).
         cache_size: Sobol pools kept (per task, seed and fixed params).
         answer_cache_size: answers kept for repeated identical requests.
@@ -223,6 +250,7 @@ class PolicySettings:
     min_distance: float = 0.08
     top_features: int = 5
     far_distance: float = 1.5
+    min_p_beats_default: float = 0.5
     kappa: float | None = None
     cache_size: int = 32
     answer_cache_size: int = 1024
@@ -471,6 +499,20 @@ class SuggestionPolicy:
         self._lock = threading.Lock()
         self._portfolio_blocks: dict[tuple[str, str], ConfigBlock] = {}
         self._answers: OrderedDict[str, SuggestionResult] = OrderedDict()
+        self.calibration = _calibration_of(surrogate)
+
+    @property
+    def min_p_beats_default(self) -> float:
+        """The bar a first suggestion other than the default must clear."""
+        learned = self.calibration.min_p if self.calibration is not None else 0.0
+        return max(float(self.settings.min_p_beats_default), learned)
+
+    @property
+    def distance_threshold(self) -> float:
+        """Nearest-dataset distance beyond which answers fall back to robust choices."""
+        if self.calibration is not None and math.isfinite(self.calibration.distance_threshold):
+            return float(self.calibration.distance_threshold)
+        return float(self.settings.far_distance)
 
     # -- validation ---------------------------------------------------------------------
 
@@ -646,10 +688,20 @@ class SuggestionPolicy:
             )
         seed = 0 if request.seed is None else int(request.seed)
         neighbors = self.portfolio.nearest(meta, request.task, self.settings.n_neighbors)
-        if neighbors and neighbors[0].distance > self.settings.far_distance:
+        distance = neighbors[0].distance if neighbors else None
+        far = distance is not None and distance > self.distance_threshold
+        if far and self.surrogate is not None and self.calibration is not None:
             warnings.append(
                 f"no dataset in the history is close to this one (nearest: "
-                f"{neighbors[0].name} at distance {neighbors[0].distance:.2f}); "
+                f"{neighbors[0].name} at distance {distance:.2f}, beyond the "
+                f"{self.distance_threshold:.2f} up to which held-out datasets were covered): "
+                "the first suggestion is the library default, the others are the surrogate's "
+                "extrapolations; verify them (POST /v1/refinements)"
+            )
+        elif far:
+            warnings.append(
+                f"no dataset in the history is close to this one (nearest: "
+                f"{neighbors[0].name} at distance {distance:.2f}); "
                 "predictions extrapolate, so verify the suggestions (POST /v1/refinements)"
             )
         if request.metric is not None:
@@ -657,8 +709,19 @@ class SuggestionPolicy:
         entries = self.portfolio.entries(neighbors, self.settings.per_dataset)
         nb_json = [{"name": nb.name, "distance": nb.distance} for nb in neighbors]
         if self.surrogate is None:
-            return self._cold_start(request, meta, fixed, entries, nb_json, warnings)
-        return self._scored(request, meta, fixed, seed, entries, nb_json, warnings)
+            result = self._cold_start(request, meta, fixed, entries, nb_json, warnings)
+        else:
+            result = self._scored(
+                request, meta, fixed, seed, entries, nb_json, warnings, distance, far
+            )
+        return replace(
+            result,
+            distance=distance,
+            distance_threshold=(
+                None if self.calibration is None or self.surrogate is None
+                else round(self.distance_threshold, 4)
+            ),
+        )
 
     def _metric_warning(self, metric: str, task: str) -> list[str]:
         if self.surrogate is None:
@@ -682,6 +745,8 @@ class SuggestionPolicy:
         entries: Sequence[PortfolioEntry],
         nb_json: list[dict[str, Any]],
         warnings: list[str],
+        distance: float | None,
+        far: bool,
     ) -> SuggestionResult:
         assert self.surrogate is not None
         surrogate = self.surrogate
@@ -712,12 +777,16 @@ class SuggestionPolicy:
         matrices.append(design_matrix(self.family, rest, meta, task=task, fidelity=1.0))
         block = ConfigBlock.concat([sobol, rest])
         X = np.vstack(matrices)
-        pred = surrogate.predict(X, kappa=kappa)
+        members = surrogate.predict_members(X)
+        pred = surrogate.summarise(members, kappa=kappa)
+        default_at = len(block) - 1
+        p_beats = self._p_beats_default(members, default_at, distance)
 
         # Coarse to fine: perturb the best few and score the children too.
         s = self.settings
         if s.refine_parents > 0 and s.refine_children > 0:
-            parents = _top_distinct(pred.score, block.unit, s.refine_parents)
+            key = self._rank_key(pred.score, p_beats, default_at, far)
+            parents = _top_distinct(key, block.unit, s.refine_parents)
             rng = np.random.default_rng([seed, 7, 1])
             noise = rng.normal(
                 0.0, s.refine_sigma, (len(parents), s.refine_children, block.unit.shape[1])
@@ -727,7 +796,11 @@ class SuggestionPolicy:
             )
             child = self._decode(u, task, fixed)
             Xc = design_matrix(self.family, child, meta, task=task, fidelity=1.0)
-            cpred = surrogate.predict(Xc, kappa=kappa)
+            cmembers = surrogate.predict_members(Xc)
+            cpred = surrogate.summarise(cmembers, kappa=kappa)
+            if p_beats is not None:
+                both = np.vstack([members[default_at : default_at + 1], cmembers])
+                p_beats = np.concatenate([p_beats, self._p_beats_default(both, 0, distance)[1:]])
             block = ConfigBlock.concat([block, child])
             X = np.vstack([X, Xc])
             pred = type(pred)(
@@ -744,7 +817,7 @@ class SuggestionPolicy:
             origins += [None] * len(child)
 
         # Best first; ties keep candidate order (Sobol, portfolio, default, local).
-        order = np.argsort(-pred.score, kind="stable")
+        order = np.argsort(-self._rank_key(pred.score, p_beats, default_at, far), kind="stable")
         free = np.array([name not in fixed for name in self.space.dim_names])
         picks = _diverse(order, block, free, request.n, s.min_distance)
         contrib = surrogate.contributions(X[picks]) if picks else np.empty((0, X.shape[1]))
@@ -768,9 +841,56 @@ class SuggestionPolicy:
                     ),
                     source=sources[i],
                     explanation=explanation,
+                    p_beats_default=(
+                        None
+                        if p_beats is None or not math.isfinite(p_beats[i])
+                        else round(float(p_beats[i]), 4)
+                    ),
                 )
             )
+        if p_beats is not None and suggestions and suggestions[0].source == "default" and not far:
+            warnings.append(
+                f"no candidate is at least {self.min_p_beats_default:.0%} likely to "
+                "beat the library default on this dataset, so the default comes first"
+            )
         return SuggestionResult(suggestions, self.info, warnings)
+
+    def _p_beats_default(
+        self, members: np.ndarray, default_at: int, distance: float | None
+    ) -> np.ndarray | None:
+        """Calibrated ``p_beats_default`` of every row (NaN for the default's own row)."""
+        if self.calibration is None:
+            return None
+        advantage = members - members[default_at]
+        p = self.calibration.p_beats_default(
+            advantage.mean(axis=1),
+            advantage.std(axis=1),
+            float(members[default_at].mean()),
+            math.nan if distance is None else distance,
+        )
+        p[default_at] = math.nan
+        return p
+
+    def _rank_key(
+        self, score: np.ndarray, p_beats: np.ndarray | None, default_at: int, far: bool
+    ) -> np.ndarray:
+        """What the candidates are sorted by (higher first).
+
+        The pessimistic score, except that candidates not likely enough to beat the
+        default rank after it and every likely one, and far from the history the
+        default leads.
+        """
+        if p_beats is None:
+            return score
+        key = score.astype(np.float64, copy=True)
+        unlikely = ~(p_beats[: len(key)] >= self.min_p_beats_default)
+        unlikely[default_at] = False
+        # Scores are quality percentiles (about 0..1): an offset of 10 puts every
+        # unlikely candidate below every likely one and keeps their own order.
+        key[unlikely] -= 10.0
+        if far:
+            key[default_at] = np.inf
+        return key
 
     def _cold_start(
         self,
@@ -830,6 +950,20 @@ class SuggestionPolicy:
         return SuggestionResult(suggestions, None, warnings)
 
 
+def _calibration_of(surrogate: Surrogate | None) -> Calibration | None:
+    """The ``p_beats_default`` calibration stored with a surrogate, if it has a usable one."""
+    if surrogate is None:
+        return None
+    data = (surrogate.metadata.get("confidence") or {}).get("calibration")
+    if data is None:
+        return None
+    try:
+        return Calibration.from_json(data)
+    except ValueError as exc:
+        log.error("ignoring the %s surrogate's calibration: %s", surrogate.family, exc)
+        return None
+
+
 def _applies(name: str, task: str, meta: Mapping[str, float]) -> bool:
     """Whether a meta-feature exists for this kind of data (else it is rightly absent)."""
     if name.startswith("target_"):
@@ -861,12 +995,12 @@ def _request_key(request: SuggestionRequest) -> str | None:
 
 def _copy_result(result: SuggestionResult) -> SuggestionResult:
     # Callers may mutate configs and explanations; the cached answer must not change.
-    return SuggestionResult(
+    return replace(
+        result,
         suggestions=[
             replace(s, config=copy.deepcopy(s.config), explanation=copy.deepcopy(s.explanation))
             for s in result.suggestions
         ],
-        surrogate=result.surrogate,
         warnings=list(result.warnings),
     )
 

@@ -112,7 +112,7 @@ class SurrogateParams:
     dataset_fraction: float = 0.75
     kappa: float = 1.0
     interval_level: float = 0.8
-    cv_folds: int = 5
+    cv_folds: int = 10
     cv_max_datasets: int = 2000
     seed: int = 0
     num_threads: int = 1
@@ -484,6 +484,8 @@ class CVReport:
         oof_spread: out-of-fold spread per training row.
         interval_scale: ``c`` such that ``mean +- c * spread`` covers the requested
             share of out-of-fold targets.
+        oof_members: out-of-fold prediction of every member, ``(n, n_members)`` (what
+            :mod:`training.confidence` calibrates ``p_beats_default`` on).
     """
 
     metrics: dict[str, Any]
@@ -491,6 +493,7 @@ class CVReport:
     oof_mean: np.ndarray = field(repr=False)
     oof_spread: np.ndarray = field(repr=False)
     interval_scale: float = 1.28
+    oof_members: np.ndarray | None = field(default=None, repr=False)
 
 
 def ranking_metrics(
@@ -673,7 +676,7 @@ def cross_validate(
     metrics["folds"] = len(folds)
     if params.objective == "regression":
         metrics["rmse"] = round(float(np.sqrt(np.mean((mean - ts.y) ** 2))), 5)
-    return CVReport(metrics, per_group, mean, spread, scale)
+    return CVReport(metrics, per_group, mean, spread, scale, oof)
 
 
 def _interval_scale(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, level: float) -> float:

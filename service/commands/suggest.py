@@ -190,12 +190,23 @@ def format_table(answer: dict[str, Any]) -> str:
         )
     else:
         lines.append("no surrogate: library default and portfolio only")
-    lines.append(f"{'rank':>4}  {'quality':>7}  {'interval':>13}  {'source':9}  config")
+    if answer.get("distance") is not None:
+        threshold = answer.get("distance_threshold")
+        lines.append(
+            f"distance to the nearest dataset in the history: {answer['distance']:.2f}"
+            + ("" if threshold is None else f" (validated up to {threshold:.2f})")
+        )
+    lines.append(
+        f"{'rank':>4}  {'quality':>7}  {'interval':>13}  {'p>default':>9}  {'source':9}  config"
+    )
     for s in answer["suggestions"]:
         quality = "" if s["predicted_quality"] is None else f"{s['predicted_quality']:.3f}"
         interval = "" if s["interval"] is None else "[{:.2f}, {:.2f}]".format(*s["interval"])
+        p_beats = "" if s.get("p_beats_default") is None else f"{s['p_beats_default']:.2f}"
         config = " ".join(f"{k}={_short(v)}" for k, v in s["config"].items())
-        lines.append(f"{s['rank']:>4}  {quality:>7}  {interval:>13}  {s['source']:9}  {config}")
+        lines.append(
+            f"{s['rank']:>4}  {quality:>7}  {interval:>13}  {p_beats:>9}  {s['source']:9}  {config}"
+        )
     for warning in answer.get("warnings", []):
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -68,6 +68,13 @@ class SuggestionPublic(BaseModel):
     interval: tuple[float, float] | None
     source: str = Field(description="surrogate, portfolio or default.")
     explanation: dict[str, Any]
+    p_beats_default: float | None = Field(
+        default=None,
+        description=(
+            "Calibrated probability that this config scores above the library default on "
+            "this dataset (null for the default itself and without a calibrated surrogate)."
+        ),
+    )
 
 
 class SurrogateRef(BaseModel):
@@ -84,6 +91,17 @@ class SuggestionsPublic(BaseModel):
     suggestions: list[SuggestionPublic]
     surrogate: SurrogateRef | None
     warnings: list[str]
+    distance: float | None = Field(
+        default=None,
+        description="Distance of the dataset to the nearest dataset in the history.",
+    )
+    distance_threshold: float | None = Field(
+        default=None,
+        description=(
+            "Beyond this distance the surrogate was not validated (learned on held-out "
+            "groups) and the first suggestion is the library default."
+        ),
+    )
 
 
 def to_public(result: SuggestionResult) -> SuggestionsPublic:
@@ -97,6 +115,7 @@ def to_public(result: SuggestionResult) -> SuggestionsPublic:
                 interval=s.interval,
                 source=s.source,
                 explanation=s.explanation,
+                p_beats_default=s.p_beats_default,
             )
             for s in result.suggestions
         ],
@@ -108,6 +127,8 @@ def to_public(result: SuggestionResult) -> SuggestionsPublic:
             n_runs=result.surrogate.n_runs,
         ),
         warnings=result.warnings,
+        distance=result.distance,
+        distance_threshold=result.distance_threshold,
     )
 
 

@@ -54,7 +54,16 @@ def test_suggestions_from_the_active_surrogate(client: TestClient, history_store
     response = client.post("/v1/suggestions", json=_body(n=3, seed=1))
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert set(answer) == {"suggestions", "surrogate", "warnings"}
+    assert set(answer) == {
+        "suggestions",
+        "surrogate",
+        "warnings",
+        "distance",
+        "distance_threshold",
+    }
+    # The retrain calibrated p_beats_default and learned how far its validation reached.
+    assert answer["distance"] > 0
+    assert answer["distance_threshold"] > 0
     active = history_store.find_active_surrogate("lightgbm")
     assert answer["surrogate"]["id"] == active.id
     assert answer["surrogate"]["n_runs"] == active.n_runs
@@ -67,7 +76,13 @@ def test_suggestions_from_the_active_surrogate(client: TestClient, history_store
         "interval",
         "source",
         "explanation",
+        "p_beats_default",
     }
+    for s in answer["suggestions"]:
+        if s["source"] == "default":
+            assert s["p_beats_default"] is None
+        else:
+            assert 0.0 <= s["p_beats_default"] <= 1.0
     low, high = first["interval"]
     assert low <= first["predicted_quality"] <= high
     assert first["source"] in {"surrogate", "portfolio", "default"}
