@@ -95,20 +95,6 @@ def group_folds(ts: TrainingSet, n_folds: int = 10) -> list[tuple[np.ndarray, np
     return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
 
 
-def oof_members(ts: TrainingSet, params: Any, folds: Sequence[tuple[np.ndarray, np.ndarray]]):
-    """Out-of-fold raw predictions of every ensemble member, ``(n, n_members)``."""
-    from training.surrogate import _train_members
-
-    oof = np.full((len(ts), params.n_members), np.nan)
-    for train_idx, test_idx in folds:
-        members = _train_members(ts.subset(np.sort(train_idx)), params)
-        X_test = ts.X[test_idx]
-        oof[test_idx] = np.column_stack(
-            [m.predict(X_test, raw_score=True, num_threads=params.num_threads) for m in members]
-        )
-    return oof
-
-
 def held_out_distances(
     portfolio_json: Mapping[str, Any],
     family: str,
@@ -589,14 +575,14 @@ def evaluate_family(
 ) -> dict[str, Any] | None:
     """Leave-one-group-out evaluation of the policies for one family (see the module doc)."""
     from training.suggest import Portfolio
-    from training.surrogate import SurrogateParams
+    from training.surrogate import SurrogateParams, oof_member_predictions
 
     params = params or SurrogateParams()
     ts = build_training_set(frame, family, normalisation=params.normalisation)
     if ts.n_datasets < 3:
         return None
     folds = group_folds(ts, n_folds)
-    members = oof_members(ts, params, folds)
+    members = oof_member_predictions(ts, params, folds)
     ok = frame[frame["family"] == family]
     if "status" in ok.columns:
         ok = ok[ok["status"] == "ok"]

@@ -660,13 +660,7 @@ def cross_validate(
     if folds is None:
         ts = cv_subset(ts, params)
         folds = grouped_folds(ts, params.cv_folds)
-    oof = np.full((len(ts), params.n_members), np.nan)
-    for train_idx, test_idx in folds:
-        members = _train_members(ts.subset(np.sort(train_idx)), params)
-        X_test = ts.X[test_idx]
-        oof[test_idx] = np.column_stack(
-            [m.predict(X_test, raw_score=True, num_threads=params.num_threads) for m in members]
-        )
+    oof = oof_member_predictions(ts, params, folds)
     mean = oof.mean(axis=1)
     spread = oof.std(axis=1) if params.n_members > 1 else np.zeros(len(ts))
     score = mean - params.kappa * spread
@@ -677,6 +671,20 @@ def cross_validate(
     if params.objective == "regression":
         metrics["rmse"] = round(float(np.sqrt(np.mean((mean - ts.y) ** 2))), 5)
     return CVReport(metrics, per_group, mean, spread, scale, oof)
+
+
+def oof_member_predictions(
+    ts: TrainingSet, params: SurrogateParams, folds: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Out-of-fold raw prediction of every member, ``(n, n_members)`` (NaN outside folds)."""
+    oof = np.full((len(ts), params.n_members), np.nan)
+    for train_idx, test_idx in folds:
+        members = _train_members(ts.subset(np.sort(train_idx)), params)
+        X_test = ts.X[test_idx]
+        oof[test_idx] = np.column_stack(
+            [m.predict(X_test, raw_score=True, num_threads=params.num_threads) for m in members]
+        )
+    return oof
 
 
 def _interval_scale(y: np.ndarray, mean: np.ndarray, spread: np.ndarray, level: float) -> float:
