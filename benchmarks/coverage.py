@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The 2-D map: the policy's standardised space, first two principal components.
     names = list(core_metafeatures())
-    z = np.nan_to_num(
-        np.vstack([index.standardise(m) for m in base["meta"]]), nan=0.0
-    ).clip(-6, 6)
+    z = np.nan_to_num(np.vstack([index.standardise(m) for m in base["meta"]]), nan=0.0).clip(-6, 6)
     center = z.mean(axis=0)
     _, _, vt = np.linalg.svd(z - center, full_matrices=False)
     project = vt[:2].T
