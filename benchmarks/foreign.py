@@ -1107,6 +1107,9 @@ def run(settings: Settings) -> dict[str, Any]:
     engine = make_engine(settings.surrogates)
     registry: DirRegistry = engine.registry
     bench.doc["surrogates"] = {f: registry.sha256(f) for f in settings.families}
+    # The answers depend on the policy code as much as on the surrogates: say which.
+    bench.doc["code"] = _code_version()
+    bench.doc["command"] = " ".join(["python benchmarks/foreign.py", *sys.argv[1:]])
     specs = collection(settings.datasets)
     bench.doc["datasets"] = {}
     records: dict[str, Any] = bench.doc["records"]
@@ -1566,6 +1569,9 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
         "# Suggestion quality on the foreign collection",
         "",
         f"Command: `{command}`  ",
+        f"Code: `{(doc.get('code') or {}).get('commit') or 'unknown'}`"
+        + (" (with uncommitted changes)" if (doc.get("code") or {}).get("dirty") else "")
+        + ".  ",
         f"Measured: {doc.get('finished_at') or doc.get('updated_at')}; protocol: "
         f"{FOLDS}-fold CV, seed {CV_SEED}, ROC AUC (binary), accuracy (multiclass), R² "
         "(regression), the project's trial code. Surrogates: "
@@ -1651,7 +1657,7 @@ def markdown(doc: Mapping[str, Any], summary: Mapping[str, Any], command: str) -
             f"{_fmt(r['score_best_of_5'], 4)} | {_fmt(r['score_flaml'], 4)} | "
             f"{_fmt(r['regret_default'])} | {_fmt(r['regret_hyperprior_top1'])} | "
             f"{_fmt(r.get(f'regret_random_best_of_{k16}'))} | "
-            f"{r['top1_worth'] if r['top1_worth'] is not None else f'>{RANDOM_POOL}'} | "
+            f"{r['top1_worth'] if r['top1_worth'] is not None else '>' + str(r['pool_size'])} | "
             f"{_fmt(r['p_beats_default_top1'], 2)} | {r['source_top1'] or '–'} |"
         )
     for r in summary.get("refused", []):
@@ -1775,7 +1781,9 @@ def write_reports(
 ) -> dict[str, Any]:
     """Summarise ``doc`` into ``PREFIX.md`` and ``PREFIX.png`` (and the JSON's summary)."""
     summary = summarise(doc)
-    command = command or " ".join(["python benchmarks/foreign.py", *sys.argv[1:]])
+    command = command or str(
+        doc.get("command") or " ".join(["python benchmarks/foreign.py", *sys.argv[1:]])
+    )
     (out_dir / f"{prefix}.md").write_text(markdown(doc, summary, command))
     plot(summary, out_dir / f"{prefix}.png")
     full = dict(doc)
@@ -1807,6 +1815,22 @@ def print_summary(summary: Mapping[str, Any]) -> None:
         "median_top1_worth",
     ):
         print(f"{key:28s}" + "".join(f"{_fmt(fams[f]['all'][key]):>15s}" for f in fams))
+
+
+def _code_version() -> dict[str, Any]:
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "training", "service", "client", "db")
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": dirty.splitlines()}
 
 
 def _now() -> str:
