@@ -112,6 +112,12 @@ def print_family(family: str, result: dict[str, Any]) -> None:
     print(f"{'policy':46s} " + " ".join(f"{c[:14]:>14s}" for c in cols))
     for name, row in result["policies"].items():
         print(f"{name:46s} " + " ".join(f"{row[c]:14.4f}" for c in cols))
+    for source, policies in result.get("by_source", {}).items():
+        cells = ", ".join(
+            f"{name} {row['mean_regret']:.4f} (not losing {row['not_lose_share']:.2f})"
+            for name, row in policies.items()
+        )
+        print(f"  {source} datasets: {cells}")
     print(f"\n{family}: reliability of p_beats_default (picks of the chosen policy)")
     print(f"{'bin':>12s} {'n':>6s} {'mean p':>8s} {'won':>8s}")
     for b in result["reliability"]["picks"]:

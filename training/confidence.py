@@ -638,10 +638,32 @@ def evaluate_family(
             round(float(t), 4) for t in chosen["threshold"].unique()
         ),
         "by_distance": by_distance(top1, chosen),
+        # Real and synthetic datasets apart, so corpora with and without the synthetic
+        # regimes compare on the same real held-out datasets.
+        "by_source": by_source(outcomes, ts.dataset_names),
         "per_dataset": chosen[["dataset", "task", "distance", "regret", "default_regret", "p"]]
         .round(5)
         .to_dict(orient="records"),
     }
+
+
+def by_source(outcomes: pd.DataFrame, names: Mapping[str, str]) -> dict[str, Any]:
+    """:func:`summarise` of the main policies on real and on synthetic datasets apart."""
+    synthetic = outcomes["dataset"].map(lambda d: str(names.get(d, d)).startswith("synthetic/"))
+    out: dict[str, Any] = {}
+    for label, mask in (("real", ~synthetic), ("synthetic", synthetic)):
+        part = outcomes[mask.to_numpy()]
+        if part.empty:
+            continue
+        out[label] = {
+            name: {
+                **summarise(part[part["policy"] == name]),
+                "by_task": by_task(part[part["policy"] == name]),
+            }
+            for name in ("library default", "surrogate top-1 (before)", CHOSEN)
+            if (part["policy"] == name).any()
+        }
+    return out
 
 
 def by_task(outcomes: pd.DataFrame) -> dict[str, Any]:
