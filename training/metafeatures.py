@@ -383,7 +383,8 @@ def compute_metafeatures(
         mf["class_prob_min"] = float(p.min())
         mf["class_prob_max"] = float(p.max())
         mf["class_entropy"] = entropy
-        mf["class_entropy_norm"] = entropy / math.log(k)
+        # Floating point makes balanced classes come out a hair above 1.
+        mf["class_entropy_norm"] = min(1.0, entropy / math.log(k))
         mf["imbalance_ratio"] = float(p.min() / p.max())
         target = codes.astype(np.int64)
     else:
@@ -495,7 +496,9 @@ def validate_metafeatures(task: str, mf: Mapping[str, Any]) -> dict[str, Any]:
             errors.append(f"n_classes={n_classes:g} must be 2 for a binary task")
     for name in _FRACTIONS:
         v = values.get(name)
-        if v is not None and not 0.0 <= v <= 1.0:
+        if v is not None and -1e-9 <= v <= 1.0 + 1e-9:
+            values[name] = min(1.0, max(0.0, v))  # rounding error, not a wrong value
+        elif v is not None:
             errors.append(f"{name}={v:g} must be in [0, 1]")
     for name in _LANDMARKERS:
         v = values.get(name)
@@ -574,6 +577,6 @@ def _derive(values: dict[str, float | None], errors: list[str]) -> None:
         if entropy is not None:
             if entropy > math.log(k) * (1 + 1e-9):
                 errors.append(f"class_entropy={entropy:g} exceeds log(n_classes)={math.log(k):g}")
-            put("class_entropy_norm", entropy / math.log(k))
+            put("class_entropy_norm", min(1.0, entropy / math.log(k)))
         elif values.get("class_entropy_norm") is not None:
             put("class_entropy", values["class_entropy_norm"] * math.log(k))  # type: ignore[operator]

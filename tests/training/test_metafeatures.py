@@ -224,3 +224,20 @@ def test_duplicate_labels_and_datetimes() -> None:
     assert mf["n_numeric"] == 2  # a datetime counts as numeric (seconds)
     assert mf["n_categorical"] == 1
     assert mf["missing_cells_frac"] == pytest.approx(2 / 9)
+
+
+def test_perfectly_balanced_many_classes_pass_validation() -> None:
+    # 52 classes of 6 rows: entropy / log(k) is 1 + a rounding error, which was refused.
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(312, 5)), columns=[f"x{i}" for i in range(5)])
+    y = pd.Series(np.repeat(np.arange(52), 6))
+    mf = compute_metafeatures(X, y, "multiclass", landmarkers=False)
+    assert mf["class_entropy_norm"] == 1.0
+    assert validate_metafeatures("multiclass", mf)["class_entropy_norm"] == 1.0
+    # A client's own value a hair above 1 is the same rounding error; a real excess is not.
+    assert validate_metafeatures(
+        "multiclass", {**mf, "class_entropy_norm": 1.0 + 1e-12}
+    )["class_entropy_norm"] == 1.0
+    with pytest.raises(ValueError, match="class_entropy_norm"):
+        validate_metafeatures("multiclass", {"n_rows": 10, "n_features": 2,
+                                             "class_entropy_norm": 1.2})  # fmt: skip
