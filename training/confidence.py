@@ -39,7 +39,7 @@ import pandas as pd
 from training.features import TrainingSet, build_training_set
 
 LOSS_TOLERANCE = 0.002
-CALIBRATION_FEATURES = ("adv_mean", "adv_spread", "default_mean", "distance")
+CALIBRATION_FEATURES = ("adv_mean", "adv_spread", "default_mean", "distance", "signal")
 # A pick must be at least this likely to beat the default to replace it.
 MIN_P_BEATS_DEFAULT = 0.5
 # The bar is raised (in these steps) until held-out picks stop losing to the default on
@@ -152,6 +152,7 @@ def candidate_rows(
         m_def = members[d_row]
         adv = m - m_def
         rows = rows.assign(
+            signal=_signal(ts, d_row),
             s_default=s_def,
             mean=m.mean(axis=1),
             spread=m.std(axis=1),
@@ -166,6 +167,23 @@ def candidate_rows(
     if not out:
         return pd.DataFrame()
     return pd.concat(out, ignore_index=True)
+
+
+def _signal(ts: TrainingSet, row: int) -> float:
+    """1-NN landmarker minus the linear one (a curved, low-noise problem is positive)."""
+    names = list(ts.feature_names)
+    if "mf_lm_1nn" not in names or "mf_lm_linear" not in names:
+        return math.nan
+    return float(ts.X[row, names.index("mf_lm_1nn")] - ts.X[row, names.index("mf_lm_linear")])
+
+
+def signal_of(meta: Mapping[str, Any]) -> float:
+    """:func:`_signal` of a request's meta-features (NaN when a landmarker is missing)."""
+    try:
+        out = float(meta.get("lm_1nn")) - float(meta.get("lm_linear"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return out if math.isfinite(out) else math.nan
 
 
 @dataclass(frozen=True)
@@ -204,8 +222,13 @@ class Calibration:
         adv_spread: np.ndarray,
         default_mean: float | np.ndarray,
         distance: float | np.ndarray,
+        signal: float | np.ndarray = math.nan,
     ) -> np.ndarray:
-        """Probability per candidate that it scores above the library default."""
+        """Probability per candidate that it scores above the library default.
+
+        Unknown inputs (NaN) count as the calibration's average, except the distance,
+        which counts as the median held-out distance.
+        """
         n = len(np.atleast_1d(adv_mean))
         dist = np.broadcast_to(np.asarray(distance, dtype=np.float64), (n,))
         dist = np.where(np.isfinite(dist), dist, self.distance_fill)
@@ -214,8 +237,10 @@ class Calibration:
             "adv_spread": np.asarray(adv_spread, dtype=np.float64),
             "default_mean": np.broadcast_to(np.asarray(default_mean, dtype=np.float64), (n,)),
             "distance": dist,
+            "signal": np.broadcast_to(np.asarray(signal, dtype=np.float64), (n,)),
         }
         X = np.column_stack([cols[f] for f in self.features])
+        X = np.where(np.isfinite(X), X, np.asarray(self.center))
         z = (X - np.asarray(self.center)) / np.asarray(self.scale)
         logit = z @ np.asarray(self.coef) + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(logit, -40.0, 40.0)))
@@ -286,13 +311,15 @@ def fit_calibration(
     from sklearn.linear_model import LogisticRegression
 
     data = rows[~rows["is_default"]]
-    features = CALIBRATION_FEATURES
+    features = tuple(f for f in CALIBRATION_FEATURES if f in data.columns)
     fill = float(np.nanmedian(data["distance"])) if data["distance"].notna().any() else 0.0
     X = np.array(data[list(features)].to_numpy(dtype=np.float64))
     j = features.index("distance")
     X[:, j] = np.where(np.isfinite(X[:, j]), X[:, j], fill)
     y = data["beats"].to_numpy(dtype=bool)
-    center = X.mean(axis=0)
+    known = np.isfinite(X)
+    center = np.where(known, X, 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+    X = np.where(np.isfinite(X), X, center)
     scale = X.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
     # Rows of one dataset are many and correlated: weight each dataset equally.
@@ -458,6 +485,7 @@ def cross_fit_p(rows: pd.DataFrame, fold_of: Mapping[str, int], *, kappa: float)
             test["adv_spread"].to_numpy(),
             test["default_mean"].to_numpy(),
             test["distance"].to_numpy(),
+            test["signal"].to_numpy(),
         )
     return p
 

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from training.confidence import Calibration
+from training.confidence import Calibration, signal_of
 from training.features import (
     TASKS,
     ConfigBlock,
@@ -780,7 +780,8 @@ class SuggestionPolicy:
         members = surrogate.predict_members(X)
         pred = surrogate.summarise(members, kappa=kappa)
         default_at = len(block) - 1
-        p_beats = self._p_beats_default(members, default_at, distance)
+        signal = signal_of(meta)
+        p_beats = self._p_beats_default(members, default_at, distance, signal)
 
         # Coarse to fine: perturb the best few and score the children too.
         s = self.settings
@@ -800,7 +801,9 @@ class SuggestionPolicy:
             cpred = surrogate.summarise(cmembers, kappa=kappa)
             if p_beats is not None:
                 both = np.vstack([members[default_at : default_at + 1], cmembers])
-                p_beats = np.concatenate([p_beats, self._p_beats_default(both, 0, distance)[1:]])
+                p_beats = np.concatenate(
+                    [p_beats, self._p_beats_default(both, 0, distance, signal)[1:]]
+                )
             block = ConfigBlock.concat([block, child])
             X = np.vstack([X, Xc])
             pred = type(pred)(
@@ -856,7 +859,11 @@ class SuggestionPolicy:
         return SuggestionResult(suggestions, self.info, warnings)
 
     def _p_beats_default(
-        self, members: np.ndarray, default_at: int, distance: float | None
+        self,
+        members: np.ndarray,
+        default_at: int,
+        distance: float | None,
+        signal: float = math.nan,
     ) -> np.ndarray | None:
         """Calibrated ``p_beats_default`` of every row (NaN for the default's own row)."""
         if self.calibration is None:
@@ -867,6 +874,7 @@ class SuggestionPolicy:
             advantage.std(axis=1),
             float(members[default_at].mean()),
             math.nan if distance is None else distance,
+            signal,
         )
         p[default_at] = math.nan
         return p
