@@ -86,6 +86,12 @@ class ModelledTime:
     def close(self) -> None:
         self.inner.close()
 
+    def refine(self, *args: Any, modelled_budget: float, **kwargs: Any) -> Any:
+        """``refine`` on this cost model: the budget is in modelled seconds, never wall time."""
+        return refine(
+            *args, budget_seconds=modelled_budget, executor=self, clock=self.clock, **kwargs
+        )
+
 
 def _recorder(store: Store, into: list[Any]) -> Any:
     def record(runs: Any) -> None:
@@ -132,13 +138,11 @@ def test_refined_config_is_at_least_as_good_as_the_default(
     # Modelled time: the default's full trial costs 0.05 s, one of 1,000 trees ~0.37 s, so
     # 6 s leave room to halve even when the top-1 is many times the default's size.
     modelled = ModelledTime(0.05)
-    result = refine(
+    result = modelled.refine(
         cancer,
         "lightgbm",
         suggestions,
-        budget_seconds=6,
-        executor=modelled,
-        clock=modelled.clock,
+        modelled_budget=6,
         settings=FAST,
         dataset=spec,
         record=_recorder(store, recorded),
@@ -184,13 +188,11 @@ def test_same_seed_same_refinement(cancer: TrialData) -> None:
 
     def run() -> Any:
         modelled = ModelledTime(0.1)
-        return refine(
+        return modelled.refine(
             cancer,
             "lightgbm",
             candidates,
-            budget_seconds=300,
-            executor=modelled,
-            clock=modelled.clock,
+            modelled_budget=300,
             settings=FAST,
             seed=3,
         )
@@ -226,11 +228,11 @@ def test_a_tiny_budget_is_reported_honestly(cancer: TrialData) -> None:
 
 def test_invalid_and_duplicate_candidates(cancer: TrialData) -> None:
     default = get_space("linear").default("binary")
-    result = refine(
+    result = ModelledTime(1.0).refine(
         cancer,
         "linear",
         [default, {"C": -1.0}, {"C": 0.5}, {"C": 0.5}],
-        budget_seconds=60,
+        modelled_budget=60,
         settings=FAST,
     )
     configs = [c.config for c in result.candidates]
@@ -249,13 +251,11 @@ def test_keras_mlp_refinement_uses_epochs_as_fidelity() -> None:
     ]
     # Inline: TensorFlow's import in a fresh worker would cost more than the trials.
     modelled = ModelledTime(1.0)
-    result = refine(
+    result = modelled.refine(
         TrialData(data.X, data.y, data.task, data.name),
         "keras_mlp",
         candidates,
-        budget_seconds=90,
-        executor=modelled,
-        clock=modelled.clock,
+        modelled_budget=90,
         settings=RefineSettings(folds=2),
     )
     assert result.rungs == pytest.approx((1 / 3, 1.0))
@@ -279,25 +279,21 @@ def test_refinement_on_dask(cancer: TrialData) -> None:
         assert isinstance(executor, DaskExecutor)
         on_dask = ModelledTime(1.0, executor)
         try:
-            result = refine(
+            result = on_dask.refine(
                 cancer,
                 "linear",
                 [{"C": 0.1}, {"C": 10.0}, {"C": 0.01}],
-                budget_seconds=60,
-                executor=on_dask,
-                clock=on_dask.clock,
+                modelled_budget=60,
                 settings=FAST,
             )
         finally:
             executor.close()
     inline = ModelledTime(1.0)
-    inline_result = refine(
+    inline_result = inline.refine(
         cancer,
         "linear",
         [{"C": 0.1}, {"C": 10.0}, {"C": 0.01}],
-        budget_seconds=60,
-        executor=inline,
-        clock=inline.clock,
+        modelled_budget=60,
         settings=FAST,
     )
     assert result.complete
