@@ -53,7 +53,6 @@ if str(ROOT) not in sys.path:
 
 RESULTS = ROOT / "benchmarks" / "results"
 FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
-LOSS_TOLERANCE = 0.002
 
 
 def load_runs(args: argparse.Namespace) -> pd.DataFrame:
@@ -66,7 +65,7 @@ def load_runs(args: argparse.Namespace) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate the policies by leave-one-group-out CV and write the results."""
-    from training.confidence import evaluate_family
+    from training.confidence import LOSS_TOLERANCE, evaluate_policies
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for family in args.families.split(","):
         started = time.perf_counter()
-        result = evaluate_family(frame, family, n_folds=args.folds)
+        result = evaluate_policies(frame, family, n_folds=args.folds)
         if result is None:
             print(f"{family}: too few groups")
             continue

