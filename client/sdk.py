@@ -312,6 +312,8 @@ def _run_json(run: Any) -> dict[str, Any]:
     data.setdefault("source", "user")
     if data.get("error") is None:
         data.pop("error", None)
+    if data.get("metrics") is None:
+        data.pop("metrics", None)
     out: dict[str, Any] = _jsonable(data)
     return out
 
@@ -710,7 +712,8 @@ class Client:
         Each run is a mapping in the API's form (``POST /v1/runs``: ``id``,
         ``dataset`` (or a `Description`) or ``dataset_id``, ``family``, ``config``,
         ``metric``, ``direction``, ``score``, ``fidelity``, ``cost_seconds``,
-        ``source``, ``status``, ``error``) or a dataclass with those fields (the
+        ``source``, ``status``, ``error``, ``metrics``: every other metric measured,
+        by name) or a dataclass with those fields (the
         ``NewRun`` of a refinement). Missing ``id`` get a random UUID *before* the
         first attempt; ``status`` defaults to ``ok``, ``fidelity`` to 1,
         ``cost_seconds`` to 0 and ``source`` to ``user``.
@@ -784,6 +787,7 @@ class Client:
                             meta_features=dataset["meta_features"],
                         ),
                         dataset_id=data.get("dataset_id"),
+                        metrics=data.get("metrics"),
                     )
                 )
             except (KeyError, TypeError, ValueError) as error:

@@ -65,7 +65,11 @@ class NewRun:
     """A run to ingest. ``id`` is the client's idempotency key.
 
     Exactly one of ``dataset`` (described inline; created on first use) and
-    ``dataset_id`` (an existing dataset) must be given.
+    ``dataset_id`` (an existing dataset) must be given. ``metrics`` holds every
+    metric measured besides ``score`` (``log_loss``, ``rmse``, ``fit_seconds`` ...);
+    it is not part of the run's identity: re-sending a stored run with other
+    metrics is a duplicate, and :meth:`db.store.Store.add_run_metrics` fills in
+    metrics a stored run lacks.
     """
 
     id: uuid.UUID
@@ -81,6 +85,7 @@ class NewRun:
     error: str | None = None
     dataset: DatasetSpec | None = None
     dataset_id: int | None = None
+    metrics: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Run:
     source: str
     content_sha: str
     created_at: dt.datetime
+    metrics: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,8 @@ class SqlRun(Base):
     source: Mapped[str] = mapped_column(String(16))
     content_sha: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # Every metric measured besides the primary score; NULL when none was sent.
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JSONType, nullable=True)
 
 
 class SqlSurrogate(Base):

@@ -135,19 +135,19 @@ _PG_ARRAY_COLUMNS = {
 }
 _PG_INSERT_RUNS = (
     "INSERT INTO runs ("
-    + ", ".join([*_PG_ARRAY_COLUMNS, "config", "created_at"])
+    + ", ".join([*_PG_ARRAY_COLUMNS, "config", "metrics", "created_at"])
     + ") SELECT "
     + ", ".join(f"u.{name}" for name in _PG_ARRAY_COLUMNS)
-    + ", u.config_json::jsonb, %(created_at)s FROM unnest("
+    + ", u.config_json::jsonb, u.metrics_json::jsonb, %(created_at)s FROM unnest("
     + ", ".join(f"%({name})b::{kind}[]" for name, kind in _PG_ARRAY_COLUMNS.items())
-    + ", %(config_json)b::text[]) AS u("
-    + ", ".join([*_PG_ARRAY_COLUMNS, "config_json"])
+    + ", %(config_json)b::text[], %(metrics_json)b::text[]) AS u("
+    + ", ".join([*_PG_ARRAY_COLUMNS, "config_json", "metrics_json"])
     + ") ORDER BY u.id ON CONFLICT (id) DO NOTHING RETURNING id"
 )
-_SQLITE_INSERT_COLUMNS = (*_PG_ARRAY_COLUMNS, "config_json", "created_at")
+_SQLITE_INSERT_COLUMNS = (*_PG_ARRAY_COLUMNS, "config_json", "metrics_json", "created_at")
 _SQLITE_INSERT_RUNS = (
     "INSERT INTO runs ("
-    + ", ".join([*_PG_ARRAY_COLUMNS, "config", "created_at"])
+    + ", ".join([*_PG_ARRAY_COLUMNS, "config", "metrics", "created_at"])
     + ") VALUES ("
     + ", ".join("?" for _ in _SQLITE_INSERT_COLUMNS)
     + ")"
@@ -189,6 +189,30 @@ def _as_count(name: str, value: Any, *, minimum: int) -> int:
     if value < minimum:
         raise InvalidArgumentError(f"meta_features.{name} must be >= {minimum}, got {value!r}")
     return int(value)
+
+
+#: At most this many metrics per run (every metric of a task is about ten).
+MAX_RUN_METRICS = 64
+
+
+def _check_metrics(metrics: Any) -> dict[str, float] | None:
+    """A run's metrics map, validated: string names, finite numbers."""
+    if metrics is None:
+        return None
+    if not isinstance(metrics, Mapping):
+        raise InvalidArgumentError("metrics must be a mapping of metric name to number")
+    if len(metrics) > MAX_RUN_METRICS:
+        raise InvalidArgumentError(
+            f"metrics may hold at most {MAX_RUN_METRICS} entries, got {len(metrics)}"
+        )
+    checked: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not 1 <= len(name) <= 64:
+            raise InvalidArgumentError(f"metric names must be 1-64 characters, got {name!r}")
+        if not _is_number(value) or not math.isfinite(value):
+            raise InvalidArgumentError(f"metrics[{name!r}] must be a finite number, got {value!r}")
+        checked[name] = float(value)
+    return checked
 
 
 def _fingerprint_value(value: float | int | None) -> float | None:
@@ -255,6 +279,7 @@ def _to_run(row: Row[Any]) -> Run:
         source=m["source"],
         content_sha=m["content_sha"],
         created_at=m["created_at"],
+        metrics=None if m["metrics"] is None else dict(m["metrics"]),
     )
 
 
@@ -674,6 +699,7 @@ class Store:
             raise InvalidArgumentError(
                 f"config must be JSON with string keys and finite numbers: {error}"
             ) from None
+        metrics = _check_metrics(run.metrics)
         # repr of a tuple of str/float/None is canonical and cheaper than JSON.
         body = repr(
             (
@@ -697,6 +723,7 @@ class Store:
             "family": run.family,
             "config": config,
             "config_json": config_json,
+            "metrics_json": None if metrics is None else _canonical_json(metrics),
             "metric": run.metric,
             "direction": run.direction,
             "score": score,
@@ -875,6 +902,7 @@ class Store:
         # call; this form is parsed once and is several times faster.
         params: dict[str, Any] = {name: [row[name] for row in rows] for name in _PG_ARRAY_COLUMNS}
         params["config_json"] = [row["config_json"] for row in rows]
+        params["metrics_json"] = [row["metrics_json"] for row in rows]
         params["created_at"] = now
         result = conn.exec_driver_sql(_PG_INSERT_RUNS, params)
         return {r[0] for r in result}
@@ -891,6 +919,68 @@ class Store:
             return found
 
         return self._run(work) if keys else set()
+
+    def runs_without_metrics(self, ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of ``ids`` that are stored, succeeded, and have no metrics map."""
+        keys = sorted({str(_uuid(i)) for i in ids})
+
+        def work(conn: Connection) -> set[uuid.UUID]:
+            found: set[uuid.UUID] = set()
+            for chunk in _chunks(keys):
+                stmt = select(_runs.c.id).where(
+                    _runs.c.id.in_(chunk),
+                    _runs.c.status == "ok",
+                    # SQL NULL, or a JSON null written through the ORM.
+                    or_(_runs.c.metrics.is_(None), cast(_runs.c.metrics, Text()) == "null"),
+                )
+                found.update(uuid.UUID(r) for r in conn.execute(stmt).scalars())
+            return found
+
+        return self._run(work) if keys else set()
+
+    def add_run_metrics(self, updates: Mapping[uuid.UUID | str, Mapping[str, float]]) -> int:
+        """Fill in metrics that stored runs lack; metrics already stored are kept.
+
+        This is how a run measured before every metric was recorded gets the rest
+        (the bootstrap re-measures such runs under their own ids).
+
+        Args:
+            updates: Metrics by run id.
+
+        Returns:
+            How many runs gained at least one metric.
+
+        Raises:
+            InvalidArgumentError: A metrics map is malformed.
+            NotFoundError: A run id is not stored (nothing is changed).
+        """
+        checked: dict[str, dict[str, float]] = {}
+        for run_id, metrics in updates.items():
+            key = str(_uuid(run_id))
+            try:
+                checked[key] = _check_metrics(metrics) or {}
+            except InvalidArgumentError as error:
+                raise InvalidArgumentError(f"run {key}: {error}") from None
+        keys = sorted(key for key, metrics in checked.items() if metrics)
+
+        def work(conn: Connection) -> int:
+            stored: dict[str, dict[str, float] | None] = {}
+            for chunk in _chunks(keys):
+                stmt = select(_runs.c.id, _runs.c.metrics).where(_runs.c.id.in_(chunk))
+                stored.update({run_id: metrics for run_id, metrics in conn.execute(stmt)})
+            missing = [key for key in keys if key not in stored]
+            if missing:
+                raise NotFoundError(f"{len(missing)} runs are not stored, e.g. {missing[0]}")
+            changed = 0
+            for key in keys:
+                old = dict(stored[key] or {})
+                merged = {**checked[key], **old}
+                if merged != old:
+                    conn.execute(update(_runs).where(_runs.c.id == key).values(metrics=merged))
+                    changed += 1
+            return changed
+
+        return self._run(work, write=True) if keys else 0
 
     def find_run(self, run_id: uuid.UUID | str) -> Run | None:
         """Return the run with this id, or None."""
@@ -1009,7 +1099,8 @@ class Store:
 
         Columns: ``id`` (str), ``dataset_id``, ``dataset_name``, ``task``, ``family``,
         ``config`` (dict), ``metric``, ``direction``, ``score``, ``fidelity``,
-        ``cost_seconds``, ``status``, ``error``, ``source``, ``created_at`` (UTC), and
+        ``cost_seconds``, ``status``, ``error``, ``source``, ``metrics`` (dict or
+        None), ``created_at`` (UTC), and
         one ``mf_<name>`` column per meta-feature of the datasets (NaN where a dataset
         lacks it). Rows are ordered by creation time, then id.
 
@@ -1044,6 +1135,7 @@ class Store:
             _runs.c.status,
             _runs.c.error,
             _runs.c.source,
+            func.coalesce(cast(_runs.c.metrics, Text()), "null").label("metrics"),
             raw_created,
         ]
         names = [c.name for c in run_cols]
@@ -1057,7 +1149,8 @@ class Store:
         rows, dataset_rows = self._run(work)
         columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [()] * len(names)
         data = dict(zip(names, columns, strict=True))
-        data["config"] = json.loads("[" + ",".join(data["config"]) + "]") if rows else []
+        for name in ("config", "metrics"):
+            data[name] = json.loads("[" + ",".join(data[name]) + "]") if rows else []
         frame = pd.DataFrame(data)
         for name in ("score", "fidelity", "cost_seconds"):
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")

@@ -731,6 +731,7 @@ def run_json(run: Any) -> dict[str, Any]:
         "cost_seconds": run.cost_seconds,
         "source": run.source,
         "error": run.error,
+        "metrics": None if run.metrics is None else dict(run.metrics),
     }
 
 

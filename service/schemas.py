@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from db.entities import Dataset, DatasetSpec, NewRun, Run, Stats
+from db.store import MAX_RUN_METRICS
 
 __all__ = [
     "MAX_ID",
@@ -221,6 +222,16 @@ class RunCreate(BaseModel):
     cost_seconds: float = Field(ge=0, le=1e9, allow_inf_nan=False, strict=True)
     source: Source
     error: str | None = Field(default=None, max_length=20_000)
+    metrics: dict[Name, FiniteFloat] | None = Field(
+        default=None,
+        max_length=MAX_RUN_METRICS,
+        description=(
+            "Every metric measured besides `score`, by name: classification `roc_auc`, "
+            "`accuracy`, `balanced_accuracy`, `log_loss`, `f1_macro`; regression `r2`, "
+            "`rmse`, `mae`; `fit_seconds`, `predict_seconds`. Not part of the run's "
+            "identity: re-sending a stored run with other metrics counts as a duplicate."
+        ),
+    )
 
     @field_validator("config")
     @classmethod
@@ -257,6 +268,7 @@ class RunCreate(BaseModel):
             error=self.error,
             dataset=None if self.dataset is None else self.dataset.to_spec(),
             dataset_id=self.dataset_id,
+            metrics=self.metrics,
         )
 
 
@@ -291,6 +303,9 @@ class RunPublic(BaseModel):
     error: str | None
     source: str
     created_at: dt.datetime
+    metrics: dict[str, float] | None = Field(
+        description="Every metric measured besides `score`; null when none was recorded."
+    )
 
     @classmethod
     def from_run(cls, run: Run) -> RunPublic:
@@ -309,6 +324,7 @@ class RunPublic(BaseModel):
             error=run.error,
             source=run.source,
             created_at=run.created_at,
+            metrics=run.metrics,
         )
 
 

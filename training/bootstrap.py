@@ -93,6 +93,7 @@ class BootstrapReport:
     ran: int = 0
     failed: int = 0
     inserted: int = 0
+    remeasured: int = 0
     seconds: float = 0.0
     by_family: dict[str, int] = field(default_factory=dict)
 
@@ -222,6 +223,7 @@ def to_new_run(spec: TrialSpec, result: Any, dataset: DatasetSpec) -> NewRun:
         status="ok" if ok else "failed",
         error=None if ok else (result.error or "unknown error")[:2000],
         dataset=dataset,
+        metrics=result.run_metrics() if ok else None,
     )
 
 
@@ -234,11 +236,16 @@ def bootstrap(
     flush_seconds: float = 30.0,
     progress: bool = True,
     on_flush: Callable[[BootstrapReport], None] | None = None,
+    remeasure: bool = False,
 ) -> BootstrapReport:
     """Run the specs not yet stored and record each as a ``bootstrap`` run.
 
     Results are written in small batches as they arrive, so an interrupted bootstrap
     keeps everything it finished; the next call skips those trials.
+
+    With ``remeasure``, it runs instead the specs whose run is stored without metrics
+    (measured before every metric was recorded) and adds the metrics to those runs,
+    under their own ids; the stored score and the rest of the run are kept.
 
     Args:
         store: where runs are recorded (and read to skip finished trials).
@@ -256,8 +263,12 @@ def bootstrap(
 
     started = time.perf_counter()
     report = BootstrapReport(planned=len(specs))
-    done = store.existing_run_ids(s.run_id for s in specs)
-    todo = [s for s in specs if s.run_id not in done]
+    if remeasure:
+        bare = store.runs_without_metrics(s.run_id for s in specs)
+        todo = [s for s in specs if s.run_id in bare]
+    else:
+        done = store.existing_run_ids(s.run_id for s in specs)
+        todo = [s for s in specs if s.run_id not in done]
     report.skipped = len(specs) - len(todo)
     if not todo:
         report.seconds = time.perf_counter() - started
@@ -269,7 +280,11 @@ def bootstrap(
 
     def flush() -> None:
         nonlocal last_flush
-        if buffer:
+        if buffer and remeasure:
+            found = {run.id: run.metrics for run in buffer if run.metrics}
+            report.remeasured += store.add_run_metrics(found)
+            buffer.clear()
+        elif buffer:
             report.inserted += store.ingest_runs(buffer).inserted
             buffer.clear()
         last_flush = time.monotonic()

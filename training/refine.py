@@ -669,6 +669,7 @@ class _Refinement:
             status="ok" if ok else "failed",
             error=None if ok else (result.error or "unknown error")[:2000],
             dataset=self.dataset,
+            metrics=result.run_metrics(),
         )
 
     def _report(self) -> None:

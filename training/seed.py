@@ -42,6 +42,7 @@ _RUN_COLUMNS = [
     "status",
     "error",
     "source",
+    "metrics",
 ]
 
 
@@ -115,6 +116,10 @@ def export_seed(
             "status": frame["status"],
             "error": frame["error"],
             "source": frame["source"],
+            "metrics": [
+                None if not isinstance(m, dict) else json.dumps(m, sort_keys=True)
+                for m in frame["metrics"]
+            ],
         }
     )[_RUN_COLUMNS].sort_values(["dataset", "family", "id"], kind="stable")
 
@@ -254,10 +259,14 @@ def load_seed(
                 status=r["status"],
                 error=_none_if_nan(r["error"]),
                 dataset=specs[r["dataset"]],
+                metrics=json.loads(m) if isinstance(m := r.get("metrics"), str) else None,
             )
             for r in records[start : start + batch_size]
         ]
         result = store.ingest_runs(batch)
+        if result.duplicates:
+            # A database seeded before the seed had every metric gains them now.
+            store.add_run_metrics({run.id: run.metrics for run in batch if run.metrics})
         inserted += result.inserted
         duplicates += result.duplicates
         if progress is not None:

@@ -110,6 +110,12 @@ def register(subparsers: Any) -> None:
         help="run trials on this Dask scheduler (tcp://HOST:PORT) instead of local workers",
     )
     parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="instead of new trials, re-run the stored ones that have no metrics (measured "
+        "before every metric was recorded) and add their metrics; scores are kept",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print how many trials would run, run none"
     )
     parser.add_argument(
@@ -192,6 +198,10 @@ def run(args: argparse.Namespace) -> int:
     migrate.verify_schema(url)
     store = Store(make_engine(url))
     if args.dry_run:
+        if args.remeasure:
+            todo = len(store.runs_without_metrics(s.run_id for s in specs))
+            print(f"{len(entries)} datasets, {len(specs)} trials planned, {todo} to re-measure")
+            return 0
         done = store.existing_run_ids(s.run_id for s in specs)
         todo = sum(1 for s in specs if s.run_id not in done)
         print(f"{len(entries)} datasets, {len(specs)} trials planned, {todo} still to run")
@@ -203,7 +213,9 @@ def run(args: argparse.Namespace) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        report = bootstrap(store, specs, executor, progress=not args.no_progress)
+        report = bootstrap(
+            store, specs, executor, progress=not args.no_progress, remeasure=args.remeasure
+        )
     except KeyboardInterrupt:
         print(
             "bootstrap: interrupted; the trials measured so far are stored "
@@ -220,8 +232,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(
             f"bootstrap: {report.planned} planned, {report.skipped} already stored, "
-            f"{report.ran} ran ({report.failed} failed), {report.inserted} recorded "
-            f"in {report.seconds:.0f} s",
+            f"{report.ran} ran ({report.failed} failed), {report.inserted} recorded"
+            + (f", {report.remeasured} re-measured" if args.remeasure else "")
+            + f" in {report.seconds:.0f} s",
             file=sys.stdout,
         )
     return 0

@@ -202,6 +202,72 @@ def test_failed_run_may_have_no_score(store: Store) -> None:
     assert (stored.status, stored.score, stored.error) == ("failed", None, "MemoryError")
 
 
+def test_metrics_are_stored_beside_the_score(store: Store) -> None:
+    measured = new_run(0, metrics={"accuracy": 0.5, "log_loss": 0.7, "fit_seconds": 1})
+    bare = new_run(1)
+    store.ingest_runs([measured, bare])
+
+    assert store.get_run(measured.id).metrics == {
+        "accuracy": 0.5,
+        "log_loss": 0.7,
+        "fit_seconds": 1.0,
+    }
+    assert store.get_run(bare.id).metrics is None
+    frame = store.runs_frame().set_index("id")
+    assert frame.loc[str(measured.id), "metrics"] == {
+        "accuracy": 0.5,
+        "log_loss": 0.7,
+        "fit_seconds": 1.0,
+    }
+    assert frame.loc[str(bare.id), "metrics"] is None
+
+
+def test_metrics_are_not_part_of_a_runs_identity(store: Store) -> None:
+    run = new_run(metrics={"log_loss": 0.7})
+    store.ingest_runs([run])
+
+    again = store.ingest_runs([dataclasses.replace(run, metrics={"log_loss": 0.1})])
+
+    assert (again.inserted, again.duplicates) == (0, 1)
+    assert store.get_run(run.id).metrics == {"log_loss": 0.7}
+
+
+def test_add_run_metrics_fills_in_only_what_is_missing(store: Store) -> None:
+    measured, bare = new_run(0, metrics={"log_loss": 0.7}), new_run(1)
+    store.ingest_runs([measured, bare])
+
+    changed = store.add_run_metrics(
+        {measured.id: {"log_loss": 0.1, "f1_macro": 0.4}, bare.id: {"f1_macro": 0.3}}
+    )
+
+    assert changed == 2
+    assert store.get_run(measured.id).metrics == {"log_loss": 0.7, "f1_macro": 0.4}
+    assert store.get_run(bare.id).metrics == {"f1_macro": 0.3}
+    assert store.add_run_metrics({measured.id: {"log_loss": 0.2}}) == 0
+    with pytest.raises(NotFoundError, match="not stored"):
+        store.add_run_metrics({uuid.uuid4(): {"log_loss": 0.2}, bare.id: {"mae": 1.0}})
+    assert "mae" not in (store.get_run(bare.id).metrics or {})
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ({"log_loss": math.nan}, "finite number"),
+        ({"log_loss": "0.3"}, "finite number"),
+        ({"": 0.3}, "1-64 characters"),
+        ([("log_loss", 0.3)], "mapping"),
+        ({f"m{i}": 0.0 for i in range(65)}, "at most 64"),
+    ],
+)
+def test_malformed_metrics_are_rejected(store: Store, metrics: Any, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        store.ingest_runs([new_run(metrics=metrics)])
+    run = new_run()
+    store.ingest_runs([run])
+    with pytest.raises(InvalidArgumentError, match=message):
+        store.add_run_metrics({run.id: metrics})
+
+
 def test_existing_run_ids(store: Store) -> None:
     runs = [new_run(i) for i in range(3)]
     store.ingest_runs(runs[:2])

@@ -77,6 +77,16 @@ def test_runs_may_reference_a_dataset_by_id(client: TestClient, make_run: MakeRu
     assert client.get(f"/v1/runs/{run['id']}").json()["dataset_id"] == dataset_id
 
 
+def test_metrics_are_stored_and_read_back(client: TestClient, make_run: MakeRun) -> None:
+    measured = make_run(index=0, metrics={"accuracy": 0.9, "log_loss": 0.31, "f1_macro": 0.88})
+    bare = make_run(index=1)
+
+    assert post_runs(client, [measured, bare]).status_code == 201
+
+    assert client.get(f"/v1/runs/{measured['id']}").json()["metrics"] == measured["metrics"]
+    assert client.get(f"/v1/runs/{bare['id']}").json()["metrics"] is None
+
+
 def test_failed_run_without_score(client: TestClient, make_run: MakeRun) -> None:
     run = make_run(status="failed", score=None, error="out of memory")
 
@@ -207,6 +217,9 @@ _DELETE = object()
         ("dataset", _DELETE, "run", "exactly one of 'dataset' and 'dataset_id'"),
         ("fidelty", 1, "fidelty", "Extra inputs are not permitted"),
         ("family", "", "family", "at least 1 character"),
+        ("metrics", {"log_loss": float("nan")}, "metrics.log_loss", "finite number"),
+        ("metrics", {"log_loss": "low"}, "metrics.log_loss", "valid number"),
+        ("metrics", [0.3], "metrics", "valid dictionary"),
     ],
 )
 def test_invalid_run_is_rejected_naming_run_and_field(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from db.entities import IngestResult
 from db.store import Store
 from service.cli import main
 from training.bootstrap import BootstrapConfig, bootstrap, plan_trials
@@ -74,11 +77,42 @@ def test_bootstrap_records_runs_and_resumes(store: Store) -> None:
     assert ((ok["score"] > 0) & (ok["score"] <= 1)).all()
     assert set(frame["metric"]) == {"accuracy"}
 
+    # Every metric of the task is recorded beside the score.
+    for metrics, score in zip(ok["metrics"], ok["score"], strict=True):
+        assert {"accuracy", "log_loss", "f1_macro", "roc_auc", "fit_seconds"} <= set(metrics)
+        assert metrics["accuracy"] == score
+
     # A second call measures nothing new.
     again = bootstrap(store, specs, InlineExecutor(), progress=False)
     assert again.skipped == len(specs)
     assert again.ran == 0
     assert store.stats().runs == len(specs)
+
+
+@sqlite_only
+def test_remeasure_adds_metrics_to_runs_stored_without_them(store: Store) -> None:
+    from training.bootstrap import dataset_spec, run_trial, to_new_run
+
+    specs = plan_trials(SMALL[1:], CONFIG)
+    described = dataset_spec(SMALL[1][0])
+    # As stored before every metric was recorded: the score alone.
+    old = [
+        dataclasses.replace(to_new_run(s, run_trial(s), described), metrics=None) for s in specs[:3]
+    ]
+    store.ingest_runs(old)
+
+    report = bootstrap(store, specs, InlineExecutor(), progress=False, remeasure=True)
+
+    assert (report.ran, report.remeasured, report.inserted) == (3, 3, 0)
+    assert store.stats().runs == 3  # nothing new was planned in
+    for run in old:
+        stored = store.get_run(run.id)
+        assert stored.score == run.score
+        assert stored.metrics is not None
+        assert {"roc_auc", "log_loss", "balanced_accuracy", "f1_macro"} <= set(stored.metrics)
+        assert stored.metrics["roc_auc"] == pytest.approx(run.score, abs=1e-9)
+    again = bootstrap(store, specs, InlineExecutor(), progress=False, remeasure=True)
+    assert (again.ran, again.skipped) == (0, len(specs))
 
 
 def test_local_pool_close_kills_trials_in_flight() -> None:
@@ -203,6 +237,31 @@ def test_seed_round_trip_is_idempotent(store: Store, tmp_path: Path) -> None:
     assert loaded["score"].tolist() == original["score"].tolist()
     assert loaded["config"].tolist() == original["config"].tolist()
     assert loaded["mf_n_rows"].tolist() == original["mf_n_rows"].tolist()
+    assert loaded["metrics"].tolist() == original["metrics"].tolist()
+    assert all(m and "log_loss" in m for m in loaded["metrics"])
+
+    # A database seeded before the seed had metrics gains them on the next load.
+    stripped = tmp_path / "stripped.db"
+    engine = make_engine(f"sqlite:///{stripped}")
+    upgrade(engine)
+    older = Store(engine)
+    older.ingest_runs([dataclasses.replace(r, metrics=None) for r in _seed_runs(tmp_path / "seed")])
+    assert all(m is None for m in older.runs_frame(status=None)["metrics"])
+    load_seed(older, tmp_path / "seed")
+    assert all(m and "log_loss" in m for m in older.runs_frame(status=None)["metrics"])
+
+
+def _seed_runs(directory: Path) -> list[Any]:
+    """The seed's runs as the store's value objects (what load_seed would ingest)."""
+    captured: list[Any] = []
+
+    class Capture:
+        def ingest_runs(self, runs: list[Any]) -> Any:
+            captured.extend(runs)
+            return IngestResult(inserted=len(runs), duplicates=0)
+
+    load_seed(Capture(), directory)  # type: ignore[arg-type]
+    return captured
 
 
 def test_bootstrap_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -223,6 +282,7 @@ def test_bootstrap_help_explains_every_option(capsys: pytest.CaptureFixture[str]
         "--workers",
         "--dask-scheduler",
         "--dry-run",
+        "--remeasure",
         "--list",
         "--json",
         "--no-progress",

@@ -21,9 +21,11 @@ from training.families import (
 )
 from training.families.base import (
     MIN_ROWS_PER_CLASS,
+    TASK_METRICS,
     evaluate_family,
     make_folds,
     prepare_data,
+    score_predictions,
     subsample_rows,
 )
 from training.preprocess import prepare_frame, tree_preprocessor
@@ -112,7 +114,60 @@ def test_same_seed_same_score(datasets: Any) -> None:
     X, y = datasets["multiclass"]
     a = evaluate("random_forest", {"n_estimators": 16}, X, y, "multiclass", folds=3, seed=4)
     b = evaluate("random_forest", {"n_estimators": 16}, X, y, "multiclass", folds=3, seed=4)
-    assert a.metrics == b.metrics
+    timing = {"fit_seconds", "predict_seconds"}
+    assert {k: v for k, v in a.metrics.items() if k not in timing} == {
+        k: v for k, v in b.metrics.items() if k not in timing
+    }
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_metric_of_the_task_is_measured(datasets: Any, task: str) -> None:
+    X, y = datasets[task]
+    result = evaluate("lightgbm", {"n_estimators": 20}, X, y, task, folds=3)
+    kept = result.run_metrics()
+    assert kept is not None
+    assert set(kept) == {*TASK_METRICS[task], "fit_seconds", "predict_seconds"}
+    assert kept[result.metric] == result.score
+    assert kept["fit_seconds"] > 0
+    assert kept["predict_seconds"] > 0
+    if task != "regression":
+        assert 0.5 < kept["roc_auc"] <= 1
+        assert 0 < kept["f1_macro"] <= 1
+        assert kept["log_loss"] > 0
+    else:
+        assert kept["rmse"] > 0
+        assert kept["mae"] > 0
+        assert kept["mae"] <= kept["rmse"]
+
+
+def test_multiclass_auc_is_one_vs_rest_macro() -> None:
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    proba = np.array(
+        [
+            [0.8, 0.1, 0.1],
+            [0.2, 0.5, 0.3],
+            [0.1, 0.8, 0.1],
+            [0.3, 0.3, 0.4],
+            [0.1, 0.1, 0.8],
+            [0.2, 0.2, 0.6],
+        ]
+    )
+    got = score_predictions(y_true, proba, "multiclass", 3)
+    from sklearn.metrics import roc_auc_score
+
+    assert got["roc_auc"] == pytest.approx(roc_auc_score(y_true, proba, multi_class="ovr"))
+    # A class absent from the fold leaves AUC undefined: left out, the rest still there.
+    partial = score_predictions(y_true[:4], proba[:4], "multiclass", 3)
+    assert "roc_auc" not in partial
+    assert "log_loss" in partial
+    assert "f1_macro" in partial
+
+
+def test_failed_trial_keeps_no_metrics(datasets: Any) -> None:
+    X, y = datasets["binary"]
+    result = evaluate("lightgbm", {"num_leaves": -3}, X, y, "binary", folds=3)
+    assert not result.ok
+    assert result.run_metrics() is None
 
 
 def test_primary_metric() -> None:

@@ -24,7 +24,7 @@ import math
 import numbers
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ __all__ = [
     "MIN_ROWS_PER_CLASS",
     "MIN_TRAIN_ROWS",
     "PRIMARY_METRICS",
+    "TASK_METRICS",
     "Family",
     "TrialResult",
     "evaluate_family",
@@ -54,6 +55,15 @@ PRIMARY_METRICS: Mapping[str, str] = {
     "multiclass": "accuracy",
     "regression": "r2",
 }
+
+_CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "log_loss", "f1_macro")
+TASK_METRICS: Mapping[str, tuple[str, ...]] = {
+    "binary": _CLASSIFICATION_METRICS,
+    "multiclass": _CLASSIFICATION_METRICS,
+    "regression": ("r2", "rmse", "mae"),
+}
+"""Every metric a trial measures, by task (besides ``fit_seconds`` and ``predict_seconds``)."""
+_TIMING_METRICS = ("fit_seconds", "predict_seconds")
 
 MIN_ROWS_PER_CLASS = 5
 MIN_TRAIN_ROWS = 20
@@ -101,6 +111,14 @@ class TrialResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return asdict(self)
+
+    def run_metrics(self) -> dict[str, float] | None:
+        """What a recorded run keeps: every metric of the task and the fit and predict
+        seconds (fold means, or totals for the seconds); ``None`` when the trial failed."""
+        if not self.ok:
+            return None
+        keep = {*_CLASSIFICATION_METRICS, *TASK_METRICS["regression"], *_TIMING_METRICS}
+        return {k: v for k, v in self.metrics.items() if k in keep and math.isfinite(v)}
 
 
 BuildFn = Callable[[Mapping[str, Any], str, int, int, float], Any]
@@ -268,9 +286,10 @@ def score_predictions(
         n_classes: Number of classes (ignored for regression).
 
     Returns:
-        binary: ``roc_auc``, ``log_loss``, ``accuracy``, ``balanced_accuracy``;
-        multiclass: ``accuracy``, ``log_loss``, ``balanced_accuracy``;
-        regression: ``r2``, ``rmse``, ``mae``.
+        classification: ``roc_auc`` (multiclass: one-vs-rest macro), ``accuracy``,
+        ``balanced_accuracy``, ``log_loss``, ``f1_macro``; regression: ``r2``,
+        ``rmse``, ``mae``. A metric a fold cannot define (one-vs-rest AUC with a
+        class absent from the fold) is left out of that fold.
 
     Raises:
         ValueError: if predictions are not finite (a diverged model).
@@ -293,10 +312,21 @@ def score_predictions(
         "accuracy": float(m.accuracy_score(y_true, y_hat)),
         "balanced_accuracy": float(m.balanced_accuracy_score(y_true, y_hat)),
         "log_loss": float(m.log_loss(y_true, proba, labels=labels)),
+        "f1_macro": float(m.f1_score(y_true, y_hat, labels=labels, average="macro")),
     }
     if task == "binary":
-        out = {"roc_auc": float(m.roc_auc_score(y_true, proba[:, 1])), **out}
+        return {"roc_auc": float(m.roc_auc_score(y_true, proba[:, 1])), **out}
+    present = np.unique(y_true)
+    if len(present) == n_classes:
+        auc = m.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
+        out = {"roc_auc": float(auc), **out}
     return out
+
+
+def fold_means(per_fold: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the folds that define it (every fold for most)."""
+    names = dict.fromkeys(k for fold in per_fold for k in fold)
+    return {k: float(np.mean([f[k] for f in per_fold if k in f])) for k in names}
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -357,17 +387,24 @@ def evaluate_family(
             # Convergence and deprecation chatter from thousands of trials is noise;
             # what matters is recorded in the result.
             warnings.simplefilter("ignore")
+            fit_seconds = predict_seconds = 0.0
             for fold, (tr, va) in enumerate(splits):
                 if family.fidelity_unit == "rows":
                     tr = subsample_rows(tr, y_codes, task, fidelity, abs(seed) * 1009 + fold)
                 model = family.build(cfg, task, n_classes, seed, float(fidelity))
+                fit_started = time.perf_counter()
                 model.fit(Xp.iloc[tr], y_codes[tr])
+                predict_started = time.perf_counter()
                 pred = _predict(model, Xp.iloc[va], task, n_classes)
+                fit_seconds += predict_started - fit_started
+                predict_seconds += time.perf_counter() - predict_started
                 per_fold.append(score_predictions(y_codes[va], pred, task, n_classes))
                 train_rows.append(len(tr))
-        metrics = {k: float(np.mean([f[k] for f in per_fold])) for k in per_fold[0]}
+        metrics = fold_means(per_fold)
         metrics[f"{metric}_std"] = float(np.std([f[metric] for f in per_fold]))
         metrics["n_folds"] = float(len(per_fold))
+        metrics["fit_seconds"] = fit_seconds
+        metrics["predict_seconds"] = predict_seconds
         score = metrics[metric]
         n_rows = round(float(np.mean(train_rows)))
         if not math.isfinite(score):
