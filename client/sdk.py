@@ -155,6 +155,8 @@ class Suggestions(Sequence[Suggestion]):
         distance: Distance of the dataset to the nearest one in the history.
         distance_threshold: Beyond it the surrogate was not validated and the first
             suggestion is the library default.
+        ranked_by: The metric they are ranked by (the one asked for when the history
+            has a surrogate of it, else the task's primary metric).
     """
 
     suggestions: list[Suggestion]
@@ -164,6 +166,7 @@ class Suggestions(Sequence[Suggestion]):
     family: str
     distance: float | None = None
     distance_threshold: float | None = None
+    ranked_by: str | None = None
 
     @property
     def best(self) -> dict[str, Any]:
@@ -645,6 +648,7 @@ class Client:
             family=family,
             distance=answer.get("distance"),
             distance_threshold=answer.get("distance_threshold"),
+            ranked_by=answer.get("ranked_by"),
         )
 
     def _suggestion_engine(self) -> Any:
@@ -702,6 +706,7 @@ class Client:
             "warnings": list(result.warnings),
             "distance": result.distance,
             "distance_threshold": result.distance_threshold,
+            "ranked_by": result.ranked_by,
         }
 
     # -- record -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ __all__ = [
     "Stats",
     "Surrogate",
     "Timeline",
+    "surrogate_key",
 ]
 
 
@@ -172,7 +173,8 @@ class Surrogate:
     """A registered surrogate model.
 
     ``model_text`` is None in listings (it can be megabytes); `Store.get_surrogate`
-    and `Store.find_active_surrogate` fill it in.
+    and `Store.find_active_surrogate` fill it in. ``target`` is ``""`` for a model of
+    the family's primary metric, else the metric it ranks by (``log_loss`` ...).
     """
 
     id: int
@@ -184,6 +186,17 @@ class Surrogate:
     meta: dict[str, Any]
     sha256: str
     model_text: str | None = None
+    target: str = ""
+
+    @property
+    def key(self) -> str:
+        """Its slot in the registry: see :func:`surrogate_key`."""
+        return surrogate_key(self.family, self.target)
+
+
+def surrogate_key(family: str, target: str = "") -> str:
+    """``family`` for a primary-metric surrogate, ``family@target`` for another target."""
+    return f"{family}@{target}" if target else family
 
 
 @dataclass(frozen=True)

@@ -191,10 +191,11 @@ class SqlSurrogate(Base):
     __table_args__ = (
         CheckConstraint(_in("status", SURROGATE_STATUSES), name="status"),
         Index("ix_surrogates_family_status", "family", "status"),
-        # At most one active surrogate per family, enforced by the database.
+        # At most one active surrogate per (family, target), enforced by the database.
         Index(
-            "uq_surrogates_family_active",
+            "uq_surrogates_family_target_active",
             "family",
+            "target",
             unique=True,
             sqlite_where=text("status = 'active'"),
             postgresql_where=text("status = 'active'"),
@@ -203,6 +204,9 @@ class SqlSurrogate(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     family: Mapped[str] = mapped_column(String(64))
+    # What it predicts: '' for the family's primary metric of each task, else a metric
+    # name from the runs' metrics map (log_loss, f1_macro, rmse ...).
+    target: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     n_runs: Mapped[int] = mapped_column(BigInteger)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)

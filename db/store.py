@@ -59,6 +59,7 @@ from db.entities import (
     Stats,
     Surrogate,
     Timeline,
+    surrogate_key,
 )
 from db.errors import (
     AlreadyExistsError,
@@ -295,6 +296,7 @@ def _to_surrogate(row: Row[Any]) -> Surrogate:
         meta=dict(m["meta"]),
         sha256=m["sha256"],
         model_text=m.get("model_text"),
+        target=m["target"],
     )
 
 
@@ -1259,17 +1261,21 @@ class Store:
         metrics: Mapping[str, Any],
         meta: Mapping[str, Any] | None = None,
         status: str = "candidate",
+        target: str = "",
     ) -> Surrogate:
         """Register a fitted surrogate.
 
         Args:
             family: Model family it predicts for.
+            target: What it predicts: ``""`` for the family's primary metric, else a
+                metric name; activation is per (family, target).
             model_text: The model in LightGBM text format (never a pickle).
             n_runs: Number of runs it was trained on.
             metrics: Its grouped-CV quality.
             meta: Anything else needed to use it (feature names, encoders, versions).
             status: ``"candidate"`` (default), ``"active"`` (then the previous active
-                one of the family is retired in the same transaction) or ``"retired"``.
+                one of the (family, target) is retired in the same transaction) or
+                ``"retired"``.
 
         Returns:
             The stored surrogate, with ``model_text``.
@@ -1278,8 +1284,11 @@ class Store:
             raise InvalidArgumentError(
                 f"surrogate status must be one of {SURROGATE_STATUSES}, got {status!r}"
             )
+        if not isinstance(target, str) or len(target) > 64:
+            raise InvalidArgumentError(f"target must be a metric name, got {target!r}")
         row = {
             "family": family,
+            "target": target,
             "created_at": self._clock(),
             "n_runs": int(n_runs),
             "metrics": dict(metrics),
@@ -1294,7 +1303,7 @@ class Store:
                 _surrogates.insert().returning(_surrogates.c.id), row
             ).scalar_one()
             if status == "active":
-                self._activate(conn, new_id, family)
+                self._activate(conn, new_id, family, target)
             return _to_surrogate(
                 conn.execute(select(_surrogates).where(_surrogates.c.id == new_id)).one()
             )
@@ -1332,12 +1341,14 @@ class Store:
             raise NotFoundError(f"surrogate {surrogate_id} not found")
         return found
 
-    def find_active_surrogate(self, family: str) -> Surrogate | None:
-        """Return the active surrogate of a family (with model text), or None."""
+    def find_active_surrogate(self, family: str, target: str = "") -> Surrogate | None:
+        """Return the active surrogate of a (family, target) (with model text), or None."""
 
         def work(conn: Connection) -> Surrogate | None:
             stmt = select(_surrogates).where(
-                _surrogates.c.family == family, _surrogates.c.status == "active"
+                _surrogates.c.family == family,
+                _surrogates.c.target == target,
+                _surrogates.c.status == "active",
             )
             row = conn.execute(stmt).first()
             return None if row is None else _to_surrogate(row)
@@ -1345,17 +1356,24 @@ class Store:
         return self._run(work)
 
     def active_surrogate_ids(self) -> dict[str, int]:
-        """Return family -> id of its active surrogate; a cheap query for pollers."""
+        """Return key -> id of each active surrogate; a cheap query for pollers.
+
+        The key is the family for a primary-metric surrogate and ``family@target`` for
+        another target (:func:`db.entities.surrogate_key`).
+        """
 
         def work(conn: Connection) -> dict[str, int]:
-            stmt = select(_surrogates.c.family, _surrogates.c.id).where(
+            stmt = select(_surrogates.c.family, _surrogates.c.target, _surrogates.c.id).where(
                 _surrogates.c.status == "active"
             )
-            return {str(family): int(sid) for family, sid in conn.execute(stmt)}
+            return {
+                surrogate_key(str(family), str(target)): int(sid)
+                for family, target, sid in conn.execute(stmt)
+            }
 
         return self._run(work)
 
-    def _activate(self, conn: Connection, surrogate_id: int, family: str) -> None:
+    def _activate(self, conn: Connection, surrogate_id: int, family: str, target: str) -> None:
         # Lock the family's rows so that concurrent activations queue up (PostgreSQL;
         # SQLite writers are serialized anyway). The partial unique index is the backstop.
         conn.execute(
@@ -1368,6 +1386,7 @@ class Store:
             update(_surrogates)
             .where(
                 _surrogates.c.family == family,
+                _surrogates.c.target == target,
                 _surrogates.c.status == "active",
                 _surrogates.c.id != surrogate_id,
             )
@@ -1378,7 +1397,7 @@ class Store:
         )
 
     def activate_surrogate(self, surrogate_id: int) -> Surrogate:
-        """Make a surrogate the active one of its family, retiring the previous one.
+        """Make a surrogate the active one of its (family, target), retiring the previous one.
 
         Both happen in one transaction: readers see either the old or the new active
         surrogate, never none or two.
@@ -1388,12 +1407,14 @@ class Store:
         """
 
         def work(conn: Connection) -> Surrogate:
-            family = conn.execute(
-                select(_surrogates.c.family).where(_surrogates.c.id == surrogate_id)
-            ).scalar_one_or_none()
-            if family is None:
+            found = conn.execute(
+                select(_surrogates.c.family, _surrogates.c.target).where(
+                    _surrogates.c.id == surrogate_id
+                )
+            ).first()
+            if found is None:
                 raise NotFoundError(f"surrogate {surrogate_id} not found")
-            self._activate(conn, surrogate_id, family)
+            self._activate(conn, surrogate_id, found.family, found.target)
             stmt = select(*self._SURROGATE_INFO).where(_surrogates.c.id == surrogate_id)
             return _to_surrogate(conn.execute(stmt).one())
 

@@ -6,7 +6,7 @@
   activated anywhere (another process, ``hyperprior retrain``, the ``retrainer``
   service, ``POST /v1/surrogates/{id}/activate``) serves within one poll interval,
   without a restart.
-* :class:`RetrainScheduler` runs :func:`training.retrain.retrain` for every family at
+* :class:`RetrainScheduler` runs :func:`training.retrain.retrain_family` for every family at
   the times of a cron expression (``retrain_cron``, UTC, default ``0 3 * * *``). It runs
   in the API process (disable with ``HYPERPRIOR_RETRAIN_IN_PROCESS=false``) or alone in
   ``hyperprior retrain --schedule`` (the docker-compose ``retrainer`` service). Several
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.settings import Settings
-from training.retrain import RetrainResult, retrain
+from training.retrain import RetrainResult, retrain_family
 from training.suggest import SuggestionEngine
 from training.surrogate import SurrogateParams
 
@@ -104,7 +104,7 @@ class RetrainScheduler:
         store: the store (history, registry, locks).
         cron: when to retrain (UTC), e.g. ``"0 3 * * *"``.
         families: which families.
-        tolerance: promotion tolerance on top-1 regret (see :func:`retrain`).
+        tolerance: promotion tolerance on top-1 regret (see :func:`training.retrain.retrain`).
         lock_ttl_seconds: lease length of the retrain lock.
         params: the surrogate recipe (default :class:`SurrogateParams`).
         now: clock (tests inject a fake one).
@@ -144,7 +144,7 @@ class RetrainScheduler:
                 log.info("retrain %s: already retrained since %s", family, scheduled_at)
                 continue
             try:
-                result = retrain(
+                done = retrain_family(
                     self.store,
                     family,
                     tolerance=self.tolerance,
@@ -154,10 +154,11 @@ class RetrainScheduler:
             except Exception:  # noqa: BLE001 - one family failing must not stop the others
                 log.exception("retrain %s failed; the active model keeps serving", family)
                 continue
-            log.info("retrain %s: %s (%s)", family, result.outcome, result.reason)
-            results.append(result)
-            if self.on_result is not None:
-                self.on_result(result)
+            for result in done:
+                log.info("retrain %s: %s (%s)", family, result.outcome, result.reason)
+                results.append(result)
+                if self.on_result is not None:
+                    self.on_result(result)
         return results
 
     def _done_since(self, family: str, when: datetime) -> bool:

@@ -63,7 +63,7 @@ class TrialSpec:
     folds: int
     seed: int
     time_limit_seconds: float
-    origin: str  # "default" or "sobol"
+    origin: str  # "default", "sobol" or "adaptive"
 
     @property
     def config(self) -> dict[str, Any]:
@@ -154,6 +154,123 @@ def plan_trials(datasets: Sequence[tuple[str, str]], config: BootstrapConfig) ->
                         )
                     )
     return specs
+
+
+# ---------------------------------------------------------------------------- adaptive
+
+#: Best configs of a (dataset, family) that an adaptive round perturbs, in turn.
+ADAPTIVE_PARENTS = 3
+#: Step of a perturbation in the unit cube: it shrinks by ADAPTIVE_DECAY every round.
+ADAPTIVE_SIGMA = 0.15
+ADAPTIVE_DECAY = 0.75
+
+
+def plan_adaptive(
+    runs: Any,
+    datasets: Sequence[tuple[str, str]],
+    config: BootstrapConfig,
+    *,
+    n_adaptive: int,
+    round_size: int = 4,
+    attempt: int = 0,
+) -> list[TrialSpec]:
+    """The next round of local search around each (dataset, family)'s best configs.
+
+    After the Sobol sample, the best known config of a dataset is only as good as the
+    best of 48 random points. Each round perturbs the ``ADAPTIVE_PARENTS`` best stored
+    full-fidelity configs in the unit cube (a Gaussian step that shrinks every round)
+    until ``n_adaptive`` configs beyond the Sobol plan are stored, so each dataset's best
+    known config moves toward its optimum and the surrogate sees what lies near it.
+
+    Resumable like the rest: what is done is read from ``runs`` (the store's runs frame):
+    full-fidelity bootstrap runs that the Sobol plan does not contain. ``attempt`` varies
+    the steps when a round proposed only configs that were already stored.
+
+    Returns:
+        At most ``round_size`` trials per (dataset, family) that still needs some.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from training.spaces import get_space
+
+    specs: list[TrialSpec] = []
+    if runs is None or len(runs) == 0:
+        return specs
+    full = runs[(runs["fidelity"] == 1.0) & (runs["source"] == "bootstrap")]
+    by_key = {key: group for key, group in full.groupby(["dataset_name", "family"], sort=False)}
+    for name, task in datasets:
+        for family in config.families:
+            mine = by_key.get((name, family))
+            if mine is None:
+                continue
+            one = dataclasses.replace(config, families=(family,))
+            planned = {str(s.run_id) for s in plan_trials([(name, task)], one)}
+            done = int((~mine["id"].astype(str).isin(planned)).sum())
+            left = min(round_size, n_adaptive - done)
+            ok = mine[mine["status"] == "ok"].sort_values("score", ascending=False, kind="stable")
+            if left <= 0 or ok.empty:
+                continue
+            space = get_space(family)
+            parents = space.encode_many(list(ok["config"].head(ADAPTIVE_PARENTS)))
+            rng = np.random.default_rng(
+                [_dataset_seed(name, family, config.seed), done, attempt, 7919]
+            )
+            sigma = ADAPTIVE_SIGMA * ADAPTIVE_DECAY ** (done // max(round_size, 1))
+            for j in range(left):
+                parent = parents[j % len(parents)]
+                point = np.clip(parent + rng.normal(0.0, sigma, size=parent.shape), 0.0, 1.0)
+                cfg = space.decode_many(point[None, :], task)[0]
+                specs.append(
+                    TrialSpec(
+                        dataset=name,
+                        task=task,
+                        family=family,
+                        config_json=canonical_json(cfg),
+                        fidelity=1.0,
+                        folds=config.folds,
+                        seed=config.seed,
+                        time_limit_seconds=config.time_limit_seconds,
+                        origin="adaptive",
+                    )
+                )
+    return specs
+
+
+def run_adaptive(
+    store: Store,
+    datasets: Sequence[tuple[str, str]],
+    config: BootstrapConfig,
+    executor: TrialExecutor,
+    *,
+    n_adaptive: int,
+    round_size: int = 4,
+    progress: bool = True,
+) -> BootstrapReport:
+    """Rounds of :func:`plan_adaptive` until every (dataset, family) has ``n_adaptive``
+    configs beyond the Sobol plan (or a round proposes nothing new twice)."""
+    total = BootstrapReport()
+    families = set(config.families)
+    stalled = 0
+    for attempt in range(4 * (n_adaptive // max(round_size, 1) + 2)):
+        runs = store.runs_frame(status=None)
+        runs = runs[runs["family"].isin(families)]
+        specs = plan_adaptive(
+            runs, datasets, config, n_adaptive=n_adaptive, round_size=round_size, attempt=attempt
+        )
+        if not specs:
+            break
+        report = bootstrap(store, specs, executor, progress=progress)
+        for name in ("planned", "skipped", "ran", "failed", "inserted"):
+            setattr(total, name, getattr(total, name) + getattr(report, name))
+        total.seconds += report.seconds
+        for family, n in report.by_family.items():
+            total.by_family[family] = total.by_family.get(family, 0) + n
+        stalled = stalled + 1 if report.inserted == 0 else 0
+        if stalled >= 2:
+            break
+    return total
 
 
 @lru_cache(maxsize=2)

@@ -517,6 +517,33 @@ def oriented_scores(frame: pd.DataFrame) -> np.ndarray:
     return score
 
 
+#: Metrics where lower is better (the runs' ``metrics`` maps); every other is maximised.
+MINIMISED_METRICS = frozenset({"log_loss", "rmse", "mae", "fit_seconds", "predict_seconds"})
+
+
+def runs_for_target(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The runs as if ``target`` had been their primary metric.
+
+    ``score``, ``metric`` and ``direction`` come from each run's ``metrics`` map; runs
+    that did not measure ``target`` are left out (failed runs stay, as failures). With
+    ``target`` ``""`` the frame is returned unchanged.
+    """
+    if not target:
+        return frame
+    metrics = frame["metrics"] if "metrics" in frame.columns else pd.Series(None, index=frame.index)
+    value = np.array(
+        [m.get(target, np.nan) if isinstance(m, dict) else np.nan for m in metrics],
+        dtype=np.float64,
+    )
+    failed = (frame["status"] != "ok").to_numpy() if "status" in frame.columns else False
+    keep = np.isfinite(value) | failed
+    out = frame.loc[keep].copy()
+    out["score"] = value[keep]
+    out["metric"] = target
+    out["direction"] = "minimize" if target in MINIMISED_METRICS else "maximize"
+    return out
+
+
 def normalise_quality(
     oriented: np.ndarray, groups: np.ndarray, *, method: str = "rank"
 ) -> np.ndarray:

@@ -41,8 +41,10 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from db.entities import surrogate_key
 from training.confidence import fit_from_cv, group_folds
-from training.features import FEATURES_VERSION, TrainingSet, build_training_set
+from training.families import PRIMARY_METRICS, TASK_METRICS
+from training.features import FEATURES_VERSION, TrainingSet, build_training_set, runs_for_target
 from training.suggest import Portfolio, with_portfolio
 from training.surrogate import (
     CVReport,
@@ -61,6 +63,29 @@ log = logging.getLogger(__name__)
 MIN_DATASETS = 3
 """Fewer datasets than this cannot be cross-validated by dataset meaningfully."""
 
+MIN_TARGET_DATASETS = 20
+"""A metric other than the primary gets a surrogate of its own once runs on this many
+datasets have measured it (fewer: requests naming it are ranked by the primary metric)..."""
+
+MIN_TARGET_COVERAGE = 0.8
+"""... and at least this share of the family's datasets of the tasks that have the metric:
+a surrogate of a skewed subset (say, only the newest bootstrap's datasets) would rank
+worse than the primary one it replaces for that metric."""
+
+#: Metrics a surrogate of its own can rank by: each task metric that is not the primary
+#: metric of every task it belongs to (``roc_auc`` is primary for binary only, so it has
+#: a surrogate for multiclass requests; ``r2`` has none).
+TARGETS = tuple(
+    sorted(
+        metric
+        for metric in {m for metrics in TASK_METRICS.values() for m in metrics}
+        if any(
+            metric in metrics and PRIMARY_METRICS[task] != metric
+            for task, metrics in TASK_METRICS.items()
+        )
+    )
+)
+
 
 class RetrainStore(Protocol):
     """What :func:`retrain` needs from the store (``db.store.Store`` implements it)."""
@@ -69,7 +94,7 @@ class RetrainStore(Protocol):
         self, *, family: str | None = None, status: str | None = "ok"
     ) -> pd.DataFrame: ...  # pragma: no cover - protocol
 
-    def find_active_surrogate(self, family: str) -> Any: ...  # pragma: no cover
+    def find_active_surrogate(self, family: str, target: str = "") -> Any: ...  # pragma: no cover
 
     def add_surrogate(
         self,
@@ -80,6 +105,7 @@ class RetrainStore(Protocol):
         metrics: Mapping[str, Any],
         meta: Mapping[str, Any] | None = None,
         status: str = "candidate",
+        target: str = "",
     ) -> Any: ...  # pragma: no cover
 
     def activate_surrogate(self, surrogate_id: int) -> Any: ...  # pragma: no cover
@@ -97,6 +123,7 @@ class RetrainResult:
 
     Attributes:
         family: the family.
+        target: ``""`` for the primary-metric surrogate, else the metric it ranks by.
         outcome: ``activated`` (the candidate now serves), ``kept`` (registered as a
             candidate, the active model stays), ``locked`` (another retrain holds the
             lock; nothing done), ``no_data`` (too little history; nothing done).
@@ -113,6 +140,7 @@ class RetrainResult:
     family: str
     outcome: str
     reason: str
+    target: str = ""
     candidate_id: int | None = None
     previous_id: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -186,12 +214,16 @@ def retrain(
     lock_ttl_seconds: float = 600.0,
     min_datasets: int = MIN_DATASETS,
     progress: Callable[[str], None] | None = None,
+    target: str = "",
 ) -> RetrainResult:
     """Retrain the surrogate of ``family`` and promote it if it is not worse.
 
     Args:
         store: the run history and surrogates registry.
         family: the model family.
+        target: ``""`` (default) for the primary metric of each task, or a metric of
+            the runs' ``metrics`` maps (:data:`TARGETS`): the surrogate then learns
+            and ranks by that metric, from the runs that measured it.
         tolerance: how much larger (in normalised regret) the candidate's top-1 regret
             may be than the active recipe's and still be promoted.
         params: the recipe (default :class:`SurrogateParams`).
@@ -208,11 +240,14 @@ def retrain(
     started = time.perf_counter()
     params = params or SurrogateParams()
     owner = owner or default_owner()
-    lock = f"retrain:{family}"
-    say = progress or (lambda message: log.info("retrain %s: %s", family, message))
+    key = surrogate_key(family, target)
+    lock = f"retrain:{key}"
+    say = progress or (lambda message: log.info("retrain %s: %s", key, message))
 
+    if target and target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; one of: {', '.join(TARGETS)}")
     if not store.try_acquire_lock(lock, owner, lock_ttl_seconds):
-        return RetrainResult(family, "locked", f"another retrain holds {lock}")
+        return RetrainResult(family, "locked", f"another retrain holds {lock}", target=target)
     try:
         with _LeaseKeeper(store, lock, owner, lock_ttl_seconds) as lease:
             return _retrain_locked(
@@ -225,6 +260,7 @@ def retrain(
                 lease=lease,
                 say=say,
                 started=started,
+                target=target,
             )
     finally:
         try:
@@ -244,15 +280,17 @@ def _retrain_locked(
     lease: _LeaseKeeper,
     say: Callable[[str], None],
     started: float,
+    target: str = "",
 ) -> RetrainResult:
     say("reading runs")
-    runs = store.runs_frame(family=family, status=None)
+    runs = runs_for_target(store.runs_frame(family=family, status=None), target)
     ts = build_training_set(runs, family, normalisation=params.normalisation)
     if ts.n_datasets < min_datasets:
         return RetrainResult(
             family,
             "no_data",
             f"{ts.n_datasets} usable datasets, at least {min_datasets} are needed",
+            target=target,
             n_runs=len(ts),
             n_datasets=ts.n_datasets,
             seconds=time.perf_counter() - started,
@@ -268,8 +306,9 @@ def _retrain_locked(
     candidate = with_portfolio(candidate, portfolio)
     say("calibrating p_beats_default on the held-out folds")
     candidate = with_confidence(candidate, cv_ts, report, folds, portfolio)
+    candidate = Surrogate(candidate.text, {**candidate.metadata, "target": target})
 
-    active = store.find_active_surrogate(family)
+    active = store.find_active_surrogate(family, target)
     active_metrics: dict[str, Any] | None = None
     if active is not None:
         active_metrics = _active_metrics_on(cv_ts, runs, active.meta, params, report, folds, say)
@@ -288,6 +327,7 @@ def _retrain_locked(
         metrics=metrics,
         meta=candidate.metadata,
         status="candidate",
+        target=target,
     )
     outcome = "kept"
     if activate:
@@ -298,6 +338,7 @@ def _retrain_locked(
         family=family,
         outcome=outcome,
         reason=reason,
+        target=target,
         candidate_id=int(record.id),
         previous_id=None if active is None else int(active.id),
         metrics=metrics,
@@ -306,6 +347,56 @@ def _retrain_locked(
         n_datasets=ts.n_datasets,
         seconds=time.perf_counter() - started,
     )
+
+
+def targets_with_data(
+    runs: pd.DataFrame,
+    *,
+    min_datasets: int = MIN_TARGET_DATASETS,
+    min_coverage: float = MIN_TARGET_COVERAGE,
+) -> list[str]:
+    """The metrics of :data:`TARGETS` that successful runs measured on enough datasets:
+    at least ``min_datasets``, and ``min_coverage`` of the datasets whose task has it."""
+    if "metrics" not in runs.columns or runs.empty:
+        return []
+    ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    seen: dict[str, set[Any]] = {}
+    tasks = ok["task"] if "task" in ok.columns else pd.Series("", index=ok.index)
+    for dataset, task, metrics in zip(ok["dataset_id"], tasks, ok["metrics"], strict=True):
+        if isinstance(metrics, dict):
+            for name in metrics:
+                if name in TASK_METRICS.get(task, (name,)):
+                    seen.setdefault(name, set()).add(dataset)
+    by_task = ok.groupby("task")["dataset_id"].unique() if "task" in ok.columns else None
+    out = []
+    for target in TARGETS:
+        measured = len(seen.get(target, ()))
+        eligible = (
+            measured
+            if by_task is None
+            else sum(len(ids) for task, ids in by_task.items() if target in TASK_METRICS[task])
+        )
+        if measured >= min_datasets and measured >= min_coverage * eligible:
+            out.append(target)
+    return out
+
+
+def retrain_family(
+    store: RetrainStore,
+    family: str,
+    *,
+    targets: bool = True,
+    min_target_datasets: int = MIN_TARGET_DATASETS,
+    **options: Any,
+) -> list[RetrainResult]:
+    """Retrain the family's primary surrogate, then (``targets``) one per metric of
+    :data:`TARGETS` that enough datasets measured; ``options`` go to :func:`retrain`."""
+    results = [retrain(store, family, **options)]
+    if targets:
+        runs = store.runs_frame(family=family, status="ok")
+        for target in targets_with_data(runs, min_datasets=min_target_datasets):
+            results.append(retrain(store, family, target=target, **options))
+    return results
 
 
 def with_confidence(
@@ -394,7 +485,10 @@ def surrogate_summary(surrogate: Surrogate) -> dict[str, Any]:
 
 
 def export_active(store: Any, directory: Path, families: Sequence[str]) -> list[Path]:
-    """Write each family's active surrogate as ``FAMILY.txt`` + ``FAMILY.json``.
+    """Write each family's active surrogates as ``KEY.txt`` + ``KEY.json``.
+
+    ``KEY`` is the family for the primary-metric surrogate and ``FAMILY@METRIC`` for
+    one of another metric.
 
     The JSON is the surrogate's metadata (with its sha256) plus the registry's metrics
     and run count, so :func:`install_shipped` can register it elsewhere unchanged.
@@ -404,32 +498,36 @@ def export_active(store: Any, directory: Path, families: Sequence[str]) -> list[
     """
     directory.mkdir(parents=True, exist_ok=True)
     written = []
+    keys = sorted(store.active_surrogate_ids())
     for family in families:
-        record = store.find_active_surrogate(family)
-        if record is None or record.model_text is None:
-            continue
-        surrogate = from_text(record.model_text, record.meta, sha256=record.sha256)
-        surrogate.metadata["registry"] = {"metrics": record.metrics, "n_runs": record.n_runs}
-        written.append(save(surrogate, directory, family))
+        for key in [k for k in keys if k == family or k.startswith(f"{family}@")]:
+            target = key.partition("@")[2]
+            record = store.find_active_surrogate(family, target)
+            if record is None or record.model_text is None:
+                continue
+            surrogate = from_text(record.model_text, record.meta, sha256=record.sha256)
+            surrogate.metadata["registry"] = {"metrics": record.metrics, "n_runs": record.n_runs}
+            written.append(save(surrogate, directory, key))
     return written
 
 
 def install_shipped(store: Any, directory: Path) -> dict[str, int | None]:
-    """Register the surrogates in ``directory`` for families that have no active one.
+    """Register the surrogates in ``directory`` for (family, target)s without an active one.
 
     Each ``FAMILY.txt`` is checked against the sha256 in ``FAMILY.json`` before it is
     parsed; a mismatch raises :class:`~training.surrogate.SurrogateIntegrityError`.
 
     Returns:
-        family -> id of the registered (and activated) surrogate, or None when the
-        family already had an active one.
+        key (family, or ``family@metric``) -> id of the registered (and activated)
+        surrogate, or None when it already had an active one.
     """
     out: dict[str, int | None] = {}
     for meta_path in sorted(directory.glob("*.json")):
-        family = meta_path.stem
-        surrogate = load(directory, family)
-        if store.find_active_surrogate(surrogate.family) is not None:
-            out[surrogate.family] = None
+        surrogate = load(directory, meta_path.stem)
+        target = str(surrogate.metadata.get("target", ""))
+        key = surrogate_key(surrogate.family, target)
+        if store.find_active_surrogate(surrogate.family, target) is not None:
+            out[key] = None
             continue
         registry = dict(surrogate.metadata.get("registry", {}))
         record = store.add_surrogate(
@@ -441,6 +539,7 @@ def install_shipped(store: Any, directory: Path) -> dict[str, int | None]:
             metrics=registry.get("metrics", surrogate.metadata.get("cv", {})),
             meta=surrogate.metadata,
             status="active",
+            target=target,
         )
-        out[surrogate.family] = int(record.id)
+        out[key] = int(record.id)
     return out

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from db.entities import surrogate_key
 from training.confidence import MIN_P_BEATS_DEFAULT, Calibration, signal_of
 from training.features import (
     TASKS,
@@ -56,6 +57,7 @@ from training.features import (
     encode_configs,
     normalise_quality,
     oriented_scores,
+    runs_for_target,
 )
 from training.surrogate import Surrogate, SurrogateIntegrityError, from_text
 
@@ -204,6 +206,8 @@ class SuggestionResult:
             the history (None when the history is empty).
         distance_threshold: beyond this distance the surrogate was not validated
             (learned on held-out groups; None without a calibrated surrogate).
+        ranked_by: the metric the suggestions are ranked by: the one the request
+            named when a surrogate of it is active, else the task's primary metric.
     """
 
     suggestions: list[Suggestion]
@@ -211,6 +215,7 @@ class SuggestionResult:
     warnings: list[str]
     distance: float | None = None
     distance_threshold: float | None = None
+    ranked_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -474,6 +479,8 @@ class SuggestionPolicy:
         info: what to report about the surrogate.
         settings: the policy's knobs.
         notes: warnings added to every answer (e.g. why there is no surrogate).
+        target: ``""`` when the surrogate models each task's primary metric, else the
+            metric it models (see :func:`training.retrain.retrain`).
     """
 
     def __init__(
@@ -485,6 +492,7 @@ class SuggestionPolicy:
         info: SurrogateInfo | None = None,
         settings: PolicySettings | None = None,
         notes: Sequence[str] = (),
+        target: str = "",
     ) -> None:
         from training.spaces import get_space
 
@@ -495,6 +503,7 @@ class SuggestionPolicy:
         self.info = info
         self.settings = settings or PolicySettings()
         self.notes = list(notes)
+        self.target = target
         self._cache: OrderedDict[tuple[Any, ...], ConfigBlock] = OrderedDict()
         self._lock = threading.Lock()
         self._portfolio_blocks: dict[tuple[str, str], ConfigBlock] = {}
@@ -727,7 +736,7 @@ class SuggestionPolicy:
             return []
         from training.families import primary_metric
 
-        expected = primary_metric(task)
+        expected = self.target or primary_metric(task)
         if metric != expected:
             return [
                 f"the history measures {task} runs by {expected}; suggestions are ranked "
@@ -1180,13 +1189,36 @@ class SuggestionEngine:
         # family -> (surrogate id, when) of a newly active model that was refused.
         self._refused: dict[str, tuple[int, float]] = {}
         self._build_lock = threading.Lock()
+        # Registry keys with an active surrogate (family, or family@metric); None: unread.
+        self._active_keys: set[str] | None = None
 
     def suggest(self, request: SuggestionRequest) -> SuggestionResult:
-        """Answer with the family's current policy (built on first use)."""
-        return self.policy(request.family).suggest(request)
+        """Answer with the family's current policy (built on first use).
+
+        A request that names a metric other than its task's primary one is ranked by
+        that metric's surrogate when one is active and loads; otherwise by the primary
+        metric, with a warning that says so.
+        """
+        from training.families import PRIMARY_METRICS
+
+        primary = PRIMARY_METRICS.get(request.task)
+        metric = request.metric
+        if metric and primary and metric != primary:
+            key = surrogate_key(request.family, metric)
+            if key in self._known_keys():
+                policy = self.policy(key)
+                if policy.surrogate is not None:
+                    return replace(policy.suggest(request), ranked_by=metric)
+        return replace(self.policy(request.family).suggest(request), ranked_by=primary)
+
+    def _known_keys(self) -> set[str]:
+        # Refreshed with the policies (refresh()); one registry query on first use.
+        if self._active_keys is None:
+            self._active_keys = set(self._active_ids())
+        return self._active_keys
 
     def policy(self, family: str) -> SuggestionPolicy:
-        """The current policy of ``family``.
+        """The current policy of ``family`` (or of a registry key ``family@metric``).
 
         Raises:
             SuggestionError: an unknown family.
@@ -1197,7 +1229,7 @@ class SuggestionEngine:
         from training.spaces import get_space
 
         try:
-            get_space(family)
+            get_space(family.split("@", 1)[0])
         except (KeyError, ValueError) as exc:
             raise SuggestionError(str(exc), field="family") from None
         with self._build_lock:
@@ -1217,13 +1249,16 @@ class SuggestionEngine:
         if callable(fast):
             return {str(k): int(v) for k, v in fast().items()}
         return {
-            s.family: int(s.id) for s in self.registry.list_surrogates() if s.status == "active"
+            surrogate_key(s.family, getattr(s, "target", "")): int(s.id)
+            for s in self.registry.list_surrogates()
+            if s.status == "active"
         }
 
     def refresh(self) -> list[str]:
         """Reload the policies whose active surrogate changed; return those families."""
         changed = []
         active = self._active_ids()
+        self._active_keys = set(active)
         now = time.monotonic()
         for family, entry in list(self._policies.items()):
             current, built, _ = entry
@@ -1249,17 +1284,19 @@ class SuggestionEngine:
 
     def _build(
         self,
-        family: str,
+        key: str,
         active: int | None,
         *,
         previous: tuple[int | None, float, SuggestionPolicy] | None = None,
     ) -> tuple[int | None, float, SuggestionPolicy]:
-        """Build the policy of ``family`` on surrogate ``active`` (None: cold start).
+        """Build the policy of registry ``key`` (a family, or ``family@metric``) on surrogate
+        ``active`` (None: cold start).
 
         When ``active`` cannot be loaded and ``previous`` holds a loaded surrogate,
         ``previous`` itself is returned: a tampered or broken model never replaces a
         working one.
         """
+        family, _, target = key.partition("@")
         notes: list[str] = []
         if active is not None and self.registry is not None:
             try:
@@ -1273,7 +1310,7 @@ class SuggestionEngine:
                 portfolio = (
                     Portfolio.from_json(family, portfolio_json)
                     if portfolio_json is not None
-                    else self._history_portfolio(family)
+                    else self._history_portfolio(family, target)
                 )
                 info = SurrogateInfo(
                     id=int(record.id),
@@ -1285,43 +1322,45 @@ class SuggestionEngine:
                     n_runs=int(record.n_runs),
                     sha256=record.sha256,
                 )
-                log.info("loaded %s surrogate %s (sha256 %s)", family, active, record.sha256[:12])
+                log.info("loaded %s surrogate %s (sha256 %s)", key, active, record.sha256[:12])
                 policy = SuggestionPolicy(
                     family,
                     surrogate=surrogate,
                     portfolio=portfolio,
                     info=info,
                     settings=self.settings,
+                    target=target,
                 )
-                self._refused.pop(family, None)
+                self._refused.pop(key, None)
                 return active, time.monotonic(), policy
             except (SurrogateIntegrityError, KeyError, ValueError) as exc:
-                log.error("cannot load %s surrogate %s: %s", family, active, exc)
-                self._refused[family] = (active, time.monotonic())
+                log.error("cannot load %s surrogate %s: %s", key, active, exc)
+                self._refused[key] = (active, time.monotonic())
                 if previous is not None and previous[2].surrogate is not None:
                     log.error(
                         "refused %s surrogate %s; surrogate %s keeps serving",
-                        family,
+                        key,
                         active,
                         previous[0],
                     )
                     return previous
                 notes.append(
-                    f"the active {family} surrogate ({active}) could not be loaded ({exc}); "
+                    f"the active {key} surrogate ({active}) could not be loaded ({exc}); "
                     "answering without it"
                 )
         policy = SuggestionPolicy(
             family,
             surrogate=None,
-            portfolio=self._history_portfolio(family),
+            portfolio=self._history_portfolio(family, target),
             settings=self.settings,
             notes=notes,
+            target=target,
         )
         return active, time.monotonic(), policy
 
-    def _history_portfolio(self, family: str) -> Portfolio:
+    def _history_portfolio(self, family: str, target: str = "") -> Portfolio:
         try:
-            frame = self.reader.runs_frame(family=family, status="ok")
+            frame = runs_for_target(self.reader.runs_frame(family=family, status="ok"), target)
         except Exception as exc:  # noqa: BLE001 - a history outage must not stop answers
             log.error("cannot read the %s history: %s", family, exc)
             return Portfolio(family, {})

@@ -211,6 +211,7 @@ def new_runs(frame: pd.DataFrame) -> list[Any]:
                 status=row["status"],
                 error=None if ok else "synthetic failure",
                 dataset=spec,
+                metrics=row.get("metrics") if ok else None,
             )
         )
     return runs

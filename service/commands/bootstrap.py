@@ -110,6 +110,15 @@ def register(subparsers: Any) -> None:
         help="run trials on this Dask scheduler (tcp://HOST:PORT) instead of local workers",
     )
     parser.add_argument(
+        "--adaptive",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the Sobol sample, N more configs per (dataset, family) from a local "
+        "search around its best stored configs (rounds of 4, steps shrinking), so each "
+        "dataset's best known config is near its optimum",
+    )
+    parser.add_argument(
         "--remeasure",
         action="store_true",
         help="instead of new trials, re-run the stored ones that have no metrics (measured "
@@ -151,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from db import migrate
     from db.engine import make_engine
     from db.store import Store
-    from training.bootstrap import BootstrapConfig, bootstrap, plan_trials
+    from training.bootstrap import BootstrapConfig, bootstrap, plan_trials, run_adaptive
     from training.datasets import get_entry, list_datasets
     from training.executor import make_executor
 
@@ -164,6 +173,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--reduced-fidelities must lie strictly between 0 and 1")
     if args.workers < 0:
         raise CommandError("--workers must be 0 or more")
+    if args.adaptive < 0:
+        raise CommandError("--adaptive must be 0 or more")
+    if args.adaptive and args.remeasure:
+        raise CommandError("--adaptive and --remeasure are separate jobs: run one at a time")
 
     if args.datasets:
         try:
@@ -204,7 +217,11 @@ def run(args: argparse.Namespace) -> int:
             return 0
         done = store.existing_run_ids(s.run_id for s in specs)
         todo = sum(1 for s in specs if s.run_id not in done)
-        print(f"{len(entries)} datasets, {len(specs)} trials planned, {todo} still to run")
+        more = f" (then up to {args.adaptive} adaptive per dataset and family)"
+        print(
+            f"{len(entries)} datasets, {len(specs)} trials planned, {todo} still to run"
+            + (more if args.adaptive else "")
+        )
         return 0
 
     executor = make_executor(workers=args.workers, dask_scheduler=args.dask_scheduler)
@@ -216,6 +233,18 @@ def run(args: argparse.Namespace) -> int:
         report = bootstrap(
             store, specs, executor, progress=not args.no_progress, remeasure=args.remeasure
         )
+        if args.adaptive:
+            adaptive = run_adaptive(
+                store,
+                [(e.name, e.task) for e in entries],
+                config,
+                executor,
+                n_adaptive=args.adaptive,
+                progress=not args.no_progress,
+            )
+            for name in ("planned", "skipped", "ran", "failed", "inserted"):
+                setattr(report, name, getattr(report, name) + getattr(adaptive, name))
+            report.seconds += adaptive.seconds
     except KeyboardInterrupt:
         print(
             "bootstrap: interrupted; the trials measured so far are stored "

@@ -37,6 +37,12 @@ def register(subparsers: Any) -> None:
         "--force", action="store_true", help="activate the new model whatever its metrics"
     )
     parser.add_argument(
+        "--primary-only",
+        action="store_true",
+        help="only the primary-metric surrogates (by default, each metric that runs on at "
+        "least 20 datasets measured, such as log_loss or rmse, also gets one)",
+    )
+    parser.add_argument(
         "--tolerance",
         type=float,
         help="allowed regret increase (default: $HYPERPRIOR_RETRAIN_TOLERANCE or 0)",
@@ -70,7 +76,8 @@ def _print(result: Any, as_json: bool) -> None:
         print(json.dumps(result.to_dict(), sort_keys=True, default=str), flush=True)
         return
     m = result.metrics
-    line = f"{result.family:14s} {result.outcome:10s}"
+    name = f"{result.family}@{result.target}" if result.target else result.family
+    line = f"{name:14s} {result.outcome:10s}"
     if result.candidate_id is not None:
         line += f" model {result.candidate_id}"
         line += f"  regret@1 {m.get('regret_at_1', float('nan')):.4f}"
@@ -89,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from db.store import Store
     from service.scheduler import RetrainScheduler, validate_cron
     from service.settings import Settings
-    from training.retrain import retrain
+    from training.retrain import retrain_family
 
     settings = Settings()
     url = database_url(args)
@@ -132,16 +139,17 @@ def run(args: argparse.Namespace) -> int:
 
     status = 0
     for family in families:
-        result = retrain(
+        for result in retrain_family(
             store,
             family,
+            targets=not args.primary_only,
             tolerance=tolerance,
             force=args.force,
             lock_ttl_seconds=settings.retrain_lock_ttl_s,
-        )
-        _print(result, args.json)
-        if result.outcome == "locked":
-            status = 1
+        ):
+            _print(result, args.json)
+            if result.outcome == "locked":
+                status = 1
     if args.export is not None:
         from training.retrain import export_active
 

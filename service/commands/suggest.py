@@ -35,6 +35,11 @@ def register(subparsers: Any) -> None:
         "--task", choices=_TASKS, help="the task (default: inferred from the target)"
     )
     parser.add_argument("--n", type=int, default=5, help="how many suggestions (1-50)")
+    parser.add_argument(
+        "--metric",
+        help="the metric you will judge by (log_loss, f1_macro, balanced_accuracy, rmse, "
+        "mae ...): ranked by it when the history has a surrogate of it",
+    )
     parser.add_argument("--seed", type=int, help="same seed, same suggestions")
     parser.add_argument(
         "--fixed",
@@ -122,6 +127,8 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.seed is not None:
         body["seed"] = args.seed
+    if args.metric:
+        body["metric"] = args.metric
     fixed = _parse_fixed(args.fixed)
     if fixed:
         body["fixed"] = fixed
@@ -170,6 +177,7 @@ def _ask_locally(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, An
                 n=request.n,
                 seed=request.seed,
                 fixed=request.fixed,
+                metric=request.metric,
                 dataset_name=request.dataset.name,
             )
         )
@@ -190,6 +198,8 @@ def format_table(answer: dict[str, Any]) -> str:
         )
     else:
         lines.append("no surrogate: library default and portfolio only")
+    if answer.get("ranked_by"):
+        lines.append(f"ranked by {answer['ranked_by']}")
     if answer.get("distance") is not None:
         threshold = answer.get("distance_threshold")
         lines.append(

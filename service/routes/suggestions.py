@@ -46,7 +46,14 @@ class SuggestionCreate(BaseModel):
 
     family: str = Field(description="lightgbm, random_forest, linear or keras_mlp.")
     task: Literal["binary", "multiclass", "regression"]
-    metric: Name | None = Field(default=None, description="The metric you will judge by.")
+    metric: Name | None = Field(
+        default=None,
+        description=(
+            "The metric you will judge by (roc_auc, accuracy, balanced_accuracy, log_loss, "
+            "f1_macro, r2, rmse, mae). Suggestions are ranked by it when the history has a "
+            "surrogate of it (see `ranked_by`), else by the task's primary metric."
+        ),
+    )
     dataset: DatasetDescription
     n: int = Field(default=5, ge=1, le=50, strict=True, description="How many suggestions.")
     seed: int | None = Field(
@@ -102,6 +109,11 @@ class SuggestionsPublic(BaseModel):
             "groups) and the first suggestion is the library default."
         ),
     )
+    ranked_by: str | None = Field(
+        default=None,
+        description="The metric the suggestions are ranked by: `metric` when the history "
+        "has a surrogate of it, else the task's primary metric (roc_auc, accuracy, r2).",
+    )
 
 
 def to_public(result: SuggestionResult) -> SuggestionsPublic:
@@ -129,6 +141,7 @@ def to_public(result: SuggestionResult) -> SuggestionsPublic:
         warnings=result.warnings,
         distance=result.distance,
         distance_threshold=result.distance_threshold,
+        ranked_by=result.ranked_by,
     )
 
 

@@ -23,6 +23,11 @@ class SurrogatePublic(BaseModel):
 
     id: int
     family: str
+    target: str = Field(
+        default="",
+        description="What it ranks by: '' for each task's primary metric, else a metric "
+        "name (log_loss, f1_macro, rmse ...); one is active per (family, target).",
+    )
     status: str = Field(description="candidate, active or retired.")
     created_at: dt.datetime
     n_runs: int
@@ -39,6 +44,7 @@ class SurrogatePublic(BaseModel):
         return cls(
             id=surrogate.id,
             family=surrogate.family,
+            target=surrogate.target,
             status=surrogate.status,
             created_at=surrogate.created_at,
             n_runs=surrogate.n_runs,
@@ -61,8 +67,8 @@ def _serving(request: Request, surrogate: Surrogate) -> bool:
     services = getattr(request.app.state, "suggestions", None)
     if services is None:
         return False
-    services.engine.policy(surrogate.family)  # loads the family's model if not yet used
-    return bool(services.engine.active_surrogate_id(surrogate.family) == surrogate.id)
+    services.engine.policy(surrogate.key)  # loads the model if not yet used
+    return bool(services.engine.active_surrogate_id(surrogate.key) == surrogate.id)
 
 
 @router.get("/surrogates", dependencies=[Depends(require_scope("read"))])

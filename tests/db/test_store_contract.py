@@ -544,6 +544,28 @@ def test_add_surrogate_as_active_retires_previous(store: Store) -> None:
     assert store.get_surrogate(old.id).status == "retired"
 
 
+def test_one_active_surrogate_per_family_and_target(store: Store) -> None:
+    def add(target: str, text: str) -> Any:
+        return store.add_surrogate(
+            family="lgbm", model_text=text, n_runs=1, metrics={}, status="active", target=target
+        )
+
+    primary, log_loss = add("", "a"), add("log_loss", "b")
+    assert store.active_surrogate_ids() == {"lgbm": primary.id, "lgbm@log_loss": log_loss.id}
+    assert store.find_active_surrogate("lgbm").id == primary.id
+    assert store.find_active_surrogate("lgbm", "log_loss").target == "log_loss"
+
+    newer = store.add_surrogate(
+        family="lgbm", model_text="c", n_runs=2, metrics={}, target="log_loss"
+    )
+    store.activate_surrogate(newer.id)
+
+    assert store.get_surrogate(log_loss.id).status == "retired"
+    assert store.get_surrogate(primary.id).status == "active"
+    assert store.active_surrogate_ids() == {"lgbm": primary.id, "lgbm@log_loss": newer.id}
+    assert store.find_active_surrogate("lgbm", "f1_macro") is None
+
+
 def test_missing_surrogate(store: Store) -> None:
     with pytest.raises(NotFoundError):
         store.get_surrogate(404)

@@ -60,7 +60,9 @@ def test_suggestions_from_the_active_surrogate(client: TestClient, history_store
         "warnings",
         "distance",
         "distance_threshold",
+        "ranked_by",
     }
+    assert answer["ranked_by"] == "roc_auc"  # no metric named: the task's primary one
     # The retrain calibrated p_beats_default and learned how far its validation reached.
     assert answer["distance"] > 0
     assert answer["distance_threshold"] > 0

@@ -115,6 +115,44 @@ def test_remeasure_adds_metrics_to_runs_stored_without_them(store: Store) -> Non
     assert (again.ran, again.skipped) == (0, len(specs))
 
 
+@sqlite_only
+def test_adaptive_rounds_search_near_the_best_configs_and_resume(store: Store) -> None:
+    import numpy as np
+
+    from training.bootstrap import plan_adaptive, run_adaptive
+
+    config = BootstrapConfig(families=("lightgbm",), n_configs=4, n_reduced=0, folds=2)
+    data = SMALL[1:]
+    bootstrap(store, plan_trials(data, config), InlineExecutor(), progress=False)
+    before = store.runs_frame()
+    best_before = before["score"].max()
+
+    report = run_adaptive(
+        store, data, config, InlineExecutor(), n_adaptive=4, round_size=2, progress=False
+    )
+
+    runs = store.runs_frame(status=None)
+    assert report.inserted == 4
+    assert len(runs) == 4 + 4
+    assert runs["score"].max() >= best_before
+    # Each adaptive config is a small step from one of the best configs before it.
+    space = get_space("lightgbm")
+    new = runs[~runs["id"].isin(before["id"])]
+    parents = space.encode_many(list(before.sort_values("score")["config"].tail(3)))
+    steps = [np.abs(parents - space.encode_many([c])[0]).max(axis=1).min() for c in new["config"]]
+    # (Random configs are ~0.7 from the nearest of 3 others in the largest coordinate.)
+    assert max(steps) < 0.4
+    # Done is done: nothing more is planned, and a second call runs nothing.
+    assert plan_adaptive(runs, data, config, n_adaptive=4) == []
+    again = run_adaptive(store, data, config, InlineExecutor(), n_adaptive=4, progress=False)
+    assert again.ran == 0
+    # Asking for more continues from what is stored.
+    more = run_adaptive(
+        store, data, config, InlineExecutor(), n_adaptive=6, round_size=2, progress=False
+    )
+    assert more.inserted == 2
+
+
 def test_local_pool_close_kills_trials_in_flight() -> None:
     import threading
     import time
@@ -283,6 +321,7 @@ def test_bootstrap_help_explains_every_option(capsys: pytest.CaptureFixture[str]
         "--dask-scheduler",
         "--dry-run",
         "--remeasure",
+        "--adaptive",
         "--list",
         "--json",
         "--no-progress",

@@ -137,3 +137,76 @@ def test_export_and_install_shipped_surrogates(history_store: Store, tmp_path: P
     with pytest.raises(SurrogateIntegrityError, match="sha256"):
         install_shipped(fresh, tmp_path)
     assert fresh.list_surrogates() == []
+
+
+def test_a_request_naming_another_metric_is_ranked_by_it(store: Store) -> None:
+    import numpy as np
+
+    from training.retrain import retrain_family
+    from training.suggest import SuggestionEngine, SuggestionRequest
+
+    history = SyntheticHistory(FAMILY, seed=21)
+    space = history._space()
+
+    def mirrored(configs: list[dict], meta: dict) -> np.ndarray:
+        # The metrics disagree: log-loss is best where accuracy's landscape, mirrored, is.
+        unit = np.asarray(space.encode_many(configs), dtype=np.float64)
+        return history._quality(1.0 - unit, meta, 1.0)
+
+    frame = history.frame(12, 16, n_reduced=0, tasks=("multiclass",))
+    mf = [c for c in frame.columns if c.startswith("mf_")]
+    frame["metrics"] = [
+        {"log_loss": float(1.0 - mirrored([row["config"]], {c[3:]: row[c] for c in mf})[0])}
+        for row in frame.to_dict("records")
+    ]
+    store.ingest_runs(new_runs(frame))
+
+    results = retrain_family(store, FAMILY, params=GOOD, min_target_datasets=10)
+
+    assert [(r.target, r.outcome) for r in results] == [
+        ("", "activated"),
+        ("log_loss", "activated"),
+    ]
+    assert store.find_active_surrogate(FAMILY, "log_loss").meta["target"] == "log_loss"
+    engine = SuggestionEngine(store, store)
+    rng = np.random.default_rng(3)
+    by_metric, by_primary = [], []
+    for _ in range(6):
+        meta = history.sample_meta(rng, "multiclass")
+        asked = engine.suggest(SuggestionRequest(FAMILY, "multiclass", meta, metric="log_loss"))
+        plain = engine.suggest(SuggestionRequest(FAMILY, "multiclass", meta))
+        assert (asked.ranked_by, plain.ranked_by) == ("log_loss", "accuracy")
+        assert not any("ranked by that, not by" in w for w in asked.warnings)
+        for result, out in ((asked, by_metric), (plain, by_primary)):
+            configs = [s.config for s in result.suggestions]
+            out.append((mirrored(configs, meta).mean(), history.true_quality(configs, meta).mean()))
+    # Each ranking is better at its own metric, on every new dataset.
+    for (m_loss, m_acc), (p_loss, p_acc) in zip(by_metric, by_primary, strict=True):
+        assert m_loss > p_loss
+        assert p_acc > m_acc
+    # A metric without a surrogate falls back to the primary one, and says so.
+    f1 = engine.suggest(SuggestionRequest(FAMILY, "multiclass", meta, metric="f1_macro"))
+    assert f1.ranked_by == "accuracy"
+    assert any("ranked by that, not by f1_macro" in w for w in f1.warnings)
+
+
+def test_targets_need_enough_datasets(store: Store) -> None:
+    from training.retrain import retrain_family, targets_with_data
+
+    frame = SyntheticHistory(FAMILY, seed=21).frame(6, 8, n_reduced=0)
+    frame["metrics"] = [{"log_loss": 0.5, "mae": 1.0} for _ in range(len(frame))]
+    store.ingest_runs(new_runs(frame))
+    runs = store.runs_frame(family=FAMILY)
+
+    # Each metric counts on the datasets of the tasks that have it (2 of 6 for mae).
+    assert targets_with_data(runs, min_datasets=2) == ["log_loss", "mae"]
+    assert targets_with_data(runs, min_datasets=3) == ["log_loss"]
+    assert targets_with_data(runs, min_datasets=5) == []
+    # Measured on a third of the datasets only: the subset would be skewed.
+    some = runs["dataset_id"].isin(runs["dataset_id"].unique()[:3])
+    runs["metrics"] = [m if keep else None for m, keep in zip(runs["metrics"], some, strict=True)]
+    assert targets_with_data(runs, min_datasets=1) == []
+    assert targets_with_data(runs, min_datasets=1, min_coverage=0.5) == ["log_loss", "mae"]
+    assert [r.target for r in retrain_family(store, FAMILY, params=GOOD)] == [""]
+    with pytest.raises(ValueError, match="unknown target 'r2'"):
+        retrain(store, FAMILY, target="r2")

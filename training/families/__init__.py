@@ -23,6 +23,7 @@ import pandas as pd
 from training.families import keras_mlp, lightgbm, linear, random_forest
 from training.families.base import (
     PRIMARY_METRICS,
+    TASK_METRICS,
     Family,
     TrialResult,
     evaluate_family,
@@ -34,6 +35,7 @@ from training.spaces import UnknownFamilyError
 __all__ = [
     "FAMILIES",
     "PRIMARY_METRICS",
+    "TASK_METRICS",
     "Family",
     "TrialResult",
     "UnknownFamilyError",
