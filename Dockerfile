@@ -1,15 +1,30 @@
 # hyperprior API image. Build: docker build -t hyperprior .
+# Run alone (SQLite in the data volume): docker run -p 8000:8000 -v hyperprior:/data hyperprior
+#
+# The packages below are exactly the project's (pyproject's packages.find); they are
+# installed as a wheel, so nothing runs from the source tree. tests/test_image.py
+# builds a wheel from these COPY lines and runs every CLI command from it.
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 # libgomp1: LightGBM's OpenMP runtime.
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
-WORKDIR /app
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY db ./db
 COPY training ./training
 COPY service ./service
-RUN pip install . && useradd --create-home --uid 10001 hyperprior
+COPY client ./client
+RUN pip install . && cd / && rm -rf /src \
+    && useradd --create-home --uid 10001 hyperprior \
+    && mkdir -p /data/uploads && chown -R hyperprior:hyperprior /data
+# Everything the service writes goes under /data: refinement uploads
+# (HYPERPRIOR_DATA_DIR) and, without HYPERPRIOR_DATABASE_URL, the SQLite database
+# (./hyperprior.db, relative to this working directory). A new named volume takes the
+# owner of /data from the image; a bind mount must be writable by uid 10001.
+ENV HYPERPRIOR_DATA_DIR=/data
+WORKDIR /data
+VOLUME ["/data"]
 USER hyperprior
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \

@@ -1427,6 +1427,57 @@ class Store:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def prune_retired_surrogates(self, family: str, target: str = "", *, keep: int) -> int:
+        """Delete the retired surrogates of a (family, target) but the newest ``keep``.
+
+        Newest is by registration (id). Active and candidate surrogates are never
+        touched, nor those of other families or targets.
+
+        Args:
+            family: The model family.
+            target: ``""`` for the primary metric, else the metric name.
+            keep: How many retired ones to keep (0: delete them all).
+
+        Returns:
+            How many were deleted.
+
+        Raises:
+            InvalidArgumentError: When ``keep`` is negative.
+        """
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise InvalidArgumentError(f"keep must be a count >= 0, got {keep!r}")
+
+        def work(conn: Connection) -> int:
+            retired = (
+                (_surrogates.c.family == family)
+                & (_surrogates.c.target == target)
+                & (_surrogates.c.status == "retired")
+            )
+            kept = (
+                select(_surrogates.c.id)
+                .where(retired)
+                .order_by(_surrogates.c.id.desc())
+                .limit(keep)
+                .scalar_subquery()
+            )
+            doomed = [
+                int(i)
+                for i in conn.execute(
+                    select(_surrogates.c.id).where(retired, _surrogates.c.id.not_in(kept))
+                ).scalars()
+            ]
+            deleted = 0
+            for chunk in _chunks(doomed):
+                # The status is checked again: a surrogate re-activated meanwhile stays.
+                deleted += conn.execute(
+                    delete(_surrogates).where(
+                        _surrogates.c.id.in_(chunk), _surrogates.c.status == "retired"
+                    )
+                ).rowcount
+            return deleted
+
+        return self._run(work, write=True)
+
     # ------------------------------------------------------------------ jobs
 
     def create_job(self, kind: str, request: Mapping[str, Any], owner: int | None = None) -> Job:

@@ -22,6 +22,14 @@ check itself happens in `AuthMiddleware`, before the request body is read: a str
 cannot make the server receive and parse a 64 MiB body, and gets 401 whatever is sent.
 Reads (``read`` scope) are open unless ``HYPERPRIOR_AUTH_READS=key``; a key that is
 sent is always checked, also on open routes.
+
+Each process remembers the keys it verified for ``HYPERPRIOR_AUTH_CACHE_S`` (T): for
+the first half of T a key is admitted without asking the database; after that it is
+checked again on its next use, but while the database cannot be reached (a PostgreSQL
+restart) it is still admitted until T is over. So keyed requests ride out blips
+shorter than T/2 for certain, and a revocation takes effect within T/2 while the
+database answers and within T in any case. Unknown and revoked keys are never
+remembered: a new key works at once.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from db.entities import ApiKey
-from db.errors import StoreError
+from db.errors import DatabaseUnavailableError, StoreError
 from db.store import Store
 from service.errors import store_error_response
 from service.settings import Settings
@@ -99,6 +107,8 @@ _REALM = 'Bearer realm="hyperprior"'
 _CREATE_HINT = "create one with `hyperprior keys create --scope write`"
 #: Record a key's use at most this often (a write per request would contend with ingest).
 TOUCH_INTERVAL_S = 60.0
+#: Most verified keys one process remembers (see `Guard`).
+_MAX_REMEMBERED_KEYS = 10_000
 #: What 429 answers suggest waiting before starting another job.
 JOB_RETRY_AFTER_S = 30
 _ACTIVE_JOB_STATUSES = ("queued", "running")
@@ -202,12 +212,24 @@ class Guard:
 
     Thread-safe; one per app. Recording when a key was last used happens in the
     background, at most once a minute per key, so that a request never waits on it.
+    Verified keys are remembered for ``settings.auth_cache_s`` (see the module's
+    docstring).
+
+    Args:
+        store: Where the keys are.
+        settings: ``auth_enabled``, ``auth_reads``, ``auth_cache_s``.
+        clock: Monotonic seconds (injected by tests of the cache).
     """
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.settings = settings
+        self._clock = clock
         self._touched: dict[int, float] = {}
+        # key hash -> (the key as the database last showed it, when that read began)
+        self._verified: dict[str, tuple[ApiKey, float]] = {}
         self._lock = threading.Lock()
         self._toucher: ThreadPoolExecutor | None = None
 
@@ -268,7 +290,7 @@ class Guard:
         if not _KEY_PATTERN.fullmatch(key):
             raise _invalid("invalid API key")
         digest = hash_key(key)
-        found = self.store.find_api_key_by_hash(digest, include_revoked=True)
+        found = self._lookup(digest)
         # The lookup is by hash, so this compare is belt and braces against timing.
         if found is None or not hmac.compare_digest(found.key_hash, digest):
             raise _invalid("invalid API key")
@@ -276,6 +298,55 @@ class Guard:
             raise _invalid(f"API key {found.id} was revoked")
         self._touch(found)
         return Principal(found.id, found.name, found.scopes)
+
+    def _lookup(self, digest: str) -> ApiKey | None:
+        """The key with this hash: remembered, or from the database.
+
+        Raises:
+            StoreError: When the database cannot be asked and the key is not (or no
+                longer) remembered.
+        """
+        ttl = self.settings.auth_cache_s
+        if ttl <= 0:
+            return self.store.find_api_key_by_hash(digest, include_revoked=True)
+        now = self._clock()
+        with self._lock:
+            remembered = self._verified.get(digest)
+        if remembered is not None:
+            age = now - remembered[1]
+            if 0 <= age < ttl / 2:
+                return remembered[0]
+            if not 0 <= age < ttl:
+                remembered = None
+        try:
+            found = self.store.find_api_key_by_hash(digest, include_revoked=True)
+        except DatabaseUnavailableError as error:
+            if remembered is None:
+                raise
+            logger.info(
+                "database unavailable (%s): admitting API key %s as verified %.1f s ago",
+                error,
+                remembered[0].id,
+                now - remembered[1],
+            )
+            return remembered[0]
+        with self._lock:
+            if found is None or found.revoked_at is not None:
+                self._verified.pop(digest, None)
+            else:
+                if len(self._verified) >= _MAX_REMEMBERED_KEYS:
+                    self._forget_expired(now, ttl)
+                self._verified[digest] = (found, now)
+        return found
+
+    def _forget_expired(self, now: float, ttl: float) -> None:
+        # Only valid keys are remembered, so this is bounded by the number of keys;
+        # the sweep keeps a process with many short-lived keys from growing.
+        for digest, (_, verified_at) in list(self._verified.items()):
+            if not 0 <= now - verified_at < ttl:
+                del self._verified[digest]
+        if len(self._verified) >= _MAX_REMEMBERED_KEYS:
+            self._verified.clear()
 
     def _touch(self, key: ApiKey) -> None:
         if key.last_used_at is not None:

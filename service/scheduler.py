@@ -106,6 +106,8 @@ class RetrainScheduler:
         families: which families.
         tolerance: promotion tolerance on top-1 regret (see :func:`training.retrain.retrain`).
         lock_ttl_seconds: lease length of the retrain lock.
+        keep_retired: retired surrogates kept per (family, target) after an
+            activation (None: all).
         params: the surrogate recipe (default :class:`SurrogateParams`).
         now: clock (tests inject a fake one).
         on_result: called with each family's result.
@@ -119,6 +121,7 @@ class RetrainScheduler:
         families: Sequence[str] = DEFAULT_FAMILIES,
         tolerance: float = 0.0,
         lock_ttl_seconds: float = 600.0,
+        keep_retired: int | None = None,
         params: SurrogateParams | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_result: Callable[[RetrainResult], None] | None = None,
@@ -128,6 +131,7 @@ class RetrainScheduler:
         self.families = tuple(families)
         self.tolerance = tolerance
         self.lock_ttl_seconds = lock_ttl_seconds
+        self.keep_retired = keep_retired
         self.params = params
         self.now = now
         self.on_result = on_result
@@ -150,6 +154,7 @@ class RetrainScheduler:
                     tolerance=self.tolerance,
                     params=self.params,
                     lock_ttl_seconds=self.lock_ttl_seconds,
+                    keep_retired=self.keep_retired,
                 )
             except Exception:  # noqa: BLE001 - one family failing must not stop the others
                 log.exception("retrain %s failed; the active model keeps serving", family)
@@ -215,6 +220,7 @@ class BackgroundServices:
                 cron=settings.retrain_cron,
                 tolerance=settings.retrain_tolerance,
                 lock_ttl_seconds=settings.retrain_lock_ttl_s,
+                keep_retired=settings.surrogate_keep_retired,
             )
 
     def start(self) -> None:

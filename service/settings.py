@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API, comma-separated "
         "(e.g. https://ml.example.com); none by default.",
     )
+    auth_cache_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long each API process trusts a verified API key: re-checked in the "
+        "database after half this time, used from memory up to all of it while the database "
+        "cannot be reached (so a revocation takes effect within it); 0 checks every request.",
+    )
 
     # Server
     host: str = Field(default="127.0.0.1", description="Interface to listen on.")
@@ -100,6 +107,12 @@ class Settings(BaseSettings):
     )
     retrain_lock_ttl_s: float = Field(
         default=600.0, gt=0, description="Lease of the retrain lock; a dead retrain frees it after."
+    )
+    surrogate_keep_retired: int = Field(
+        default=10,
+        ge=0,
+        description="Retired surrogates kept per family and target after a retrain activates "
+        "a new one (the newest; older ones are deleted). Active and candidate ones are kept.",
     )
 
     # Refinement jobs

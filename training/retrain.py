@@ -110,6 +110,10 @@ class RetrainStore(Protocol):
 
     def activate_surrogate(self, surrogate_id: int) -> Any: ...  # pragma: no cover
 
+    def prune_retired_surrogates(
+        self, family: str, target: str = "", *, keep: int
+    ) -> int: ...  # pragma: no cover
+
     def try_acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool: ...
 
     def refresh_lock(self, name: str, owner: str, ttl_seconds: float) -> bool: ...
@@ -135,6 +139,8 @@ class RetrainResult:
         n_runs: runs the candidate was trained on.
         n_datasets: datasets among them.
         seconds: wall time.
+        pruned: retired surrogates of the (family, target) deleted after the
+            activation (``keep_retired``).
     """
 
     family: str
@@ -148,6 +154,7 @@ class RetrainResult:
     n_runs: int = 0
     n_datasets: int = 0
     seconds: float = 0.0
+    pruned: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -215,6 +222,7 @@ def retrain(
     min_datasets: int = MIN_DATASETS,
     progress: Callable[[str], None] | None = None,
     target: str = "",
+    keep_retired: int | None = None,
 ) -> RetrainResult:
     """Retrain the surrogate of ``family`` and promote it if it is not worse.
 
@@ -233,6 +241,9 @@ def retrain(
             this long.
         min_datasets: fewer datasets than this: nothing is trained.
         progress: called with a short message at each step.
+        keep_retired: after an activation, keep only this many retired surrogates of
+            the (family, target), the newest (None: keep them all). Active and
+            candidate surrogates are never deleted.
 
     Returns:
         What happened; see :class:`RetrainResult`.
@@ -261,6 +272,7 @@ def retrain(
                 say=say,
                 started=started,
                 target=target,
+                keep_retired=keep_retired,
             )
     finally:
         try:
@@ -281,6 +293,7 @@ def _retrain_locked(
     say: Callable[[str], None],
     started: float,
     target: str = "",
+    keep_retired: int | None = None,
 ) -> RetrainResult:
     say("reading runs")
     runs = runs_for_target(store.runs_frame(family=family, status=None), target)
@@ -330,9 +343,12 @@ def _retrain_locked(
         target=target,
     )
     outcome = "kept"
+    pruned = 0
     if activate:
         store.activate_surrogate(int(record.id))
         outcome = "activated"
+        if keep_retired is not None:
+            pruned = _prune(store, family, target, keep_retired, say)
     say(f"{outcome}: {reason}")
     return RetrainResult(
         family=family,
@@ -346,7 +362,24 @@ def _retrain_locked(
         n_runs=len(ts),
         n_datasets=ts.n_datasets,
         seconds=time.perf_counter() - started,
+        pruned=pruned,
     )
+
+
+def _prune(
+    store: RetrainStore, family: str, target: str, keep: int, say: Callable[[str], None]
+) -> int:
+    """Apply the retention of retired surrogates; a failure only costs disk space."""
+    try:
+        pruned = int(store.prune_retired_surrogates(family, target, keep=keep))
+    except Exception as exc:  # noqa: BLE001 - the new model is active; cleanup can wait
+        log.warning(
+            "could not prune retired surrogates of %s: %s", surrogate_key(family, target), exc
+        )
+        return 0
+    if pruned:
+        say(f"deleted {pruned} retired surrogates (keeping the newest {keep})")
+    return pruned
 
 
 def targets_with_data(

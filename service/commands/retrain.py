@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             families=families,
             tolerance=tolerance,
             lock_ttl_seconds=settings.retrain_lock_ttl_s,
+            keep_retired=settings.surrogate_keep_retired,
             on_result=lambda result: _print(result, args.json),
         )
         print(f"retraining {', '.join(families)} at '{cron}' (UTC); Ctrl-C to stop", flush=True)
@@ -146,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             tolerance=tolerance,
             force=args.force,
             lock_ttl_seconds=settings.retrain_lock_ttl_s,
+            keep_retired=settings.surrogate_keep_retired,
         ):
             _print(result, args.json)
             if result.outcome == "locked":

@@ -566,6 +566,38 @@ def test_one_active_surrogate_per_family_and_target(store: Store) -> None:
     assert store.find_active_surrogate("lgbm", "f1_macro") is None
 
 
+def test_retired_surrogates_are_pruned_to_the_newest_few(store: Store) -> None:
+    def add(status: str, target: str = "", family: str = "lgbm") -> int:
+        return store.add_surrogate(
+            family=family, model_text="m", n_runs=1, metrics={}, status=status, target=target
+        ).id
+
+    # Six activations in a row: five retired, one active; then a candidate on top.
+    chain = [add("active") for _ in range(6)]
+    candidate = add("candidate")
+    others = [add("active", target="log_loss") for _ in range(3)]  # two retired
+    other_family = [add("active", family="rf") for _ in range(3)]
+
+    assert store.prune_retired_surrogates("lgbm", keep=2) == 3
+    remaining = {s.id: s.status for s in store.list_surrogates("lgbm")}
+    assert remaining == {
+        chain[5]: "active",
+        chain[4]: "retired",
+        chain[3]: "retired",
+        candidate: "candidate",
+        **{i: store.get_surrogate(i).status for i in others},
+    }
+    assert len(store.list_surrogates("rf")) == len(other_family)  # other families untouched
+    assert store.prune_retired_surrogates("lgbm", keep=2) == 0  # idempotent
+
+    assert store.prune_retired_surrogates("lgbm", "log_loss", keep=0) == 2
+    assert [s.id for s in store.list_surrogates("lgbm") if s.target == "log_loss"] == [others[2]]
+    assert store.find_active_surrogate("lgbm", "log_loss").id == others[2]
+    assert store.find_active_surrogate("lgbm").id == chain[5]
+    with pytest.raises(InvalidArgumentError, match="keep must be a count"):
+        store.prune_retired_surrogates("lgbm", keep=-1)
+
+
 def test_missing_surrogate(store: Store) -> None:
     with pytest.raises(NotFoundError):
         store.get_surrogate(404)

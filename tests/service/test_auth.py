@@ -427,7 +427,9 @@ def test_keys_commands(store: Store, db_url: str, capsys: pytest.CaptureFixture[
     assert (listed["name"], listed["scopes"], listed["revoked_at"]) == ("ci", ["write"], None)
     assert key not in json.dumps(listed)
 
-    with TestClient(make_app(store)) as client:
+    # Without the key cache, the revocation shows on the next request (with it, within
+    # HYPERPRIOR_AUTH_CACHE_S: tests/service/test_auth_cache.py).
+    with TestClient(make_app(store, auth_cache_s=0)) as client:
         assert client.post("/v1/runs", json={"runs": []}, headers=bearer(key)).status_code == 422
         assert main(["keys", "revoke", str(listed["id"]), "--database-url", db_url]) == 0
         refused = client.post("/v1/runs", json={"runs": []}, headers=bearer(key))

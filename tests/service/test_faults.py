@@ -10,8 +10,11 @@ It must show: while the database is down the API answers 503 with ``Retry-After`
 (never a 500, never a dropped connection); once the database is back every client
 gets a 2xx within 10 s, without restarting the API; and every run acknowledged with a
 2xx is in the database afterwards. A reader thread alongside shows the same for reads
-(listing, stats, readiness, keyed suggestions: 503 then 200), and that suggestions
-without a key (reads are open) are answered from memory throughout the outage.
+of the database (listing, stats, readiness: 503 then 200), and that suggestions are
+answered from memory throughout the outage: without a key (reads are open), and with a
+key, which each API process verified before the outage and remembers for
+``HYPERPRIOR_AUTH_CACHE_S`` (set far longer than the outage, so the outcome does not
+depend on how long the server takes to stop and start).
 
 Whether a stop catches a transaction in flight is luck, so the drop of a connection
 in the middle of an ingest transaction (at its INSERT, and at its COMMIT) is also
@@ -51,6 +54,9 @@ pytestmark = pytest.mark.postgres
 CLIENTS = 6
 BATCH_SIZE = 20
 OUTAGE_SECONDS = 3.0
+# Keys are trusted from memory for half of this while the database is down: far more
+# than the outage on any machine.
+AUTH_CACHE_SECONDS = 240.0
 RECOVERY_LIMIT_SECONDS = 10.0
 # How long a client waits before resending after a 503: shorter than the server's
 # Retry-After on purpose, so the test sees the moment the API recovers.
@@ -193,6 +199,7 @@ def serve(url: str, log_path: Path) -> Iterator[str]:
         "HYPERPRIOR_JOBS_IN_PROCESS": "false",
         # The registry watcher polls through the outage too: it must survive it.
         "HYPERPRIOR_SURROGATE_POLL_S": "1",
+        "HYPERPRIOR_AUTH_CACHE_S": str(AUTH_CACHE_SECONDS),
     }
     with serve_subprocess(url, workers=2, env=env, log_path=log_path) as base:
         yield base
@@ -282,6 +289,10 @@ def test_postgres_restart_mid_ingest_gives_503_then_recovers_and_loses_nothing(
     anonymous = [a for a in reader.answers if a.detail.startswith("POST /v1/suggestions#")]
     assert anonymous
     assert {a.status for a in anonymous} == {200}
+    # Keyed suggestions ride out the restart: the key was verified before it.
+    keyed = [a for a in reader.answers if a.detail.startswith("POST /v1/suggestions:")]
+    assert [a for a in keyed if stopped_at <= a.at <= up_at], "no keyed suggestion in the outage"
+    assert {a.status for a in keyed} == {200}, [a for a in keyed if a.status != 200][:3]
     unavailable = [a for a in answers if a.status == 503]
     during_outage = [a for a in unavailable if stopped_at <= a.at <= up_at]
     assert during_outage, "no request saw the database down"

@@ -82,6 +82,23 @@ def test_force_and_tolerance(history_store: Store) -> None:
     assert tolerant.outcome == "activated"
 
 
+def test_retired_surrogates_are_pruned_after_an_activation(history_store: Store) -> None:
+    first = retrain(history_store, FAMILY, params=GOOD, keep_retired=1)
+    second = retrain(history_store, FAMILY, params=BAD, force=True, keep_retired=1)
+    assert second.pruned == 0  # one retired: within the limit
+    third = retrain(history_store, FAMILY, params=GOOD, force=True, keep_retired=1)
+    assert third.pruned == 1
+    kept = retrain(history_store, FAMILY, params=BAD, keep_retired=0)
+    assert (kept.outcome, kept.pruned) == ("kept", 0)  # no activation: no pruning
+    statuses = {s.id: s.status for s in history_store.list_surrogates(FAMILY)}
+    assert statuses == {
+        third.candidate_id: "active",
+        second.candidate_id: "retired",
+        kept.candidate_id: "candidate",
+    }
+    assert first.candidate_id not in statuses
+
+
 def test_a_held_lock_stops_a_second_retrain_until_it_expires(
     history_store: Store, clock: object
 ) -> None:
