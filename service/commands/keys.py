@@ -48,7 +48,11 @@ def register(subparsers: Any) -> None:
     add_database_url_option(listing)
     listing.set_defaults(handler=run_list)
 
-    revoke = keys.add_parser("revoke", help="revoke a key at once (idempotent)")
+    revoke = keys.add_parser(
+        "revoke",
+        help="revoke a key (every API process refuses it within half of "
+        "HYPERPRIOR_AUTH_CACHE_S; idempotent)",
+    )
     revoke.add_argument("id", type=int, help="the key's id (see `hyperprior keys list`)")
     add_database_url_option(revoke)
     revoke.set_defaults(handler=run_revoke)
