@@ -483,6 +483,16 @@ def test_structured_knobs_control_the_data() -> None:
     cube = make_synthetic("hypercube", 1_000, 8, 0, task="multiclass", c=4, k=3)
     assert cube.y.nunique() == 4
     assert cube.name == "synthetic/hypercube-multiclass-1000x8-s0-k3-c4"
+    # Hypercube w: the last class (the positive one) is a share w of the rows, before
+    # the flips; w left out (0) keeps the classes balanced.
+    rare = load_dataset("synthetic/hypercube-binary-4000x10-s0-k4-f0-w0.03")
+    assert rare.y.mean() == pytest.approx(0.03, abs=0.002)
+    rare_flipped = load_dataset("synthetic/hypercube-binary-4000x10-s0-k4-f0.02-w0.03")
+    assert 0.03 < rare_flipped.y.mean() < 0.05
+    balanced = load_dataset("synthetic/hypercube-binary-4000x10-s0-k4")
+    assert balanced.y.mean() == pytest.approx(0.5, abs=0.02)
+    rare_class = load_dataset("synthetic/hypercube-multiclass-4000x10-s0-k4-c4-f0-w0.05")
+    assert np.bincount(rare_class.y).tolist() == [1267, 1267, 1266, 200]
     # XOR: the label is the parity of the informative features, up to the flips.
     clean_xor = load_dataset("synthetic/xor-binary-2000x4-s0-k2")
     parity = (np.sign(clean_xor.X["x0"]) * np.sign(clean_xor.X["x1"]) > 0).astype(int)
@@ -507,7 +517,8 @@ def test_structured_knobs_control_the_data() -> None:
 
 def test_synthetic_catalog_entries() -> None:
     synthetic = [e for e in list_datasets() if e.source == "synthetic"]
-    assert 50 <= len(synthetic) <= 90  # at most 30% of a 300-dataset corpus
+    assert len(synthetic) >= 50
+    assert len(synthetic) <= 0.3 * len(list_datasets())  # at most 30% of the corpus
     assert {e.task for e in synthetic} == {"binary", "multiclass", "regression"}
     assert {parse_name(e.name)[0] for e in synthetic} == set(STRUCTURED)
     assert sum(e.features >= 100 for e in synthetic) >= 8
@@ -534,6 +545,8 @@ def test_bad_synthetic_names_raise_key_error() -> None:
         load_dataset("synthetic/moons-regression-1000x5-s0")
     with pytest.raises(KeyError, match="bad synthetic name"):
         load_dataset("synthetic/multiplexer-binary-1000x5-s0-a3")
+    with pytest.raises(KeyError, match="class share w"):
+        load_dataset("synthetic/hypercube-binary-1000x5-s0-w1")
 
 
 # -- everything (slow) ----------------------------------------------------------------

@@ -110,9 +110,10 @@ STRUCTURED: dict[str, tuple[str, tuple[str, ...], dict[str, float]]] = {
     ),
     "hypercube": (
         "sklearn make_classification: k informative features, c classes of q clusters "
-        "on hypercube vertices at separation d, labels flipped at rate f",
+        "on hypercube vertices at separation d, labels flipped at rate f; the last class "
+        "a share w of the rows before the flips (0: balanced)",
         ("binary", "multiclass"),
-        {"k": 5, "c": 3, "q": 2, "d": 2.0, "f": 0.02},
+        {"k": 5, "c": 3, "q": 2, "d": 2.0, "f": 0.02, "w": 0.0},
     ),
     "multiplexer": (
         "boolean multiplexer: a address bits select one of 2^a data bits; other bits noise",
@@ -275,6 +276,12 @@ def _structured(
         q = max(1, int(o["q"]))
         while c * q > 2**k and q > 1:
             q -= 1
+        w = float(o["w"])
+        if not 0.0 <= w < 1.0:
+            raise ValueError(f"hypercube class share w must be in [0, 1), not {w}")
+        # w > 0: the last class (the positive one of a binary task) is a share w of the
+        # rows, the others share the rest equally; flips then move f/c of rows to each.
+        weights = [(1.0 - w) / (c - 1)] * (c - 1) + [w] if w > 0 else None
         X, y = make_classification(
             n_samples=n,
             n_features=p,
@@ -285,6 +292,7 @@ def _structured(
             n_clusters_per_class=q,
             class_sep=float(o["d"]),
             flip_y=float(o["f"]),
+            weights=weights,
             shuffle=False,
             random_state=seed,
         )
