@@ -10,12 +10,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# The server's dependencies at the exact versions (and hashes) of requirements.lock, in a
+# layer of their own so that a change to the code does not reinstall them; then the
+# project itself with --no-deps (pip check fails the build if the lock misses one).
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY db ./db
 COPY training ./training
 COPY service ./service
 COPY client ./client
-RUN pip install . && cd / && rm -rf /src \
+RUN pip install --no-deps . && pip check && cd / && rm -rf /src \
     && useradd --create-home --uid 10001 hyperprior \
     && mkdir -p /data/uploads && chown -R hyperprior:hyperprior /data
 # Everything the service writes goes under /data: refinement uploads

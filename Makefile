@@ -5,12 +5,30 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench-ingest clean
+# The exact versions installed: requirements.lock (the server, used by the Dockerfile) and
+# requirements-test.lock (the server and the test extra, used here), both with hashes.
+LOCK := requirements-test.lock
+# The versions a test log shows (also in pytest's header, tests/conftest.py).
+KEY_PACKAGES := lightgbm scikit-learn pandas numpy tensorflow-cpu fastapi sqlalchemy
+# `make lock` re-resolves the locks with this uv; UPGRADE=--upgrade (or
+# UPGRADE="--upgrade-package pandas") moves pins, otherwise existing pins are kept.
+UV_VERSION ?= 0.13.9
+UV := $(VENV)/.tools/bin/uv
+UPGRADE ?=
+LOCK_ARGS := --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--annotation-style line --custom-compile-command 'make lock' $(UPGRADE)
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: run test lint lock bench-ingest clean
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check || { echo "$(LOCK) does not satisfy pyproject.toml: run make lock" >&2; exit 1; }
+	@$(BIN)/python -c 'import sys; from importlib.metadata import version; \
+		print("installed from $(LOCK):", ", ".join(p + " " + version(p) for p in sys.argv[1:]))' \
+		$(KEY_PACKAGES)
 	touch $@
 
 ## Install, migrate, load the seed history and its surrogate (once), then serve on SQLite.
@@ -30,6 +48,13 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+## Re-resolve both locks from pyproject.toml (keeping current pins unless UPGRADE says otherwise).
+lock:
+	test -x $(UV) || { $(PYTHON) -m venv $(VENV)/.tools && $(VENV)/.tools/bin/pip install --quiet uv==$(UV_VERSION); }
+	$(UV) pip compile --quiet pyproject.toml $(LOCK_ARGS) -o requirements.lock
+	$(UV) pip compile --quiet pyproject.toml --extra test -c requirements.lock $(LOCK_ARGS) \
+		-o requirements-test.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +32,28 @@ from db.store import Store
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# The packages whose versions every test log shows (as `make`'s install step does).
+KEY_PACKAGES = (
+    "lightgbm", "scikit-learn", "pandas", "numpy", "tensorflow-cpu", "fastapi", "sqlalchemy",
+)  # fmt: skip
+LOCK = Path(__file__).resolve().parents[1] / "requirements-test.lock"
+
+
+def pytest_report_header() -> str:
+    """The installed versions of the key packages, and whether they are requirements-test.lock's."""
+    from importlib import metadata
+
+    pins = dict(re.findall(r"(?m)^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", LOCK.read_text()))
+    pins = {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins.items()}
+    shown = []
+    for name in KEY_PACKAGES:
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = "missing"
+        locked = pins.get(name, "unpinned")
+        shown.append(f"{name} {installed}" + ("" if installed == locked else f" (lock: {locked})"))
+    return f"{LOCK.name}: " + ", ".join(shown)
 
 
 def postgres_url() -> str:
