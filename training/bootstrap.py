@@ -140,20 +140,30 @@ def plan_trials(datasets: Sequence[tuple[str, str]], config: BootstrapConfig) ->
                 if i < config.n_reduced:
                     fidelities += list(config.reduced_fidelities)
                 for fid in fidelities:
-                    specs.append(
-                        TrialSpec(
-                            dataset=name,
-                            task=task,
-                            family=family,
-                            config_json=canonical_json(cfg),
-                            fidelity=float(fid),
-                            folds=config.folds,
-                            seed=config.seed,
-                            time_limit_seconds=config.time_limit_seconds,
-                            origin=origin,
-                        )
-                    )
+                    specs.append(_spec(name, task, family, cfg, float(fid), config, origin))
     return specs
+
+
+def _spec(
+    name: str,
+    task: str,
+    family: str,
+    cfg: dict[str, Any],
+    fidelity: float,
+    config: BootstrapConfig,
+    origin: str,
+) -> TrialSpec:
+    return TrialSpec(
+        dataset=name,
+        task=task,
+        family=family,
+        config_json=canonical_json(cfg),
+        fidelity=fidelity,
+        folds=config.folds,
+        seed=config.seed,
+        time_limit_seconds=config.time_limit_seconds,
+        origin=origin,
+    )
 
 
 # ---------------------------------------------------------------------------- adaptive
@@ -222,19 +232,7 @@ def plan_adaptive(
                 parent = parents[j % len(parents)]
                 point = np.clip(parent + rng.normal(0.0, sigma, size=parent.shape), 0.0, 1.0)
                 cfg = space.decode_many(point[None, :], task)[0]
-                specs.append(
-                    TrialSpec(
-                        dataset=name,
-                        task=task,
-                        family=family,
-                        config_json=canonical_json(cfg),
-                        fidelity=1.0,
-                        folds=config.folds,
-                        seed=config.seed,
-                        time_limit_seconds=config.time_limit_seconds,
-                        origin="adaptive",
-                    )
-                )
+                specs.append(_spec(name, task, family, cfg, 1.0, config, "adaptive"))
     return specs
 
 
