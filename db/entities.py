@@ -26,6 +26,7 @@ __all__ = [
     "Stats",
     "Surrogate",
     "Timeline",
+    "split_surrogate_key",
     "surrogate_key",
 ]
 
@@ -197,6 +198,12 @@ class Surrogate:
 def surrogate_key(family: str, target: str = "") -> str:
     """``family`` for a primary-metric surrogate, ``family@target`` for another target."""
     return f"{family}@{target}" if target else family
+
+
+def split_surrogate_key(key: str) -> tuple[str, str]:
+    """``(family, target)`` of a :func:`surrogate_key`."""
+    family, _, target = key.partition("@")
+    return family, target
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,13 @@ class BootstrapReport:
     seconds: float = 0.0
     by_family: dict[str, int] = field(default_factory=dict)
 
+    def add(self, other: BootstrapReport) -> None:
+        """Count ``other``'s trials in this report too."""
+        for name in ("planned", "skipped", "ran", "failed", "inserted", "remeasured", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for family, n in other.by_family.items():
+            self.by_family[family] = self.by_family.get(family, 0) + n
+
 
 def canonical_json(config: dict[str, Any]) -> str:
     """Stable JSON of a config: sorted keys, no spaces; ids and dedup depend on it."""
@@ -193,7 +200,9 @@ def plan_adaptive(
     known config moves toward its optimum and the surrogate sees what lies near it.
 
     Resumable like the rest: what is done is read from ``runs`` (the store's runs frame):
-    full-fidelity bootstrap runs that the Sobol plan does not contain. ``attempt`` varies
+    full-fidelity bootstrap runs that the Sobol plan of ``config`` does not contain (so
+    ask with the ``n_configs`` the Sobol sample was run with: a smaller one counts the
+    rest of that sample as adaptive). ``attempt`` varies
     the steps when a round proposed only configs that were already stored.
 
     Returns:
@@ -260,11 +269,7 @@ def run_adaptive(
         if not specs:
             break
         report = bootstrap(store, specs, executor, progress=progress)
-        for name in ("planned", "skipped", "ran", "failed", "inserted"):
-            setattr(total, name, getattr(total, name) + getattr(report, name))
-        total.seconds += report.seconds
-        for family, n in report.by_family.items():
-            total.by_family[family] = total.by_family.get(family, 0) + n
+        total.add(report)
         stalled = stalled + 1 if report.inserted == 0 else 0
         if stalled >= 2:
             break

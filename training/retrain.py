@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from db.entities import surrogate_key
+from db.entities import split_surrogate_key, surrogate_key
 from training.confidence import fit_from_cv, group_folds
 from training.families import PRIMARY_METRICS, TASK_METRICS
 from training.features import FEATURES_VERSION, TrainingSet, build_training_set, runs_for_target
@@ -392,23 +392,18 @@ def targets_with_data(
     at least ``min_datasets``, and ``min_coverage`` of the datasets whose task has it."""
     if "metrics" not in runs.columns or runs.empty:
         return []
-    ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
+    ok = runs[runs["status"] == "ok"]
     seen: dict[str, set[Any]] = {}
-    tasks = ok["task"] if "task" in ok.columns else pd.Series("", index=ok.index)
-    for dataset, task, metrics in zip(ok["dataset_id"], tasks, ok["metrics"], strict=True):
+    for dataset, task, metrics in zip(ok["dataset_id"], ok["task"], ok["metrics"], strict=True):
         if isinstance(metrics, dict):
             for name in metrics:
-                if name in TASK_METRICS.get(task, (name,)):
+                if name in TASK_METRICS[task]:
                     seen.setdefault(name, set()).add(dataset)
-    by_task = ok.groupby("task")["dataset_id"].unique() if "task" in ok.columns else None
+    by_task = ok.groupby("task")["dataset_id"].nunique()
     out = []
     for target in TARGETS:
         measured = len(seen.get(target, ()))
-        eligible = (
-            measured
-            if by_task is None
-            else sum(len(ids) for task, ids in by_task.items() if target in TASK_METRICS[task])
-        )
+        eligible = sum(n for task, n in by_task.items() if target in TASK_METRICS[task])
         if measured >= min_datasets and measured >= min_coverage * eligible:
             out.append(target)
     return out
@@ -534,7 +529,7 @@ def export_active(store: Any, directory: Path, families: Sequence[str]) -> list[
     keys = sorted(store.active_surrogate_ids())
     for family in families:
         for key in [k for k in keys if k == family or k.startswith(f"{family}@")]:
-            target = key.partition("@")[2]
+            target = split_surrogate_key(key)[1]
             record = store.find_active_surrogate(family, target)
             if record is None or record.model_text is None:
                 continue

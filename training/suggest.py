@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from db.entities import surrogate_key
+from db.entities import split_surrogate_key, surrogate_key
 from training.confidence import MIN_P_BEATS_DEFAULT, Calibration, signal_of
 from training.features import (
     TASKS,
@@ -1199,11 +1199,13 @@ class SuggestionEngine:
         that metric's surrogate when one is active and loads; otherwise by the primary
         metric, with a warning that says so.
         """
-        from training.families import PRIMARY_METRICS
+        from training.families import PRIMARY_METRICS, TASK_METRICS
 
         primary = PRIMARY_METRICS.get(request.task)
         metric = request.metric
-        if metric and primary and metric != primary:
+        # A metric of another task (rmse for a binary request) has no surrogate that
+        # knows this task: the primary ranking answers, with its warning.
+        if metric and primary and metric != primary and metric in TASK_METRICS[request.task]:
             key = surrogate_key(request.family, metric)
             if key in self._known_keys():
                 policy = self.policy(key)
@@ -1229,7 +1231,7 @@ class SuggestionEngine:
         from training.spaces import get_space
 
         try:
-            get_space(family.split("@", 1)[0])
+            get_space(split_surrogate_key(family)[0])
         except (KeyError, ValueError) as exc:
             raise SuggestionError(str(exc), field="family") from None
         with self._build_lock:
@@ -1296,7 +1298,7 @@ class SuggestionEngine:
         ``previous`` itself is returned: a tampered or broken model never replaces a
         working one.
         """
-        family, _, target = key.partition("@")
+        family, target = split_surrogate_key(key)
         notes: list[str] = []
         if active is not None and self.registry is not None:
             try:

@@ -114,9 +114,9 @@ def register(subparsers: Any) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="after the Sobol sample, N more configs per (dataset, family) from a local "
-        "search around its best stored configs (rounds of 4, steps shrinking), so each "
-        "dataset's best known config is near its optimum",
+        help="after the Sobol sample of --configs, N more configs per (dataset, family) from "
+        "a local search around its best stored configs (rounds of 4, steps shrinking), so "
+        "each dataset's best known config is near its optimum",
     )
     parser.add_argument(
         "--remeasure",
@@ -242,9 +242,7 @@ def run(args: argparse.Namespace) -> int:
                 n_adaptive=args.adaptive,
                 progress=not args.no_progress,
             )
-            for name in ("planned", "skipped", "ran", "failed", "inserted"):
-                setattr(report, name, getattr(report, name) + getattr(adaptive, name))
-            report.seconds += adaptive.seconds
+            report.add(adaptive)
     except KeyboardInterrupt:
         print(
             "bootstrap: interrupted; the trials measured so far are stored "

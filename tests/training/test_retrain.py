@@ -205,6 +205,11 @@ def test_a_request_naming_another_metric_is_ranked_by_it(store: Store) -> None:
     f1 = engine.suggest(SuggestionRequest(FAMILY, "multiclass", meta, metric="f1_macro"))
     assert f1.ranked_by == "accuracy"
     assert any("ranked by that, not by f1_macro" in w for w in f1.warnings)
+    # A metric of another task: the log-loss surrogate knows no regression data.
+    meta = history.sample_meta(rng, "regression")
+    other = engine.suggest(SuggestionRequest(FAMILY, "regression", meta, metric="log_loss"))
+    assert other.ranked_by == "r2"
+    assert any("ranked by that, not by log_loss" in w for w in other.warnings)
 
 
 def test_targets_need_enough_datasets(store: Store) -> None:

@@ -63,7 +63,9 @@ TASK_METRICS: Mapping[str, tuple[str, ...]] = {
     "regression": ("r2", "rmse", "mae"),
 }
 """Every metric a trial measures, by task (besides ``fit_seconds`` and ``predict_seconds``)."""
-_TIMING_METRICS = ("fit_seconds", "predict_seconds")
+_RUN_METRICS = frozenset(
+    {m for metrics in TASK_METRICS.values() for m in metrics} | {"fit_seconds", "predict_seconds"}
+)
 
 MIN_ROWS_PER_CLASS = 5
 MIN_TRAIN_ROWS = 20
@@ -117,8 +119,7 @@ class TrialResult:
         seconds (fold means, or totals for the seconds); ``None`` when the trial failed."""
         if not self.ok:
             return None
-        keep = {*_CLASSIFICATION_METRICS, *TASK_METRICS["regression"], *_TIMING_METRICS}
-        return {k: v for k, v in self.metrics.items() if k in keep and math.isfinite(v)}
+        return {k: v for k, v in self.metrics.items() if k in _RUN_METRICS and math.isfinite(v)}
 
 
 BuildFn = Callable[[Mapping[str, Any], str, int, int, float], Any]
