@@ -1,7 +1,9 @@
 """A Dask cluster of separate processes, as docker-compose starts it, for the tests.
 
-``dask scheduler`` and ``dask worker`` (with its nanny, one thread each) run as their
-own processes on a free port of 127.0.0.1, with ``tests/`` and the repository on their
+The ``dask-scheduler`` and ``dask-worker`` services of ``docker-compose.yml`` run as
+processes of this machine: their commands, as written there, with the scheduler on a
+free port of 127.0.0.1 instead of the compose network's ``dask-scheduler:8786``, and as
+many workers as the file's replicas. ``tests/`` and the repository are on their
 ``PYTHONPATH`` so that workers can import the trial functions (the project's, and the
 helpers below). :func:`idle` says whether the workers run nothing.
 
@@ -73,22 +75,53 @@ class Cluster:
         )
 
 
+#: Where compose's workers find the scheduler, and the port it listens on.
+COMPOSE_SCHEDULER = "tcp://dask-scheduler:8786"
+COMPOSE_PORT = "8786"
+
+
+def compose_services() -> dict[str, Any]:
+    """The services of ``docker-compose.yml``."""
+    import yaml
+
+    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"])
+
+
+def compose_commands(port: int, work_dir: Path) -> list[list[str]]:
+    """The scheduler's and each worker's command line, from ``docker-compose.yml``,
+    moved from the compose network to 127.0.0.1:``port`` and from ``/tmp`` to ``work_dir``."""
+    services = compose_services()
+    dask = str(Path(sys.executable).with_name("dask"))
+
+    def local(argv: list[str], name: str) -> list[str]:
+        moved = {"0.0.0.0": "127.0.0.1", COMPOSE_PORT: str(port)}
+        moved[COMPOSE_SCHEDULER] = f"tcp://127.0.0.1:{port}"
+        out = [moved.get(a, a) for a in argv]
+        if "--local-directory" in out:
+            out[out.index("--local-directory") + 1] = str(work_dir / name)
+        assert out[0] == "dask", argv
+        return [dask, *out[1:]]
+
+    scheduler = services["dask-scheduler"]["command"]
+    worker = services["dask-worker"]["command"]
+    replicas = int(services["dask-worker"].get("deploy", {}).get("replicas", 1))
+    commands = [local(scheduler, "scheduler")]
+    commands += [local(worker, f"worker-{i}") + ["--name", f"worker-{i}"] for i in range(replicas)]
+    return commands
+
+
 @contextmanager
-def dask_cluster(log_dir: Path, workers: int = 2, timeout: float = 120.0) -> Iterator[Cluster]:
-    """A scheduler and ``workers`` worker processes; stopped on exit."""
+def dask_cluster(log_dir: Path, timeout: float = 120.0) -> Iterator[Cluster]:
+    """The compose file's scheduler and workers as processes here; stopped on exit."""
     from distributed import Client
 
     log_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    dask = str(Path(sys.executable).with_name("dask"))
     python_path = os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": python_path.rstrip(os.pathsep)}
-    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]]
-    commands += [
-        [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", f"worker-{i}"]
-        for i in range(workers)
-    ]
+    commands = compose_commands(port, log_dir)
+    workers = len(commands) - 1
     processes = []
     try:
         for i, command in enumerate(commands):

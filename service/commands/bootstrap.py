@@ -107,7 +107,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--dask-scheduler",
         metavar="ADDRESS",
-        help="run trials on this Dask scheduler (tcp://HOST:PORT) instead of local workers",
+        # The same variable the API's refinement jobs read (docker-compose sets it).
+        default=os.environ.get("HYPERPRIOR_DASK_SCHEDULER") or None,
+        help="run trials on this Dask scheduler (tcp://HOST:PORT) instead of local workers "
+        '(default: $HYPERPRIOR_DASK_SCHEDULER; "" for local workers)',
     )
     parser.add_argument(
         "--adaptive",
