@@ -27,6 +27,7 @@ from service.middleware import BodySizeLimitMiddleware
 from service.routes import (
     dashboard,
     datasets,
+    docs,
     families,
     health,
     insights,
@@ -139,6 +140,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         version=__version__,
         description="Hyperparameter suggestions learned from a history of training runs.",
         lifespan=lifespan,
+        # Served by service.routes.docs from local assets instead of FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
@@ -157,6 +161,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.include_router(refinements.router, prefix="/v1")
     app.include_router(insights.router, prefix="/v1")
     app.include_router(dashboard.router)
+    app.include_router(docs.router)
     # Refuses routes that do not declare a scope; the middleware checks keys before
     # any body is read, and the security headers wrap every answer, refusals included.
     check_routes(app)

@@ -3,9 +3,9 @@
 The API answers JSON to programs; the only pages are the docs and the same-origin
 dashboard, which load nothing from elsewhere. So every response forbids sniffing,
 framing and referrers, and carries a Content-Security-Policy of ``default-src 'self'``.
-FastAPI's ``/docs`` and ``/redoc`` pages are the exception: they load Swagger UI and
-ReDoc from the jsDelivr CDN with an inline bootstrap script, and get a policy that
-allows exactly that.
+The API docs (``/docs``, ``/redoc``: :mod:`service.routes.docs`) load Swagger UI and
+ReDoc from this origin too; their policy adds only the inline styles both set, ReDoc's
+search worker, and the hash of the one inline script of the OAuth2 redirect page.
 
 CORS is off unless ``HYPERPRIOR_CORS_ORIGINS`` lists origins; keys travel in the
 ``Authorization`` header, never in cookies, so credentials are never allowed.
@@ -13,10 +13,14 @@ CORS is off unless ``HYPERPRIOR_CORS_ORIGINS`` lists origins; keys travel in the
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_oauth2_redirect_html
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +30,8 @@ from service.settings import Settings
 __all__ = [
     "API_CSP",
     "DOCS_CSP",
+    "OAUTH2_REDIRECT_HTML",
+    "OAUTH2_REDIRECT_URL",
     "SECURITY_HEADERS",
     "SecurityHeadersMiddleware",
     "document_body_errors",
@@ -36,12 +42,21 @@ API_CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
-_CDN = "https://cdn.jsdelivr.net"
+#: FastAPI's OAuth2 redirect page for Swagger UI, and where it is served.
+OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
+OAUTH2_REDIRECT_HTML = get_swagger_ui_oauth2_redirect_html().body.decode()
+
+
+def _script_hashes(page: str) -> str:
+    """CSP sources allowing exactly the inline scripts of ``page``."""
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.DOTALL)
+    digests = (base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() for s in scripts)
+    return " ".join(f"'sha256-{d}'" for d in digests)
+
+
 DOCS_CSP = (
-    f"default-src 'self'; script-src 'self' 'unsafe-inline' {_CDN}; "
-    f"style-src 'self' 'unsafe-inline' {_CDN} https://fonts.googleapis.com; "
-    "font-src 'self' https://fonts.gstatic.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    f"default-src 'self'; script-src 'self' {_script_hashes(OAUTH2_REDIRECT_HTML)}; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
     "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS: dict[str, str] = {

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 
 from service.auth import public
+from service.routes.docs import ASSETS_DIR as DOCS_ASSETS_DIR
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -28,7 +29,13 @@ _TYPES = {
     ".png": "image/png",
 }
 # The assets are fixed at install time: list them once, serve nothing else (no paths).
-_ASSETS = {p.name: p for p in sorted(STATIC_DIR.glob("*")) if p.is_file() and p.suffix in _TYPES}
+# The API docs' Swagger UI and ReDoc files (service/routes/docs.py) are served here too.
+_ASSETS = {
+    p.name: p
+    for folder in (DOCS_ASSETS_DIR, STATIC_DIR)
+    for p in sorted(folder.glob("*"))
+    if p.is_file() and p.suffix in _TYPES
+}
 # Revalidate on every load (ETag): an upgraded package never shows yesterday's script.
 _HEADERS = {"Cache-Control": "no-cache"}
 

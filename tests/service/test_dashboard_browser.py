@@ -315,3 +315,110 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served)
     path = ARTIFACTS / "dashboard.png"
     path.write_bytes(base64.b64decode(shot["data"]))
     assert path.stat().st_size > 20_000
+
+
+@pytest.fixture
+def docs_server(tmp_path: Path) -> Iterator[str]:
+    """A real uvicorn serving the app on an empty, migrated SQLite database."""
+    from db import migrate
+
+    url = f"sqlite:///{tmp_path / 'docs.db'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    settings = Settings(
+        database_url=url,
+        retrain_in_process=False,
+        jobs_in_process=False,
+        surrogate_poll_s=3600,
+        gc_tuning=False,
+        access_log=False,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, store=Store(engine)),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        engine.dispose()
+
+
+_DOCS_STATE = """
+(() => ({
+  swagger_operations: document.querySelectorAll("#swagger-ui .opblock").length,
+  redoc_operations: document.querySelectorAll("redoc [data-section-id^='operation/']").length,
+  title: document.title,
+}))()
+"""
+
+
+def _wait_for_docs(browser: DevTools, key: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = browser.evaluate(_DOCS_STATE)
+        if state[key] > 0:
+            break
+        time.sleep(0.2)
+    return state
+
+
+def test_api_docs_render_offline_from_local_assets(browser: DevTools, docs_server: str) -> None:
+    """Swagger UI and ReDoc draw every operation with nothing fetched from elsewhere
+    (this machine has no way out to a CDN either) and nothing refused by the policy."""
+    browser.call("Network.enable")
+    operations = sum(
+        1
+        for path in create_app(Settings(database_url="sqlite://")).openapi()["paths"].values()
+        for _ in path
+    )
+
+    browser.call("Page.navigate", url=docs_server + "/docs")
+    state = _wait_for_docs(browser, "swagger_operations")
+    assert state["swagger_operations"] == operations, state
+    assert "Swagger UI" in state["title"]
+
+    browser.call("Page.navigate", url=docs_server + "/redoc")
+    state = _wait_for_docs(browser, "redoc_operations")
+    assert state["redoc_operations"] == operations, state
+    assert "ReDoc" in state["title"]
+
+    time.sleep(0.5)
+    browser.call("Runtime.evaluate", expression="1")  # collect pending events
+    # ReDoc always asks cdn.redoc.ly for the logo of its "API docs by Redocly" link; the
+    # policy refuses it (nothing leaves the machine) and ReDoc then leaves the logo out.
+    attribution = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+    problems = [p for p in browser.problems() if not (attribution in p and "blocked" in p)]
+    assert problems == []
+    blocked = {
+        e["params"]["requestId"]
+        for e in browser.events
+        if e.get("method") == "Network.loadingFailed" and e["params"].get("blockedReason")
+    }
+    requested = {
+        e["params"]["request"]["url"]
+        for e in browser.events
+        if e.get("method") == "Network.requestWillBeSent"
+        and e["params"]["requestId"] not in blocked
+    }
+    elsewhere = {u for u in requested if not u.startswith((docs_server, "data:", "blob:"))}
+    assert not elsewhere, elsewhere
+    assert docs_server + "/static/swagger-ui-bundle.js" in requested
+    assert docs_server + "/static/redoc.standalone.js" in requested
+    shot = browser.call("Page.captureScreenshot", format="png")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "redoc.png").write_bytes(base64.b64decode(shot["data"]))
