@@ -160,8 +160,9 @@ class Timeline:
     """The history by UTC day: run counts per family and source, new datasets.
 
     Attributes:
-        runs: ``(day, family, source, count)`` rows, ``day`` as ``YYYY-MM-DD``,
-            sorted by day, family, source; days without runs are absent.
+        runs: ``(day, family, source, count)`` rows, ``day`` as ``YYYY-MM-DD`` (or
+            ``YYYY-MM-DDTHH`` per hour), sorted by day, family, source; days without
+            runs are absent.
         datasets: ``(day, count)`` of datasets first seen that day, sorted by day.
     """
 

@@ -1217,18 +1217,25 @@ class Store:
 
         return self._run(work)
 
-    def timeline(self) -> Timeline:
+    def timeline(self, *, hourly: bool = False) -> Timeline:
         """Count runs per UTC day, family and source, and new datasets per day.
 
         One grouped query per table (the dashboard's history chart), so its cost is a
         scan of ``created_at`` rather than a transfer of every run.
+
+        Args:
+            hourly: Count per UTC hour instead (``YYYY-MM-DDTHH``), for a history that
+                spans a day or two.
         """
 
         def day(column: Any) -> Any:
             if self._is_sqlite:
                 # Stored as naive UTC text "YYYY-MM-DD HH:MM:SS...": the day is a prefix.
+                if hourly:
+                    return func.replace(func.substr(column, 1, 13), " ", "T")
                 return func.substr(column, 1, 10)
-            return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+            pattern = 'YYYY-MM-DD"T"HH24' if hourly else "YYYY-MM-DD"
+            return func.to_char(func.timezone("UTC", column), pattern)
 
         def work(conn: Connection) -> Timeline:
             run_day = day(_runs.c.created_at).label("day")

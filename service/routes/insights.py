@@ -1,7 +1,8 @@
 """What the dashboard charts: the history over time, and what the surrogate has learnt.
 
-* ``GET /v1/stats/timeline``: runs per UTC day by family and by source, and new
-  datasets per day (one grouped query, see `db.store.Store.timeline`).
+* ``GET /v1/stats/timeline``: runs per UTC hour, day, week or month (whichever suits
+  the history's span) by family and by source, and new datasets per period (one
+  grouped query, see `db.store.Store.timeline`).
 * ``POST /v1/insights/partial-dependence``: for a described dataset, the partial
   dependence of predicted quality on each hyperparameter of a family and the
   hyperparameter importances, from the family's active surrogate
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -25,36 +27,93 @@ from training.suggest import SuggestionError
 router = APIRouter(tags=["insights"])
 
 
-class TimelinePublic(BaseModel):
-    """Counts per UTC day; every list is aligned with ``days`` (days without any run or
-    new dataset are left out)."""
+TimelineScale = Literal["hour", "day", "week", "month"]
+#: The longest history (in days) drawn at each scale; longer ones go a scale up, so a
+#: chart has between a few and ~120 bars: a seed loaded in an hour is not one bar.
+_SCALE_SPANS: tuple[tuple[TimelineScale, int], ...] = (("hour", 3), ("day", 120), ("week", 840))
 
-    days: list[str] = Field(description="YYYY-MM-DD, oldest first.")
-    by_family: dict[str, list[int]] = Field(description="Runs per day of each family.")
-    by_source: dict[str, list[int]] = Field(description="Runs per day of each source.")
-    runs: list[int] = Field(description="Runs per day, all families.")
-    datasets: list[int] = Field(description="Datasets first seen that day.")
+
+def timeline_scale(first: dt.date, last: dt.date) -> TimelineScale:
+    """The period of a history from ``first`` to ``last`` (UTC days, both included)."""
+    days = (last - first).days + 1
+    return next((scale for scale, span in _SCALE_SPANS if days <= span), "month")
+
+
+def _period(scale: TimelineScale, key: str) -> str:
+    """The start of the period a day (``YYYY-MM-DD``) or hour (``...THH``) falls in."""
+    if scale == "hour":
+        return f"{key}:00:00Z"
+    day = dt.date.fromisoformat(key[:10])
+    if scale == "week":  # ISO weeks, from Monday
+        day -= dt.timedelta(days=day.weekday())
+    elif scale == "month":
+        day = day.replace(day=1)
+    return day.isoformat()
+
+
+def _periods(scale: TimelineScale, first: str, last: str) -> list[str]:
+    """Every period from the one of ``first`` to the one of ``last``, empty ones too."""
+    if scale == "hour":
+        start = dt.datetime.fromisoformat(first[:-1])
+        hours = int((dt.datetime.fromisoformat(last[:-1]) - start).total_seconds() // 3600)
+        return [f"{(start + dt.timedelta(hours=h)).isoformat()}Z" for h in range(hours + 1)]
+    out, day, end = [], dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    while day <= end:
+        out.append(day.isoformat())
+        if scale == "day":
+            day += dt.timedelta(days=1)
+        elif scale == "week":
+            day += dt.timedelta(days=7)
+        else:
+            day = (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return out
+
+
+class TimelinePublic(BaseModel):
+    """Counts per period (hour, day, week or month, whichever suits the history's span);
+    every list is aligned with ``periods``, which run without gaps from the first run or
+    dataset to the last."""
+
+    scale: TimelineScale = Field(description="The length of each period (UTC).")
+    periods: list[str] = Field(
+        description="Start of each period, oldest first: YYYY-MM-DDTHH:00:00Z for hours, "
+        "YYYY-MM-DD for days, weeks (from Monday) and months (the 1st)."
+    )
+    by_family: dict[str, list[int]] = Field(description="Runs per period of each family.")
+    by_source: dict[str, list[int]] = Field(description="Runs per period of each source.")
+    runs: list[int] = Field(description="Runs per period, all families.")
+    datasets: list[int] = Field(description="Datasets first seen in the period.")
 
 
 @router.get("/stats/timeline", dependencies=[Depends(require_scope("read"))])
 def get_timeline(store: StoreDep) -> TimelinePublic:
-    """Runs per day by family and source, and new datasets per day."""
+    """Runs per period by family and source, and new datasets per period."""
     timeline = store.timeline()
     days = sorted({d for d, *_ in timeline.runs} | {d for d, _ in timeline.datasets})
-    index = {day: i for i, day in enumerate(days)}
+    if not days:
+        return TimelinePublic(
+            scale="day", periods=[], by_family={}, by_source={}, runs=[], datasets=[]
+        )
+    scale = timeline_scale(dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1]))
+    if scale == "hour":
+        timeline = store.timeline(hourly=True)
+    keys = sorted({k for k, *_ in timeline.runs} | {k for k, _ in timeline.datasets})
+    periods = _periods(scale, _period(scale, keys[0]), _period(scale, keys[-1]))
+    index = {period: i for i, period in enumerate(periods)}
     by_family: dict[str, list[int]] = {}
     by_source: dict[str, list[int]] = {}
-    runs = [0] * len(days)
-    for day, family, source, count in timeline.runs:
-        i = index[day]
-        by_family.setdefault(family, [0] * len(days))[i] += count
-        by_source.setdefault(source, [0] * len(days))[i] += count
+    runs = [0] * len(periods)
+    for key, family, source, count in timeline.runs:
+        i = index[_period(scale, key)]
+        by_family.setdefault(family, [0] * len(periods))[i] += count
+        by_source.setdefault(source, [0] * len(periods))[i] += count
         runs[i] += count
-    datasets = [0] * len(days)
-    for day, count in timeline.datasets:
-        datasets[index[day]] += count
+    datasets = [0] * len(periods)
+    for key, count in timeline.datasets:
+        datasets[index[_period(scale, key)]] += count
     return TimelinePublic(
-        days=days,
+        scale=scale,
+        periods=periods,
         by_family=dict(sorted(by_family.items())),
         by_source=dict(sorted(by_source.items())),
         runs=runs,

@@ -5,18 +5,53 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 
-export const PALETTE = [
-  "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-];
-
+// Colours by name, the same in every chart. The built-in families and the run sources
+// have fixed ones, none shared; any other name (a user-declared family, a new source)
+// gets one of EXTRA, picked by a hash of the name (so it is the same on every load) and
+// moved to the next free one if another name of the page has it already.
 const FIXED_COLORS = {
   lightgbm: "#1f77b4", random_forest: "#2ca02c", linear: "#ff7f0e", keras_mlp: "#9467bd",
-  bootstrap: "#7f7f7f", user: "#1f77b4", verification: "#2ca02c", import: "#ff7f0e",
+  bootstrap: "#7f7f7f", user: "#17becf", verification: "#bcbd22", import: "#8c564b",
 };
+const EXTRA = [
+  "#d62728", "#e377c2", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+  "#e6550d", "#31a354", "#756bb1", "#636363", "#6b6ecf", "#b5cf6b", "#e7ba52", "#ce6dbd",
+];
+const assigned = new Map();
 
-export function colorFor(name, index) {
-  return FIXED_COLORS[name] || PALETTE[index % PALETTE.length];
+function hash(name) {
+  let h = 2166136261; // FNV-1a: small, stable across browsers
+  for (let i = 0; i < name.length; i += 1) {
+    h ^= name.charCodeAt(i);
+    h = Math.imul(h, 16777619) >>> 0;
+  }
+  return h;
+}
+
+function hashedColor(name) {
+  // Past the palette: a hue from the hash, spread by the golden angle.
+  return `hsl(${Math.round((hash(name) * 137.508) % 360)}, 55%, 42%)`;
+}
+
+/** Give every name a colour no other name of the page has (call with all names first). */
+export function assignColors(names) {
+  const taken = new Set([...Object.values(FIXED_COLORS), ...assigned.values()]);
+  for (const name of [...new Set(names)].sort()) {
+    if (FIXED_COLORS[name] || assigned.has(name)) continue;
+    const start = hash(name) % EXTRA.length;
+    let color = null;
+    for (let k = 0; k < EXTRA.length && color === null; k += 1) {
+      const candidate = EXTRA[(start + k) % EXTRA.length];
+      if (!taken.has(candidate)) color = candidate;
+    }
+    color = color || hashedColor(name);
+    assigned.set(name, color);
+    taken.add(color);
+  }
+}
+
+export function colorFor(name) {
+  return FIXED_COLORS[name] || assigned.get(name) || EXTRA[hash(name) % EXTRA.length];
 }
 
 export function el(tag, attrs = {}, parent = null) {
@@ -40,6 +75,21 @@ function text(parent, x, y, content, attrs = {}) {
   return node;
 }
 
+/** A formatter for evenly spaced ticks: as many decimals as their step needs, so that
+ * no two ticks read the same (121.8 and 122.0, not "122" twice). */
+export function tickFormat(ticks) {
+  if (ticks.length < 2) return (v) => fmt(v);
+  const step = Math.abs(ticks[1] - ticks[0]);
+  const big = Math.max(...ticks.map(Math.abs));
+  if (big >= 1e5 || (big > 0 && big < 1e-3)) return (v) => fmt(v);
+  let decimals = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
+  const label = (v) => v.toLocaleString("en", {
+    minimumFractionDigits: decimals, maximumFractionDigits: decimals,
+  });
+  while (new Set(ticks.map(label)).size < ticks.length && decimals < 8) decimals += 1;
+  return label;
+}
+
 export function fmt(value, digits = 3) {
   if (value === null || value === undefined) return "–";
   if (typeof value !== "number") return String(value);
@@ -57,7 +107,8 @@ export function linearScale(domain, range) {
   if (d0 === d1) { d0 -= 0.5; d1 += 0.5; }
   const [r0, r1] = range;
   const scale = (v) => r0 + ((v - d0) / (d1 - d0)) * (r1 - r0);
-  scale.ticks = (count = 5) => niceTicks(d0, d1, count);
+  scale.ticks = (count = 5) => niceTicks(d0, d1, count, scale.integer);
+  scale.integer = false;
   scale.domain = [d0, d1];
   return scale;
 }
@@ -86,12 +137,14 @@ export function logScale(domain, range) {
   return scale;
 }
 
-export function niceTicks(lo, hi, count = 5) {
+export function niceTicks(lo, hi, count = 5, integer = false) {
   const span = hi - lo;
   if (!(span > 0)) return [lo];
   const raw = span / Math.max(1, count);
   const magnitude = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => span / s <= count) || raw;
+  let step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => span / s <= count) || raw;
+  // Counts: no tick between two whole numbers.
+  if (integer) step = Math.max(1, Math.ceil(step));
   const out = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
     out.push(Number(v.toPrecision(12)));
@@ -118,12 +171,14 @@ function frame(container, { width = 720, height = 260, margin = {}, chart = "" }
   return { svg, plot, width, height };
 }
 
-function yAxis(svg, plot, scale, label, tickFormat = fmt) {
+function yAxis(svg, plot, scale, label) {
   const g = el("g", { class: "axis y" }, svg);
-  for (const t of scale.ticks(5)) {
+  const ticks = scale.ticks(5);
+  const format = tickFormat(ticks);
+  for (const t of ticks) {
     const y = scale(t);
     el("line", { x1: plot.x0, x2: plot.x1, y1: y, y2: y, class: "gridline" }, g);
-    text(g, plot.x0 - 6, y + 3.5, tickFormat(t), { "text-anchor": "end" });
+    text(g, plot.x0 - 6, y + 3.5, format(t), { "text-anchor": "end" });
   }
   el("line", { x1: plot.x0, x2: plot.x0, y1: plot.y0, y2: plot.y1 }, g);
   if (label) {
@@ -143,10 +198,10 @@ function legend(svg, names, x, y, maxWidth) {
   const g = el("g", { class: "legend" }, svg);
   let cx = x;
   let cy = y;
-  names.forEach((name, i) => {
+  names.forEach((name) => {
     const w = 18 + name.length * 6.5;
     if (cx + w > x + maxWidth) { cx = x; cy += 14; }
-    el("rect", { x: cx, y: cy - 8, width: 10, height: 10, rx: 2, fill: colorFor(name, i) }, g);
+    el("rect", { x: cx, y: cy - 8, width: 10, height: 10, rx: 2, fill: colorFor(name) }, g);
     text(g, cx + 14, cy + 1, name);
     cx += w + 8;
   });
@@ -163,21 +218,27 @@ export function empty(container, message) {
 
 // ----------------------------------------------------------------------------- charts
 
-/** Stacked bars per category (e.g. day); series: [{name, values}] aligned with labels. */
-export function stackedBars(container, { labels, series, yLabel = "", chart = "bars" }) {
+/**
+ * Stacked bars of counts per category (e.g. period); series: [{name, values}] aligned
+ * with labels (the axis text); titles (default: labels) name each bar in its tooltip.
+ */
+export function stackedBars(container, {
+  labels, series, yLabel = "", chart = "bars", titles = null,
+}) {
   if (!labels.length) { empty(container, "no runs yet"); return; }
   const names = series.map((s) => s.name);
   const { svg, plot } = frame(container, { margin: { top: 30 }, chart });
   legend(svg, names, plot.x0, 12, plot.x1 - plot.x0);
   const totals = labels.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0));
   const y = linearScale([0, Math.max(1, ...totals)], [plot.y0, plot.y1]);
+  y.integer = true;
   yAxis(svg, plot, y, yLabel);
   const band = (plot.x1 - plot.x0) / labels.length;
   const barWidth = Math.max(1, band * 0.8);
   const marks = el("g", { class: "marks" }, svg);
   labels.forEach((label, i) => {
     let base = 0;
-    series.forEach((s, k) => {
+    series.forEach((s) => {
       const v = s.values[i] || 0;
       if (!v) return;
       const top = y(base + v);
@@ -187,10 +248,10 @@ export function stackedBars(container, { labels, series, yLabel = "", chart = "b
         y: top,
         width: barWidth,
         height: Math.max(0.5, y(base) - top),
-        fill: colorFor(s.name, k),
+        fill: colorFor(s.name),
         "data-value": v,
       }, marks);
-      titled(rect, `${label} · ${s.name}: ${v.toLocaleString("en")} runs`);
+      titled(rect, `${(titles || labels)[i]} · ${s.name}: ${v.toLocaleString("en")} runs`);
       base += v;
     });
   });
@@ -208,7 +269,7 @@ export function stackedBars(container, { labels, series, yLabel = "", chart = "b
  */
 export function lineChart(container, {
   series, xType = "linear", yLabel = "", xLabel = "", chart = "lines", height = 260,
-  width = 720, yDomain = null, markers = [], showLegend = true, xTicks = null,
+  width = 720, yDomain = null, markers = [], showLegend = true, xTicks = null, integer = false,
 }) {
   const all = series.flatMap((s) => s.points);
   if (!all.length) { empty(container, "nothing to plot yet"); return; }
@@ -229,22 +290,32 @@ export function lineChart(container, {
     ymin -= pad; ymax += pad;
   }
   const y = linearScale([ymin, ymax], [plot.y0, plot.y1]);
+  y.integer = integer;
   yAxis(svg, plot, y, yLabel);
   const axis = xAxisLine(svg, plot);
   const room = Math.max(2, Math.floor((plot.x1 - plot.x0) / (xType === "time" ? 95 : 70)));
-  const ticks = xTicks || (xType === "time" ? timeTicks(xmin, xmax, room) : x.ticks(room));
-  for (const t of ticks) {
-    const label = xType === "time" ? new Date(t).toISOString().slice(0, 10) : fmt(t);
-    text(axis, x(t), plot.y0 + 15, label, { "text-anchor": "middle" });
+  let ticks;
+  let labels;
+  if (xType === "time") {
+    const time = timeTicks(xmin, xmax, room);
+    ticks = time.ticks;
+    labels = timeLabels(ticks, time.unit);
+  } else {
+    ticks = xTicks || x.ticks(room);
+    const format = xType === "log" ? fmt : tickFormat(ticks);
+    labels = ticks.map((t) => format(t));
   }
+  ticks.forEach((t, i) => {
+    text(axis, x(t), plot.y0 + 15, labels[i], { "text-anchor": "middle" });
+  });
   if (xLabel) text(axis, (plot.x0 + plot.x1) / 2, plot.y0 + 31, xLabel, { "text-anchor": "middle" });
   const px = (p) => x(xType === "time" ? p.x.getTime() : p.x);
   for (const m of markers) {
     el("line", { x1: x(m.x), x2: x(m.x), y1: plot.y0, y2: plot.y1, class: m.className }, svg);
   }
   const marks = el("g", { class: "marks" }, svg);
-  series.forEach((s, k) => {
-    const color = s.color || colorFor(s.name, k);
+  series.forEach((s) => {
+    const color = s.color || colorFor(s.name);
     if (s.band && s.band.length > 1) {
       const upper = s.band.map((b) => `${x(b.x)},${y(b.hi)}`);
       const lower = s.band.slice().reverse().map((b) => `${x(b.x)},${y(b.lo)}`);
@@ -267,13 +338,78 @@ export function lineChart(container, {
   });
 }
 
-function timeTicks(lo, hi, count = 6) {
-  const day = 86400e3;
-  const span = Math.max(day, hi - lo);
-  const step = Math.max(1, Math.ceil(span / day / Math.max(1, count - 1))) * day;
+// ----------------------------------------------------------------------------- time
+
+const HOUR = 3600e3;
+const DAY = 86400e3;
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+// Tick steps from an hour to years: [unit, how many]; weeks start on Mondays.
+const TIME_STEPS = [
+  ["hour", 1], ["hour", 2], ["hour", 3], ["hour", 6], ["hour", 12], ["day", 1], ["day", 2],
+  ["week", 1], ["week", 2], ["month", 1], ["month", 3], ["month", 6], ["year", 1],
+  ["year", 2], ["year", 5], ["year", 10],
+];
+const APPROX = { hour: HOUR, day: DAY, week: 7 * DAY, month: 30.4 * DAY, year: 365.25 * DAY };
+
+function addMonths(t, months) {
+  const d = new Date(t);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + months, 1);
+}
+
+function floorTo(t, unit, n) {
+  const d = new Date(t);
+  if (unit === "hour") return Math.floor(t / (n * HOUR)) * n * HOUR;
+  if (unit === "day") return Math.floor(t / (n * DAY)) * n * DAY;
+  // 1970-01-01 was a Thursday: Mondays are 4 days past multiples of a week.
+  if (unit === "week") return Math.floor((t - 4 * DAY) / (n * 7 * DAY)) * n * 7 * DAY + 4 * DAY;
+  if (unit === "month") {
+    const months = d.getUTCFullYear() * 12 + d.getUTCMonth();
+    const m = Math.floor(months / n) * n;
+    return Date.UTC(Math.floor(m / 12), m % 12, 1);
+  }
+  const year = Math.floor(d.getUTCFullYear() / n) * n;
+  return Date.UTC(year, 0, 1);
+}
+
+function nextTick(t, unit, n) {
+  if (unit === "month") return addMonths(t, n);
+  if (unit === "year") return addMonths(t, 12 * n);
+  return t + n * APPROX[unit];
+}
+
+/** UTC ticks between lo and hi (ms), at most about ``count``, on round hours, days,
+ * Mondays, months or years; and the unit they are labelled by. */
+export function timeTicks(lo, hi, count = 6) {
+  const span = Math.max(HOUR, hi - lo);
+  const [unit, n] = TIME_STEPS.find(([u, k]) => span / (k * APPROX[u]) <= count)
+    || TIME_STEPS[TIME_STEPS.length - 1];
   const out = [];
-  for (let t = Math.ceil(lo / day) * day; t <= hi; t += step) out.push(t);
-  return out.length ? out : [lo];
+  for (let t = floorTo(lo, unit, n); t <= hi && out.length < 200; t = nextTick(t, unit, n)) {
+    if (t >= lo) out.push(t);
+  }
+  return { ticks: out.length ? out : [lo], unit };
+}
+
+/** Labels of UTC times at a unit's resolution; the date or year only where it changes,
+ * so no two ticks read the same and none repeats what its neighbour says. */
+export function timeLabels(times, unit) {
+  let previous = null;
+  return times.map((t) => {
+    const d = new Date(t);
+    const day = `${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]}`;
+    const year = d.getUTCFullYear();
+    const prev = previous === null ? null : new Date(previous);
+    previous = t;
+    if (unit === "hour") {
+      const hour = `${String(d.getUTCHours()).padStart(2, "0")}:00`;
+      const sameDay = prev && prev.toISOString().slice(0, 10) === d.toISOString().slice(0, 10);
+      return sameDay ? hour : `${day} ${hour}`;
+    }
+    const newYear = !prev || prev.getUTCFullYear() !== year;
+    if (unit === "day" || unit === "week") return newYear ? `${day} ${year}` : day;
+    if (unit === "month") return newYear ? `${MONTHS[d.getUTCMonth()]} ${year}` : MONTHS[d.getUTCMonth()];
+    return String(year);
+  });
 }
 
 /** Horizontal bars: items [{label, value, text?, color?}], largest first as given. */
@@ -292,7 +428,7 @@ export function hBars(container, { items, chart = "hbars", max = null, valueForm
     text(svg, plot.x0 - 8, yTop + 12, item.label, { "text-anchor": "end" });
     const rect = el("rect", {
       class: "mark", x: plot.x0, y: yTop, width: Math.max(1, x(item.value) - plot.x0),
-      height: rowH - 7, rx: 3, fill: item.color || colorFor(item.label, i),
+      height: rowH - 7, rx: 3, fill: item.color || colorFor(item.label),
       "data-value": item.value,
     }, marks);
     titled(rect, `${item.label}: ${item.text || valueFormat(item.value)}`);

@@ -2,7 +2,9 @@
 // Reads need scope "read"; when the service wants a key for them (401), the page asks
 // for one and keeps it in sessionStorage for this tab only.
 
-import { colorFor, dotPlot, empty, fmt, hBars, lineChart, stackedBars } from "./charts.js";
+import {
+  assignColors, colorFor, dotPlot, empty, fmt, hBars, lineChart, stackedBars, timeLabels,
+} from "./charts.js";
 
 const KEY_STORAGE = "hyperprior.apiKey";
 const state = { timeline: null, group: "by_family", surrogates: [], families: [] };
@@ -69,36 +71,129 @@ function renderSummary(stats, surrogates) {
   $("sum-surrogates").textContent = active.toLocaleString("en");
 }
 
+// A period of the timeline as a Date (UTC), and its bars' axis labels and tooltips.
+function periodStart(period) {
+  return new Date(period.length === 10 ? `${period}T00:00:00Z` : period);
+}
+
+function periodTitle(period, scale) {
+  const start = periodStart(period).toISOString();
+  if (scale === "hour") return `${start.slice(0, 10)} ${start.slice(11, 13)}:00–:59 UTC`;
+  if (scale === "week") return `week of ${start.slice(0, 10)}`;
+  if (scale === "month") return start.slice(0, 7);
+  return start.slice(0, 10);
+}
+
 function renderTimeline() {
   const timeline = state.timeline;
+  const { scale, periods } = timeline;
   const groups = timeline[state.group];
   const series = Object.keys(groups).map((name) => ({ name, values: groups[name] }));
   stackedBars($("timeline-chart"), {
-    labels: timeline.days, series, yLabel: "runs per day", chart: "timeline",
+    labels: timeLabels(periods.map((p) => periodStart(p).getTime()), scale),
+    titles: periods.map((p) => periodTitle(p, scale)),
+    series, yLabel: `runs per ${scale}`, chart: "timeline",
   });
+  $("timeline-note").textContent = periods.length
+    ? `One bar per ${scale} (UTC), from ${periodTitle(periods[0], scale)} `
+      + `to ${periodTitle(periods[periods.length - 1], scale)}.`
+    : "";
   let total = 0;
-  const points = timeline.days.map((day, i) => {
+  const points = periods.map((period, i) => {
     total += timeline.datasets[i];
-    return { x: new Date(`${day}T00:00:00Z`), y: total, label: `${day}: ${total} datasets` };
+    return {
+      x: periodStart(period), y: total,
+      label: `${periodTitle(period, scale)}: ${total.toLocaleString("en")} datasets`,
+    };
   });
   lineChart($("datasets-chart"), {
     series: [{ name: "datasets (cumulative)", points, color: "#1f4e79" }],
     xType: "time", yLabel: "datasets", chart: "datasets", height: 220, width: 460,
-    showLegend: false,
+    showLegend: false, integer: true, yDomain: [0, Math.max(1, total) * 1.08],
   });
 }
 
 function renderMix(stats) {
   const items = [
-    ...Object.entries(stats.by_family).map(([label, value], i) => ({
-      label, value, color: colorFor(label, i), text: `${value.toLocaleString("en")} runs`,
+    ...Object.entries(stats.by_family).map(([label, value]) => ({
+      label, value, color: colorFor(label), text: `${value.toLocaleString("en")} runs`,
     })),
-    ...Object.entries(stats.by_source).map(([label, value], i) => ({
-      label: `source: ${label}`, value, color: colorFor(label, i + 4),
+    ...Object.entries(stats.by_source).map(([label, value]) => ({
+      label: `source: ${label}`, value, color: colorFor(label),
       text: `${value.toLocaleString("en")} runs`,
     })),
   ];
   hBars($("mix-chart"), { items, chart: "mix" });
+}
+
+// ----------------------------------------------------------------------------- refinements
+
+function seconds(value) {
+  if (typeof value !== "number") return "–";
+  return value < 90 ? `${value.toFixed(value < 10 ? 1 : 0)} s` : `${(value / 60).toFixed(1)} min`;
+}
+
+function refinementProgress(job) {
+  const p = job.progress || {};
+  if (job.status === "queued") return "waiting for a worker";
+  if (p.trials_planned === undefined) return p.phase || "–";
+  const rung = p.rungs ? `rung ${Math.min(p.rung + 1, p.rungs)}/${p.rungs} · ` : "";
+  return `${p.phase === "done" ? "" : `${p.phase} · `}${rung}${p.trials_done}/${p.trials_planned}`
+    + ` trials · ${seconds(p.elapsed_seconds)} of ${seconds(p.budget_seconds)}`;
+}
+
+function refinementOutcome(job) {
+  const r = job.result;
+  if (job.status === "succeeded" && r) {
+    if (r.score === null || r.score === undefined) return { text: "no config measured at full fidelity", kind: "warn" };
+    const gain = typeof r.improvement === "number" ? r.improvement : null;
+    const vs = typeof r.default_score === "number" ? ` vs default ${fmt(r.default_score, 4)}` : "";
+    const delta = gain === null ? "" : ` (${gain >= 0 ? "+" : ""}${fmt(gain, 3)})`;
+    return { text: `${r.metric} ${fmt(r.score, 4)}${vs}${delta}`, kind: gain !== null && gain > 0 ? "good" : "" };
+  }
+  if (job.status === "failed") return { text: job.error || "failed", kind: "bad" };
+  if (job.status === "cancelled") return { text: "cancelled", kind: "" };
+  const best = job.progress && job.progress.best_score;
+  return { text: typeof best === "number" ? `best so far ${fmt(best, 4)}` : "–", kind: "" };
+}
+
+function renderRefinements(jobs) {
+  const counts = {};
+  for (const job of jobs) counts[job.status] = (counts[job.status] || 0) + 1;
+  $("refinements-summary").textContent = jobs.length
+    ? `${jobs.length} most recent: ` + Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ")
+    : "no refinement submitted yet (POST /v1/refinements, or hyperprior refine)";
+  const body = $("refinements-table").querySelector("tbody");
+  body.replaceChildren();
+  for (const job of jobs) {
+    const row = document.createElement("tr");
+    const request = job.request || {};
+    const outcome = refinementOutcome(job);
+    const cells = [
+      job.created_at.slice(0, 16).replace("T", " "),
+      (job.result && job.result.dataset) || request.dataset_name || "–",
+      request.family || "–",
+      null,
+      refinementProgress(job),
+      outcome.text,
+    ];
+    cells.forEach((content, i) => {
+      const td = document.createElement("td");
+      if (i === 3) {
+        const badge = document.createElement("span");
+        badge.className = `badge ${job.status}`;
+        badge.textContent = job.status;
+        td.appendChild(badge);
+      } else {
+        td.textContent = content.length > 90 ? `${content.slice(0, 89)}…` : content;
+        if (content.length > 90) td.title = content;
+      }
+      if (i === 5 && outcome.kind) td.className = `outcome ${outcome.kind}`;
+      row.appendChild(td);
+    });
+    row.dataset.status = job.status;
+    body.appendChild(row);
+  }
 }
 
 // ----------------------------------------------------------------------------- surrogates
@@ -261,19 +356,26 @@ async function explain() {
 async function load() {
   setStatus("loading…");
   try {
-    const [stats, timeline, surrogates, families] = await Promise.all([
+    const [stats, timeline, surrogates, families, refinements] = await Promise.all([
       api("/v1/stats"),
       api("/v1/stats/timeline"),
       api("/v1/surrogates"),
       api("/v1/families"),
+      api("/v1/refinements?limit=20"),
     ]);
     $("key-form").hidden = true;
     state.timeline = timeline;
     state.surrogates = surrogates.data;
     state.families = families.data.map((f) => f.family);
+    // One colour per name on every chart, also for families only the history knows.
+    assignColors([
+      ...state.families, ...Object.keys(stats.by_family), ...Object.keys(stats.by_source),
+      ...state.surrogates.map((s) => s.family),
+    ]);
     renderSummary(stats, state.surrogates);
     renderTimeline();
     renderMix(stats);
+    renderRefinements(refinements.data);
     renderSurrogates();
     fillFamilies();
     syncClasses();

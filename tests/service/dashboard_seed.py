@@ -1,5 +1,6 @@
 """A history worth looking at: the shipped seed spread over days, several surrogate
-versions per family, and runs of every source (for the dashboard tests)."""
+versions per family, runs of every source and of a family only the history knows (a
+user-declared one), and refinement jobs in every state (for the dashboard tests)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,69 @@ def seed_history(store: Store, clock: SteppingClock) -> None:
             clock.advance(DAY / 2)
     if extra:
         store.ingest_runs([replace(r) for r in extra])
+    # A family none of the built-in ones: it needs a colour of its own.
+    store.ingest_runs(
+        [
+            NewRun(
+                id=uuid.uuid5(uuid.NAMESPACE_URL, f"dashboard-seed/own/{i}"),
+                family=USER_FAMILY,
+                config={"depth": 6 + i % 3},
+                metric=run.metric,
+                direction=run.direction,
+                score=run.score,
+                fidelity=1.0,
+                cost_seconds=run.cost_seconds,
+                source="user",
+                dataset_id=run.dataset_id,
+            )
+            for i, run in enumerate(sample[:12])
+        ]
+    )
+    seed_refinements(store, clock)
+
+
+USER_FAMILY = "my_catboost"
+#: The refinement jobs of the seed, by status.
+REFINEMENTS = ("succeeded", "failed", "cancelled", "running", "queued")
+
+
+def seed_refinements(store: Store, clock: SteppingClock) -> None:
+    """One refinement job in each state, as the job runner leaves them."""
+    for status in REFINEMENTS:
+        request = {
+            "family": "lightgbm",
+            "task": "binary",
+            "budget_seconds": 60.0,
+            "n_candidates": 9,
+            "seed": 0,
+            "source": {"kind": "catalog", "dataset": "sklearn/breast_cancer"},
+            "dataset_name": f"sklearn/breast_cancer ({status})",
+            "configs": [],
+        }
+        job = store.create_job("refine", request)
+        clock.advance(60)
+        if status == "queued":
+            continue
+        progress = {
+            "phase": "halving", "rung": 0, "rungs": 3, "fidelity": 1 / 9, "trials_done": 4,
+            "trials_planned": 13, "elapsed_seconds": 12.5, "budget_seconds": 60.0,
+            "best_score": 0.981,
+        }  # fmt: skip
+        store.update_job(job.id, status="running", progress=progress)
+        clock.advance(45)
+        if status == "succeeded":
+            result = {
+                "dataset": request["dataset_name"], "metric": "roc_auc", "score": 0.9934,
+                "default_score": 0.9902, "improvement": 0.0032, "config": {},
+                "trials": [], "notes": [],
+            }  # fmt: skip
+            store.update_job(
+                job.id, status="succeeded", result=result,
+                progress={**progress, "phase": "done", "trials_done": 13},
+            )  # fmt: skip
+        elif status == "failed":
+            store.update_job(
+                job.id, status="failed", error="the job's worker process was killed by SIGKILL"
+            )
+        elif status == "cancelled":
+            store.update_job(job.id, status="cancelled")

@@ -145,26 +145,81 @@ def test_timeline_counts_runs_per_day_by_family_and_source(
     store.ingest_runs([_run(wine, "linear", "verification")])
 
     answer = client.get("/v1/stats/timeline").json()
+    # Five days apart: one bar a day, the days without runs included (a true time axis).
     assert answer == {
-        "days": ["2025-03-01", "2025-03-02", "2025-03-05"],
-        "by_family": {"lightgbm": [1, 2, 0], "linear": [1, 0, 1]},
+        "scale": "day",
+        "periods": ["2025-03-01", "2025-03-02", "2025-03-03", "2025-03-04", "2025-03-05"],
+        "by_family": {"lightgbm": [1, 2, 0, 0, 0], "linear": [1, 0, 0, 0, 1]},
         "by_source": {
-            "bootstrap": [1, 0, 0],
-            "import": [0, 1, 0],
-            "user": [1, 1, 0],
-            "verification": [0, 0, 1],
+            "bootstrap": [1, 0, 0, 0, 0],
+            "import": [0, 1, 0, 0, 0],
+            "user": [1, 1, 0, 0, 0],
+            "verification": [0, 0, 0, 0, 1],
         },
-        "runs": [2, 2, 1],
-        "datasets": [1, 1, 0],
+        "runs": [2, 2, 0, 0, 1],
+        "datasets": [1, 1, 0, 0, 0],
     }
-    empty = client.get("/v1/stats/timeline")
-    assert empty.status_code == 200
+
+
+def test_timeline_of_a_history_loaded_in_a_day_is_hourly(
+    client: TestClient, store: Store, clock: Any
+) -> None:
+    iris = DatasetSpec("iris", "multiclass", {"n_rows": 150, "n_features": 4, "n_classes": 3})
+    clock.now = dt.datetime(2025, 3, 1, 9, 15, tzinfo=dt.UTC)
+    store.ingest_runs([_run(iris, "lightgbm", "bootstrap") for _ in range(3)])
+    clock.advance(2 * 3600)  # 11:15
+    store.ingest_runs([_run(iris, "linear", "bootstrap")])
+
+    answer = client.get("/v1/stats/timeline").json()
+    assert answer["scale"] == "hour"
+    assert answer["periods"] == [f"2025-03-01T{h:02d}:00:00Z" for h in (9, 10, 11)]
+    assert answer["by_family"] == {"lightgbm": [3, 0, 0], "linear": [0, 0, 1]}
+    assert answer["datasets"] == [1, 0, 0]
+
+
+def test_timeline_of_a_long_history_is_weekly_then_monthly(
+    client: TestClient, store: Store, clock: Any
+) -> None:
+    iris = DatasetSpec("iris", "multiclass", {"n_rows": 150, "n_features": 4, "n_classes": 3})
+    clock.now = dt.datetime(2025, 3, 5, 12, tzinfo=dt.UTC)  # a Wednesday
+    store.ingest_runs([_run(iris, "lightgbm", "user")])
+    clock.now = dt.datetime(2025, 9, 1, 12, tzinfo=dt.UTC)  # 180 days on, a Monday
+    store.ingest_runs([_run(iris, "lightgbm", "user") for _ in range(2)])
+
+    weekly = client.get("/v1/stats/timeline").json()
+    assert weekly["scale"] == "week"
+    assert weekly["periods"][0] == "2025-03-03"  # the Monday of the first week
+    assert weekly["periods"][-1] == "2025-09-01"
+    assert len(weekly["periods"]) == 27
+    assert (weekly["runs"][0], weekly["runs"][-1], sum(weekly["runs"])) == (1, 2, 3)
+
+    clock.now = dt.datetime(2028, 1, 31, 12, tzinfo=dt.UTC)
+    store.ingest_runs([_run(iris, "linear", "user")])
+    monthly = client.get("/v1/stats/timeline").json()
+    assert monthly["scale"] == "month"
+    assert monthly["periods"][:2] == ["2025-03-01", "2025-04-01"]
+    assert monthly["periods"][-1] == "2028-01-01"
+    assert len(monthly["periods"]) == 35
+    assert monthly["by_family"]["linear"][-1] == 1
+
+
+@pytest.mark.parametrize(
+    ("days", "scale"),
+    [(1, "hour"), (3, "hour"), (4, "day"), (120, "day"), (121, "week"), (840, "week"),
+     (841, "month")],
+)  # fmt: skip
+def test_timeline_scale_keeps_the_bars_few_but_not_one(days: int, scale: str) -> None:
+    from service.routes.insights import timeline_scale
+
+    first = dt.date(2025, 1, 1)
+    assert timeline_scale(first, first + dt.timedelta(days=days - 1)) == scale
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_timeline_of_an_empty_history(client: TestClient) -> None:
     assert client.get("/v1/stats/timeline").json() == {
-        "days": [],
+        "scale": "day",
+        "periods": [],
         "by_family": {},
         "by_source": {},
         "runs": [],

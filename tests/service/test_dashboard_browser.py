@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from dashboard_seed import SteppingClock, seed_history
+from dashboard_seed import REFINEMENTS, USER_FAMILY, SteppingClock, seed_history
 from websockets.sync.client import ClientConnection, connect
 
 from db.engine import make_engine
@@ -239,9 +239,42 @@ _CHART_MARKS = """
     pd_charts: count("#pd-charts svg"),
     pd_marks: count("#pd-charts svg .mark[data-value]"),
     table_rows: count("#surrogates-table tbody tr"),
+    refinements: [...document.querySelectorAll("#refinements-table tbody tr")].map(
+      (row) => [...row.cells].map((cell) => cell.textContent)),
   };
 })()
 """
+
+# Per chart: the text of every axis tick, and the fill of every legend swatch and mix bar.
+_AXES_AND_COLOURS = """
+(() => {
+  const charts = {};
+  for (const svg of document.querySelectorAll("svg[data-chart]")) {
+    const texts = (sel) => [...svg.querySelectorAll(sel)].map((t) => t.textContent);
+    charts[svg.dataset.chart] = {
+      x: texts(".axis.x text"),
+      y: texts(".axis.y text"),
+      legend: Object.fromEntries([...svg.querySelectorAll(".legend text")].map(
+        (t) => [t.textContent, t.previousElementSibling.getAttribute("fill")])),
+      bars: [...svg.querySelectorAll(".mark")].map((m) => m.getAttribute("fill")),
+    };
+  }
+  return charts;
+})()
+"""
+
+
+def check_axes_and_colours(browser: DevTools, grouping: str) -> dict[str, Any]:
+    """No axis repeats a tick label, and no two names of a legend share a colour."""
+    charts: dict[str, Any] = browser.evaluate(_AXES_AND_COLOURS)
+    for name, chart in charts.items():
+        for axis in ("x", "y"):
+            labels = [t for t in chart[axis] if t]
+            assert len(labels) == len(set(labels)), f"{name} {axis} axis repeats: {labels}"
+    legend = charts["timeline"]["legend"]
+    assert len(set(legend.values())) == len(legend), f"{grouping}: colours shared: {legend}"
+    return charts
+
 
 
 def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served) -> None:
@@ -260,9 +293,31 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served)
     assert state["timeline"] > 10  # one bar segment per day and family
     assert state["datasets"] >= 5
     assert state["mix"] == seeded_server.families + seeded_server.sources
-    assert seeded_server.surrogates == 3 * seeded_server.families  # three versions each
+    # Three versions of each built-in family (the user's own family has no surrogate).
+    assert seeded_server.surrogates == 3 * (seeded_server.families - 1)
     assert state["surrogates"] == seeded_server.surrogates
     assert state["table_rows"] == seeded_server.surrogates
+    # The seed spans days: one bar a day, and the axes and colours tell them apart.
+    assert browser.evaluate("document.getElementById('timeline-note').textContent").startswith(
+        "One bar per day"
+    )
+    charts = check_axes_and_colours(browser, "by family")
+    families = charts["timeline"]["legend"]
+    assert USER_FAMILY in families  # a family only the history knows has a colour too
+    assert families["lightgbm"] != families["random_forest"]
+    mix = charts["mix"]["bars"]
+    assert len(set(mix)) == len(mix), f"families and sources share colours: {mix}"
+    # Every refinement job with its status and outcome, newest first.
+    rows = state["refinements"]
+    assert [row[3] for row in rows] == list(reversed(REFINEMENTS)), rows
+    outcome = {row[3]: row[5] for row in rows}
+    assert outcome["succeeded"] == "roc_auc 0.9934 vs default 0.9902 (+0.0032)"
+    assert "SIGKILL" in outcome["failed"]
+    assert outcome["running"] == "best so far 0.981"
+    progress = {row[3]: row[4] for row in rows}
+    assert progress["running"] == "halving · rung 1/3 · 4/13 trials · 13 s of 60 s"
+    assert progress["queued"] == "waiting for a worker"
+
     # One importance bar and one partial-dependence chart per hyperparameter of the
     # family the page explains first.
     family = browser.evaluate("document.getElementById('pd-family').value")
@@ -290,6 +345,7 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served)
         ".map(t => t.textContent)"
     )
     assert set(legend) == {"bootstrap", "import", "user", "verification"}
+    check_axes_and_colours(browser, "by source")
 
     # Back to the first view for the picture.
     browser.evaluate("document.querySelector('.toggle button[data-group=\"by_family\"]').click()")
