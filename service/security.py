@@ -44,7 +44,7 @@ API_CSP = (
 )
 #: FastAPI's OAuth2 redirect page for Swagger UI, and where it is served.
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
-OAUTH2_REDIRECT_HTML = get_swagger_ui_oauth2_redirect_html().body.decode()
+OAUTH2_REDIRECT_HTML = bytes(get_swagger_ui_oauth2_redirect_html().body).decode()
 
 
 def _script_hashes(page: str) -> str:
