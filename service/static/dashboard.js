@@ -162,7 +162,7 @@ function renderRefinements(jobs) {
   for (const job of jobs) counts[job.status] = (counts[job.status] || 0) + 1;
   $("refinements-summary").textContent = jobs.length
     ? `${jobs.length} most recent: ` + Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ")
-    : "no refinement submitted yet (POST /v1/refinements, or hyperprior refine)";
+    : "no refinement submitted yet (POST /v1/refinements, or the SDK's refine with local=False)";
   const body = $("refinements-table").querySelector("tbody");
   body.replaceChildren();
   for (const job of jobs) {
