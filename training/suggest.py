@@ -41,6 +41,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -321,6 +322,8 @@ class Portfolio:
         scale = np.sqrt(var)
         self.scale = np.where(scale > 1e-9, scale, 1.0)
         self.matrix = (z - self.center) / self.scale
+        # What nearest() compares: an unknown meta-feature of a dataset counts as the median.
+        self._known = np.nan_to_num(self.matrix, nan=0.0)
         self.tasks = np.array([str(datasets[k].get("task", "")) for k in self.keys], dtype=object)
 
     def __len__(self) -> int:
@@ -410,7 +413,7 @@ class Portfolio:
         used = np.isfinite(q)
         if not used.any():
             return []
-        diff = np.nan_to_num(self.matrix[:, used], nan=0.0) - q[used]
+        diff = self._known[:, used] - q[used]
         dist = np.sqrt((diff**2).mean(axis=1))
         same = self.tasks == task
         pool = np.flatnonzero(same) if same.any() else np.arange(len(self))
@@ -918,31 +921,31 @@ class SuggestionPolicy:
         task = request.task
         kappa = self.settings.kappa
         sobol = self._sobol_block(task, seed, fixed)
-        X_sobol = design_matrix(self.family, sobol, meta, task=task, fidelity=1.0)
-        if 0 < self.settings.screen_top < len(sobol):
-            # Coarse pass: every Sobol candidate through one member; the best go on to the
-            # whole ensemble with the portfolio and the default.
-            first = surrogate.screen(X_sobol, fraction=self.settings.screen_fraction)
-            keep = np.sort(np.argsort(-first, kind="stable")[: self.settings.screen_top])
-            _prefetch(sobol.configs, keep)
-            sobol, X_sobol = sobol.take(keep), X_sobol[keep]
-        blocks = [sobol]
-        matrices = [X_sobol]
         sources = ["surrogate"] * len(sobol)
         origins: list[str | None] = [None] * len(sobol)
+        blocks = []
         pblock = self._portfolio_block(entries, task, fixed)
         if pblock is not None:
             blocks.append(pblock)
             sources += ["portfolio"] * len(pblock)
             origins += [self.portfolio.name_of(e.dataset) for e in entries]
-        dblock = self._default_block(task, fixed)
-        blocks.append(dblock)
+        blocks.append(self._default_block(task, fixed))
         sources += ["default"]
         origins += [None]
-        rest = ConfigBlock.concat(blocks[1:])
-        matrices.append(design_matrix(self.family, rest, meta, task=task, fidelity=1.0))
-        block = ConfigBlock.concat([sobol, rest])
-        X = np.vstack(matrices)
+        # One design matrix for the pool, the portfolio and the default (rows do not
+        # depend on each other; a call costs more than its rows).
+        X = design_matrix(self.family, _chain([sobol, *blocks]), meta, task=task, fidelity=1.0)
+        n_pool = len(sobol)
+        if 0 < self.settings.screen_top < n_pool:
+            # Coarse pass: every Sobol candidate through one member; the best go on to the
+            # whole ensemble with the portfolio and the default.
+            first = surrogate.screen(X[:n_pool], fraction=self.settings.screen_fraction)
+            keep = np.sort(np.argsort(-first, kind="stable")[: self.settings.screen_top])
+            _prefetch(sobol.configs, keep)
+            sobol = sobol.take(keep)
+            X = X[np.concatenate([keep, np.arange(n_pool, len(X))])]
+            del sources[len(keep) : n_pool], origins[len(keep) : n_pool]
+        block = _chain([sobol, *blocks])
         members = surrogate.predict_members(X)
         pred = surrogate.summarise(members, kappa=kappa)
         default_at = len(block) - 1
@@ -1282,13 +1285,17 @@ def _diverse(
     return sorted(picked, key=position.__getitem__)
 
 
+@lru_cache(maxsize=16)
+def _config_features(names: tuple[str, ...]) -> np.ndarray:
+    # Only features that depend on the config: the dataset's own meta-features shift
+    # every candidate alike and say nothing about why this config ranks where it does.
+    return np.array([n.startswith(("cfg_", "ix_")) for n in names])
+
+
 def _top_features(
     names: Sequence[str], x: np.ndarray, contrib: np.ndarray, k: int
 ) -> list[dict[str, Any]]:
-    # Only features that depend on the config: the dataset's own meta-features shift
-    # every candidate alike and say nothing about why this config ranks where it does.
-    keep = np.array([n.startswith(("cfg_", "ix_")) for n in names])
-    contrib = np.where(keep, contrib, 0.0)
+    contrib = np.where(_config_features(tuple(names)), contrib, 0.0)
     order = np.argsort(-np.abs(contrib), kind="stable")[:k]
     return [
         {
