@@ -55,7 +55,9 @@ __all__ = [
     "CSV_REQUIRED",
     "IMPORT_NAMESPACE",
     "MlflowRun",
+    "RejectedRun",
     "RunTableError",
+    "check_runs",
     "read_mlflow_runs",
     "runs_from_csv",
     "runs_from_mlflow",
@@ -306,6 +308,68 @@ def _read_table(handle: Any, label: str) -> list[dict[str, Any]]:
     if problems:
         raise RunTableError(label, problems)
     return runs
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True)
+class RejectedRun:
+    """A run an importer leaves out because its config does not fit the family's space.
+
+    Attributes:
+        index: Its position among the runs read (a CSV row is ``index + 1``).
+        run_id: Its id.
+        problems: ``field: message`` for each refused value.
+    """
+
+    index: int
+    run_id: str
+    problems: tuple[str, ...]
+
+
+def check_runs(
+    runs: Sequence[Mapping[str, Any]], *, task: str | None = None
+) -> tuple[list[dict[str, Any]], list[RejectedRun], list[str]]:
+    """Split runs in the API's form by the check ``POST /v1/runs`` makes.
+
+    Importing is best effort: a run the service would refuse (unknown key, wrong type,
+    a value the library rejects) is left out and reported instead of failing the whole
+    import. Runs of families hyperprior does not know pass unchecked.
+
+    Args:
+        runs: Runs as the readers return them.
+        task: The task of runs that name a stored dataset by ``dataset_id``.
+
+    Returns:
+        ``(kept, rejected, flagged)``: the runs to record, the ones left out, and the
+        values kept but flagged (``run N (id ...): field: message``).
+    """
+    from training.ingest import check_config
+
+    kept: list[dict[str, Any]] = []
+    rejected: list[RejectedRun] = []
+    flagged: list[str] = []
+    for index, run in enumerate(runs):
+        dataset = run.get("dataset")
+        run_task = dataset.get("task") if isinstance(dataset, Mapping) else task
+        verdict = check_config(str(run.get("family")), run.get("config"), run_task)
+        if verdict is None or verdict.ok:
+            kept.append(dict(run))
+            if verdict is not None:
+                flagged += [
+                    f"run {index + 1} (id {run.get('id')}): {field}: {message}"
+                    for field, message in verdict.warnings
+                ]
+            continue
+        rejected.append(
+            RejectedRun(
+                index=index,
+                run_id=str(run.get("id")),
+                problems=tuple(f"{field}: {message}" for field, message in verdict.errors),
+            )
+        )
+    return kept, rejected, flagged
 
 
 # ----------------------------------------------------------------------------- Optuna

@@ -32,6 +32,7 @@ import os
 import random
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from client.errors import (
     ConflictError,
     HyperpriorError,
+    HyperpriorWarning,
     NotFoundError,
     ServiceUnavailable,
     ValidationError,
@@ -197,12 +199,16 @@ class RecordResult:
         duplicates: Runs already stored with the same id and content.
         ids: The id of every run sent, in order (assigned where a run had none).
         requests: Requests made (batches, retries included).
+        warnings: Values stored but flagged (valid for the library, outside the
+            family's search space, or without effect), one line each naming the run
+            (by its index in the list given to `record`) and the field.
     """
 
     inserted: int
     duplicates: int
     ids: list[str]
     requests: int
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -403,13 +409,19 @@ class Client:
     def local(cls, database_url: str | None = None, *, store: Store | None = None) -> Client:
         """An in-process client: no server, the local database and its surrogates.
 
-        A database without any schema (a new SQLite file) is created and migrated; one
-        at an older schema is refused with the command that upgrades it.
+        A database named explicitly that has no schema yet (a new SQLite file) is created
+        and migrated; one at an older schema is refused with the command that upgrades
+        it. Without a URL, ``./hyperprior.db`` must exist (``hyperprior db seed``
+        creates it): an empty database made by accident would only ever suggest the
+        library default.
 
         Args:
             database_url: SQLAlchemy URL (default: ``$HYPERPRIOR_DATABASE_URL``, else
                 ``sqlite:///./hyperprior.db``).
             store: Use this store instead.
+
+        Raises:
+            NotFoundError: No URL given and no ``./hyperprior.db``.
         """
         return cls(store=store, database_url=None if store is not None else database_url)
 
@@ -420,7 +432,18 @@ class Client:
         from db.errors import StoreError
         from db.store import Store
 
-        url = database_url or os.environ.get("HYPERPRIOR_DATABASE_URL") or DEFAULT_DATABASE_URL
+        url = database_url or os.environ.get("HYPERPRIOR_DATABASE_URL")
+        if url is None:
+            url = DEFAULT_DATABASE_URL
+            if not os.path.exists(DEFAULT_DATABASE_URL.removeprefix("sqlite:///")):
+                # Connecting would create an empty ./hyperprior.db wherever Python was
+                # started, and suggestions from it would be the library default only.
+                raise NotFoundError(
+                    f"no hyperprior database at ./hyperprior.db (in {os.getcwd()}): run "
+                    "`hyperprior db seed` there to create one with the shipped history, or "
+                    "pass database_url= (a new database named explicitly is created)",
+                    status_code=None,
+                )
         engine = make_engine(url)
         try:
             if migrate.current_revision(engine) is None:
@@ -683,6 +706,15 @@ class Client:
         except Exception as error:
             raise _translate_any(error) from error
         surrogate = result.surrogate
+        if surrogate is None and self._empty_history():
+            # Said loudly, not only in .warnings: a bare default from an empty history
+            # looks like an answer.
+            warnings.warn(
+                "the local database holds no runs, so this is the library default only: "
+                "load the shipped history with `hyperprior db seed --database-url URL`",
+                HyperpriorWarning,
+                stacklevel=3,
+            )
         return {
             "suggestions": [
                 {
@@ -708,6 +740,12 @@ class Client:
             "distance_threshold": result.distance_threshold,
             "ranked_by": result.ranked_by,
         }
+
+    def _empty_history(self) -> bool:
+        try:
+            return self._store.stats().runs == 0  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - only decides whether to add a hint
+            return False
 
     # -- record -------------------------------------------------------------------------
 
@@ -740,6 +778,7 @@ class Client:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}, got {batch_size}")
         payload = [_run_json(run) for run in runs]
         inserted = duplicates = 0
+        flagged: list[str] = []
         counter = [0]
         for start in range(0, len(payload), batch_size):
             batch = payload[start : start + batch_size]
@@ -754,18 +793,21 @@ class Client:
                 answer = self._ingest_locally(batch, start, counter)
             inserted += int(answer["inserted"])
             duplicates += int(answer["duplicates"])
+            flagged += [_offset_message(w, start) for w in answer.get("warnings") or []]
         return RecordResult(
             inserted=inserted,
             duplicates=duplicates,
             ids=[str(r["id"]) for r in payload],
             requests=counter[0],
+            warnings=flagged,
         )
 
     def _ingest_locally(
         self, batch: list[dict[str, Any]], offset: int, counter: list[int]
-    ) -> dict[str, int]:
+    ) -> dict[str, Any]:
         from db.entities import DatasetSpec, NewRun
         from db.errors import DatabaseUnavailableError, StoreError
+        from training.ingest import InvalidConfigError, check_new_runs
 
         runs = []
         for index, data in enumerate(batch, start=offset):
@@ -800,10 +842,23 @@ class Client:
                 raise ValidationError(
                     f"runs[{index}] (id {data.get('id')}): {missing}", status_code=422
                 ) from None
+        store = self._store
+        assert store is not None
+        try:
+            # The same check as POST /v1/runs: refused configs never reach the store.
+            flagged = check_new_runs(
+                runs,
+                task_of_dataset=lambda i: getattr(store.find_dataset(i), "task", None),
+            )
+        except InvalidConfigError as error:
+            invalid = ValidationError(str(error), status_code=422, detail=error.entries)
+            raise _offset_validation(invalid, offset) from None
+        except StoreError as error:
+            raise _translate_store_error(error) from error
         for attempt in range(1 + self.retries):
             counter[0] += 1
             try:
-                result = self._store.ingest_runs(runs)  # type: ignore[union-attr]
+                result = store.ingest_runs(runs)
             except DatabaseUnavailableError as error:
                 if attempt < self.retries:
                     self._sleep(self._delay(attempt, float(error.retry_after)))
@@ -811,7 +866,11 @@ class Client:
                 raise _translate_store_error(error) from error
             except StoreError as error:
                 raise _translate_store_error(error) from error
-            return {"inserted": result.inserted, "duplicates": result.duplicates}
+            return {
+                "inserted": result.inserted,
+                "duplicates": result.duplicates,
+                "warnings": flagged,
+            }
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- refine -------------------------------------------------------------------------
@@ -1092,6 +1151,15 @@ def _offset_validation(error: ValidationError, offset: int) -> ValidationError:
         status_code=error.status_code,
         detail=entries,
     )
+
+
+def _offset_message(message: str, offset: int) -> str:
+    """A ``runs[i] ...`` message of one batch, with ``i`` counted in the caller's list."""
+    import re
+
+    if offset == 0:
+        return message
+    return re.sub(r"^runs\[(\d+)\]", lambda m: f"runs[{int(m.group(1)) + offset}]", message)
 
 
 def _translate_store_error(error: Exception) -> HyperpriorError:

@@ -2,13 +2,15 @@
 
 Subcommands live in `service.commands` (one module each, see there for how to add
 one). User errors print one line to stderr and exit with status 2; an unreachable
-database exits with status 3.
+database exits with status 3. Output piped into a reader that stops early (``| head``)
+ends quietly with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,10 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hyperprior",
         description="Hyperparameter suggestions learned from a history of training runs.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMANDS:
         importlib.import_module(module_name).register(subparsers)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hyperprior")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _quiet_broken_pipe() -> None:
+    # The reader (`| head`) has what it wanted. Point stdout at /dev/null so that the
+    # interpreter's final flush does not raise again at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _error(message: str) -> None:
@@ -67,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,8 @@
 
 * Store errors: not found 404, conflict 409, invalid 422, database down 503 with
   ``Retry-After``.
+* Configs that do not fit their family's space (`training.ingest`): 422 naming the
+  run and the field, like request validation.
 * Request validation: 422 whose messages say which run (index and id) and which
   field is wrong, e.g. ``runs[3] (id 0b5f...): score: Input should be a finite number``.
 """
@@ -27,6 +29,7 @@ from db.errors import (
     StoreError,
     UnknownDatasetError,
 )
+from training.ingest import InvalidConfigError
 
 __all__ = [
     "MAX_REPORTED_ERRORS",
@@ -138,6 +141,15 @@ def store_error_response(error: StoreError) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": str(error)})
 
 
+async def _invalid_config(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, InvalidConfigError)
+    entries = error.entries
+    content: dict[str, Any] = {"detail": entries[:MAX_REPORTED_ERRORS]}
+    if len(entries) > MAX_REPORTED_ERRORS:
+        content["error_count"] = len(entries)
+    return JSONResponse(status_code=422, content=content)
+
+
 async def _store_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StoreError)
     return store_error_response(error)
@@ -147,3 +159,4 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the exception handlers on the app."""
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InvalidConfigError, _invalid_config)

@@ -747,6 +747,7 @@ def refine_file(
     workers: int | None = None,
     memory_limit_mb: float | None = 4096.0,
     folds: int = 5,
+    progress: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """``hyperprior suggest --refine``: verify an answer's suggestions on a local file.
 
@@ -766,6 +767,7 @@ def refine_file(
         workers: Trial processes (default: the number of CPUs).
         memory_limit_mb: Resident memory per trial process.
         folds: Cross-validation folds.
+        progress: Called with a ``RefineProgress`` after each trial (the CLI's bar).
 
     Returns:
         The refinement summary (``config``, ``score``, ``metric``, ``trials``, the
@@ -810,13 +812,19 @@ def refine_file(
             seed=seed,
             dataset=dataset,
             record=record,
+            progress=progress,
         )
     finally:
         executor.close()
     return result.to_dict()
 
 
-def refine_command(args: Any, body: Mapping[str, Any], answer: Mapping[str, Any]) -> dict[str, Any]:
+def refine_command(
+    args: Any,
+    body: Mapping[str, Any],
+    answer: Mapping[str, Any],
+    progress: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
     """What ``hyperprior suggest ... --refine`` adds to its answer (as ``"refined"``).
 
     Runs :func:`refine_file` on ``args.data`` and records the runs where the
@@ -853,6 +861,7 @@ def refine_command(args: Any, body: Mapping[str, Any], answer: Mapping[str, Any]
             budget_seconds=args.budget,
             record=record,
             seed=args.seed or 0,
+            progress=progress,
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None

@@ -285,6 +285,14 @@ class IngestResultPublic(BaseModel):
 
     inserted: int
     duplicates: int
+    warnings: list[str] | None = Field(
+        default=None,
+        description=(
+            "Present when values were stored but flagged: valid for the library yet "
+            "outside the family's search space, or without effect under their parent "
+            "parameter (one line each, naming the run and the field)."
+        ),
+    )
 
 
 class RunPublic(BaseModel):

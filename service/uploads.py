@@ -299,7 +299,8 @@ class TargetInfo:
     n_classes: int | None
 
 
-def _task_mismatch(y: pd.Series, task: str) -> str | None:
+def task_mismatch(y: pd.Series, task: str) -> str | None:
+    """Why a target (without missing values) does not fit ``task``, or ``None``."""
     n_unique = int(y.nunique())
     numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
     if task == "regression":
@@ -318,6 +319,11 @@ def _task_mismatch(y: pd.Series, task: str) -> str | None:
                 "labels: use task 'regression'"
             )
     return None
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python values: messages say 1, not np.int64(1)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def check_target(
@@ -366,10 +372,11 @@ def check_target(
         raise _error(
             unprocessable,
             ["body", "target"],
-            f"the target {target!r} is constant ({y.iloc[0]!r} in every row): nothing to learn",
+            f"the target {target!r} is constant ({_plain(y.iloc[0])!r} in every row): nothing "
+            "to learn",
         )
     if task is not None:
-        problem = _task_mismatch(y, task)
+        problem = task_mismatch(y, task)
         if problem is not None:
             raise _error(unprocessable, ["body", "task"], problem)
     task = task or infer_task(y)

@@ -856,12 +856,19 @@ class _Refinement:
         if cut:
             self.notes.append(f"budget: {cut} trial(s) stopped when the budget ran out")
         if best is None:
-            self.notes.append(
-                "no config was measured at full fidelity: the budget is too small for this "
-                "data (the default alone did not finish)"
-                if not any(t.status == "ok" for t in self.trials)
-                else "no config finished at full fidelity within the budget"
-            )
+            errors = [t.error for t in self.trials if t.status == "failed" and t.error]
+            if errors and not any(t.status in ("ok", "cut") for t in self.trials):
+                # Every trial failed: the cause is in the data or the configs, and
+                # blaming the budget would send the user the wrong way.
+                common = max(set(errors), key=errors.count)
+                self.notes.append(f"no config could be measured: every trial failed ({common})")
+            else:
+                self.notes.append(
+                    "no config was measured at full fidelity: the budget is too small for "
+                    "this data (the default alone did not finish)"
+                    if not any(t.status == "ok" for t in self.trials)
+                    else "no config finished at full fidelity within the budget"
+                )
         default_score = self.scores.get((0, _FULL))
         return RefineResult(
             family=self.family,

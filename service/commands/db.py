@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 from typing import Any
 
-from service.commands import DB_COMMANDS
+from service.commands import DB_COMMANDS, CommandError
 
 
 def add_database_url_option(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,38 @@ def database_url(args: argparse.Namespace) -> str:
     from service.settings import Settings
 
     return Settings().database_url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (``None`` for other databases and in-memory SQLite)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - a malformed URL is reported where it is used
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def require_database(url: str) -> None:
+    """Refuse a SQLite file that does not exist, instead of leaving an empty one behind.
+
+    Connecting to SQLite creates the file: a command run in the wrong directory, or
+    without ``--database-url``, would otherwise leave an empty ``hyperprior.db`` there
+    and then complain that it has no schema.
+
+    Raises:
+        CommandError: Naming the missing file and the commands that create it.
+    """
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise CommandError(
+            f"no hyperprior database at {path} ({url}): create it with `hyperprior db seed` "
+            "(the shipped history) or `hyperprior db upgrade` (empty), or name the one to "
+            "use with --database-url or $HYPERPRIOR_DATABASE_URL"
+        )
 
 
 def register(subparsers: Any) -> None:

@@ -204,6 +204,7 @@ def _dataset(args: argparse.Namespace, client: Any) -> Any:
     except HyperpriorError as error:
         raise _Exit(_status_of(error), str(error)) from None
     if len(found) == 1:
+        args.stored_task = str(found[0]["task"])
         return int(found[0]["id"])
     if not found:
         raise CommandError(
@@ -218,6 +219,11 @@ def _dataset(args: argparse.Namespace, client: Any) -> Any:
     )
 
 
+def _task(args: argparse.Namespace) -> str | None:
+    """The task of the runs' dataset, when `_dataset` found a stored one."""
+    return getattr(args, "stored_task", None) or args.task
+
+
 def _status_of(error: Exception) -> int:
     from client import AuthError, ConflictError, ServiceUnavailable, ValidationError
 
@@ -230,23 +236,68 @@ def _status_of(error: Exception) -> int:
     return 1
 
 
+def plural(count: int, word: str) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+_MAX_LISTED = 10
+
+
 def _record(
-    args: argparse.Namespace, client: Any, runs: list[dict[str, Any]], skipped: int, source: str
+    args: argparse.Namespace,
+    client: Any,
+    runs: list[dict[str, Any]],
+    skipped: int,
+    source: str,
+    *,
+    unit: str = "run",
+    task: str | None = None,
 ) -> int:
-    """Record the runs in batches with a progress bar; print the summary."""
+    """Check the runs, record those that fit in batches with a progress bar; print the
+    summary. Runs whose config the service would refuse are left out and listed."""
     from tqdm import tqdm
 
     from client import HyperpriorError
+    from client.importers import check_runs
 
+    read = len(runs)
+    runs, rejected, flagged = check_runs(runs, task=task)
+    if rejected and not runs:
+        first = rejected[0]
+        raise CommandError(
+            f"none of the {plural(read, 'run')} from {source} fits the family's search space "
+            f"(e.g. {unit} {first.index + 1}: {first.problems[0]}); nothing recorded"
+        )
+    if not args.json:
+        for bad in rejected[:_MAX_LISTED]:
+            print(
+                f"hyperprior: warning: skipped {unit} {bad.index + 1} (id {bad.run_id}): "
+                + "; ".join(bad.problems),
+                file=sys.stderr,
+            )
+        if len(rejected) > _MAX_LISTED:
+            print(
+                f"hyperprior: warning: ... and {len(rejected) - _MAX_LISTED} more skipped",
+                file=sys.stderr,
+            )
     summary: dict[str, Any] = {
         "source": source,
-        "read": len(runs),
+        "read": read,
         "skipped": skipped,
         "inserted": 0,
         "duplicates": 0,
         "target": args.url or "local database",
         "dry_run": bool(args.dry_run),
     }
+    # Only when there are some, so the summary of a clean import keeps its shape.
+    if rejected:
+        summary["invalid"] = [
+            {"index": bad.index, "id": bad.run_id, "problems": list(bad.problems)}
+            for bad in rejected
+        ]
+    if flagged:
+        summary["flagged"] = flagged
     if not args.dry_run and runs:
         bar = tqdm(
             total=len(runs),
@@ -263,22 +314,32 @@ def _record(
                 except HyperpriorError as error:
                     raise _Exit(
                         _status_of(error),
-                        f"{error} ({summary['inserted']} runs were recorded before)",
+                        f"{error} ({plural(summary['inserted'], 'run')} recorded before)",
                     ) from None
                 summary["inserted"] += result.inserted
                 summary["duplicates"] += result.duplicates
                 bar.update(len(batch))
         finally:
             bar.close()
+    notes = []
+    if skipped:
+        notes.append(f"{skipped} skipped (not finished)")
+    if rejected:
+        notes.append(f"{len(rejected)} skipped (invalid config, listed above)")
+    if flagged:
+        notes.append(
+            f"{len(flagged)} value(s) outside the search space or without effect, stored "
+            "(see --json)"
+        )
+    tail = "".join(f"; {note}" for note in notes)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif args.dry_run:
-        print(f"read {len(runs)} runs from {source} ({skipped} skipped); nothing recorded")
+        print(f"read {plural(read, 'run')} from {source}{tail}; nothing recorded")
     else:
         print(
-            f"imported {len(runs)} runs from {source} into {summary['target']}: "
-            f"{summary['inserted']} new, {summary['duplicates']} already stored"
-            + (f"; {skipped} skipped (not finished)" if skipped else "")
+            f"imported {plural(len(runs), 'run')} from {source} into {summary['target']}: "
+            f"{summary['inserted']} new, {summary['duplicates']} already stored{tail}"
         )
     return 0
 
@@ -324,7 +385,7 @@ def run_optuna(args: argparse.Namespace) -> int:
             raise CommandError(str(error).strip("'\"")) from None
         except Exception as error:  # noqa: BLE001 - Optuna's storage errors vary by backend
             raise CommandError(f"cannot read {args.storage}: {error}") from None
-        return _record(args, client, runs, skipped, f"study {args.study!r}")
+        return _record(args, client, runs, skipped, f"study {args.study!r}", task=_task(args))
 
     return _run(args, work)
 
@@ -337,7 +398,7 @@ def run_csv(args: argparse.Namespace) -> int:
         runs = runs_from_csv(args.file)
     except RunTableError as error:
         raise CommandError(str(error)) from None
-    return _run(args, lambda client: _record(args, client, runs, 0, str(args.file)))
+    return _run(args, lambda client: _record(args, client, runs, 0, str(args.file), unit="row"))
 
 
 def run_mlflow(args: argparse.Namespace) -> int:
@@ -357,6 +418,6 @@ def run_mlflow(args: argparse.Namespace) -> int:
             )
         except FileNotFoundError as error:
             raise CommandError(str(error)) from None
-        return _record(args, client, runs, skipped, str(args.directory))
+        return _record(args, client, runs, skipped, str(args.directory), task=_task(args))
 
     return _run(args, work)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from service.commands.db import add_database_url_option, database_url
+from service.commands.db import add_database_url_option, database_url, require_database
 
 _SCOPES = ("read", "write", "admin")
 
@@ -65,6 +65,7 @@ def _store(args: argparse.Namespace) -> Iterator[Any]:
     from db.store import Store
 
     url = database_url(args)
+    require_database(url)
     migrate.verify_schema(url)
     engine = make_engine(url)
     try:

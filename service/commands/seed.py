@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.commands import CommandError
-from service.commands.db import add_database_url_option, database_url
+from service.commands.db import add_database_url_option, database_url, require_database
 
 
 def register_db(subparsers: Any) -> None:
@@ -19,8 +19,8 @@ def register_db(subparsers: Any) -> None:
         help="load the shipped seed run history (and its surrogates) into the database",
         description=(
             "Load the run history shipped with hyperprior into the database, and register "
-            "its surrogates when no surrogate of that family is active yet. Idempotent: a "
-            "second load adds nothing."
+            "its surrogates when no surrogate of that family is active yet. A new database "
+            "is created and migrated first. Idempotent: a second load adds nothing."
         ),
     )
     add_database_url_option(seed)
@@ -42,12 +42,18 @@ def register_db(subparsers: Any) -> None:
     export.set_defaults(handler=run_export)
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace, *, create: bool = False) -> Any:
     from db import migrate
     from db.engine import make_engine
     from db.store import Store
 
     url = database_url(args)
+    if not create:
+        require_database(url)
+    if create and migrate.current_revision(url) is None:
+        # A new database: `db seed` is what error messages tell users to run, so it
+        # creates the schema itself instead of sending them to `db upgrade` first.
+        migrate.upgrade(url)
     migrate.verify_schema(url)
     return Store(make_engine(url))
 
@@ -61,7 +67,7 @@ def run_seed(args: argparse.Namespace) -> int:
     directory = args.dir or SEED_DIR
     if args.dir is not None and not directory.is_dir():
         raise CommandError(f"seed directory {directory} does not exist")
-    store = _store(args)
+    store = _store(args, create=True)
     _, runs = read_seed(directory)
     if runs.empty:
         print(f"no seed history in {directory}; nothing loaded")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from service.commands import CommandError
-from service.commands.db import add_database_url_option, database_url
+from service.commands.db import add_database_url_option, database_url, require_database
 from training.metafeatures import infer_task
 
 _FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
@@ -61,6 +64,7 @@ def register(subparsers: Any) -> None:
         help="then verify the suggestions on the file by successive halving, in local "
         "processes, and record the runs to --url or the local database",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar for --refine")
     parser.add_argument(
         "--budget",
         type=float,
@@ -100,6 +104,62 @@ def _parse_fixed(items: list[str]) -> dict[str, Any]:
     return fixed
 
 
+#: Fewest labelled rows worth refining on (as the refinement upload API asks).
+MIN_REFINE_ROWS = 30
+
+
+def _rows(count: int) -> str:
+    return f"{count} row{'' if count == 1 else 's'}"
+
+
+def check_target(y: Any, name: str, task: str | None, *, refine: bool = False) -> str:
+    """Check a target column before any work; return the task (given or inferred).
+
+    The same checks as a refinement upload (`service.uploads.check_target`): a constant
+    target (one class, with or without missing values), a task that does not fit the
+    target, and with ``refine`` too few rows or a class too small to cross-validate.
+
+    Raises:
+        CommandError: One line that says what is wrong and what to do.
+    """
+    from service.uploads import task_mismatch
+
+    labelled = y.dropna()
+    values = labelled.unique()
+    if len(values) < 2:
+        missing = len(y) - len(labelled)
+        raise CommandError(
+            f"the target {name!r} has a single value ({_plain(values[0])!s} in every row"
+            + (f"; {_rows(missing)} without a value" if missing else "")
+            + "): nothing to learn; pick another --target"
+        )
+    if task is not None:
+        problem = task_mismatch(labelled, task)
+        if problem is not None:
+            raise CommandError(f"--task {task}: {problem}")
+    task = task or infer_task(labelled)
+    if refine:
+        if task != "regression":
+            counts = labelled.astype(str).value_counts()
+            if int(counts.min()) < 2:
+                raise CommandError(
+                    f"class {counts.idxmin()} has {_rows(int(counts.min()))}: --refine "
+                    "cross-validates, which needs at least 2 rows of every class "
+                    "(add rows, or drop that class)"
+                )
+        if len(labelled) < MIN_REFINE_ROWS:
+            raise CommandError(
+                f"--refine needs at least {MIN_REFINE_ROWS} rows with a target to compare "
+                f"configs by cross-validation; the file has {len(labelled)}"
+            )
+    return task
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as plain Python values, so messages read 1, not np.int64(1)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def build_request(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /v1/suggestions body for the file in ``args``."""
     from training.metafeatures import compute_metafeatures
@@ -111,8 +171,11 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     X = frame.drop(columns=[args.target])
     if X.shape[1] == 0 or y.notna().sum() < 2:
         raise CommandError(f"{args.data} needs feature columns and at least two target values")
-    task = args.task or infer_task(y)
-    meta = compute_metafeatures(X, y, task, seed=0)
+    task = check_target(y, args.target, args.task, refine=bool(getattr(args, "refine", False)))
+    try:
+        meta = compute_metafeatures(X, y, task, seed=0)
+    except ValueError as error:  # what the checks above cannot foresee
+        raise CommandError(f"cannot describe {args.data}: {error}") from None
     body: dict[str, Any] = {
         "family": args.family,
         "task": task,
@@ -165,8 +228,15 @@ def _ask_locally(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, An
     from training.suggest import SuggestionEngine, SuggestionError, SuggestionRequest
 
     url = database_url(args)
+    require_database(url)
     migrate.verify_schema(url)
     store = Store(make_engine(url))
+    if store.find_active_surrogate(str(body["family"])) is None and store.stats().runs == 0:
+        raise CommandError(
+            f"the database {url} holds no runs, so it could only suggest the library "
+            "default: load the shipped history with `hyperprior db seed`, or point "
+            "--database-url at the service's database"
+        )
     request = SuggestionCreate.model_validate(body)
     try:
         result = SuggestionEngine(store, store).suggest(
@@ -237,10 +307,40 @@ def run(args: argparse.Namespace) -> int:
     if args.refine:
         from service.jobs import refine_command
 
-        answer["refined"] = refine_command(args, body, answer)
+        with _progress_bar(args) as progress:
+            answer["refined"] = refine_command(args, body, answer, progress=progress)
     print(json.dumps(answer, indent=2) if args.json else format_table(answer))
     if args.refine and not args.json:
         from service.jobs import format_refinement
 
         print(format_refinement(answer["refined"]))
+    if args.refine and answer["refined"].get("config") is None:
+        # Nothing verified is a failure, whatever was printed above: say why, exit 2.
+        notes = answer["refined"].get("notes") or ["no config was measured"]
+        raise CommandError(f"--refine verified no config: {notes[-1]}")
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(args: argparse.Namespace) -> Iterator[Callable[[Any], None] | None]:
+    """A tqdm bar of --refine's trials on stderr (off with --no-progress or --json)."""
+    if args.no_progress or args.json:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc="refine", unit="trial", total=None, file=sys.stderr) as bar:
+
+        def update(progress: Any) -> None:
+            # The plan grows and shrinks as trials finish: track its current size.
+            bar.total = max(progress.trials_planned, progress.trials_done)
+            bar.n = progress.trials_done
+            best = progress.best_score
+            bar.set_postfix(
+                rung=f"{progress.rung + 1}/{progress.rungs}",
+                best="-" if best is None else f"{best:.4f}",
+                refresh=False,
+            )
+            bar.refresh()
+
+        yield update

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from db.errors import InvalidArgumentError
+from db.store import Store
 from service.auth import require_scope
 from service.deps import SettingsDep, StoreDep
 from service.schemas import (
@@ -20,6 +21,7 @@ from service.schemas import (
     RunsCreate,
     RunsPublic,
 )
+from training.ingest import check_new_runs
 
 router = APIRouter(tags=["runs"])
 
@@ -27,6 +29,7 @@ router = APIRouter(tags=["runs"])
 @router.post(
     "/runs",
     status_code=status.HTTP_201_CREATED,
+    response_model_exclude_none=True,
     dependencies=[Depends(require_scope("write"))],
     responses={
         200: {"model": IngestResultPublic, "description": "Nothing new: all were duplicates."},
@@ -38,16 +41,26 @@ router = APIRouter(tags=["runs"])
 def create_runs(
     body: RunsCreate, store: StoreDep, settings: SettingsDep, response: Response
 ) -> IngestResultPublic:
-    """Ingest a batch of runs, all-or-nothing and idempotent by run id."""
+    """Ingest a batch of runs, all-or-nothing, idempotent, configs checked against their space."""
     if len(body.runs) > settings.max_runs_per_batch:
         raise InvalidArgumentError(
             f"runs: {len(body.runs)} runs in one request, the limit is "
             f"{settings.max_runs_per_batch} (HYPERPRIOR_MAX_RUNS_PER_BATCH): split the batch"
         )
-    result = store.ingest_runs([run.to_new_run() for run in body.runs])
+    runs = [run.to_new_run() for run in body.runs]
+    # Refused configs never reach the store, so a rejected batch changes nothing.
+    flagged = check_new_runs(runs, task_of_dataset=lambda i: _task_of(store, i))
+    result = store.ingest_runs(runs)
     if result.inserted == 0:
         response.status_code = status.HTTP_200_OK
-    return IngestResultPublic(inserted=result.inserted, duplicates=result.duplicates)
+    return IngestResultPublic(
+        inserted=result.inserted, duplicates=result.duplicates, warnings=flagged or None
+    )
+
+
+def _task_of(store: Store, dataset_id: int) -> str | None:
+    dataset = store.find_dataset(dataset_id)
+    return None if dataset is None else dataset.task
 
 
 @router.get("/runs", dependencies=[Depends(require_scope("read"))])

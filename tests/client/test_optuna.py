@@ -166,6 +166,6 @@ def test_import_optuna_errors(
     assert (
         main([*args, "--study", "exists", *described, "--database-url", db_url, "--dry-run"]) == 0
     )
-    assert "read 1 runs" in capsys.readouterr().out
+    assert "read 1 run from" in capsys.readouterr().out
     assert main([*args, "--study", "exists", *described, "--database-url", db_url]) == 0
     assert "1 new, 0 already stored" in capsys.readouterr().out

@@ -99,7 +99,12 @@ def test_stats(client: TestClient, make_run: MakeRun) -> None:
         client,
         [
             make_run(),
-            make_run(index=1, family="random_forest", source="bootstrap"),
+            make_run(
+                index=1,
+                family="random_forest",
+                source="bootstrap",
+                config={"n_estimators": 200, "max_features": "sqrt"},
+            ),
             make_run(index=2, dataset="wine", task="binary", status="failed", score=None),
         ],
     )
