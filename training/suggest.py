@@ -31,7 +31,9 @@ policy per family and reloads it when the registry's active surrogate changes.
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import json
 import logging
 import math
@@ -511,18 +513,18 @@ class _Chain(Sequence[dict[str, Any]]):
 
     def __init__(self, parts: Sequence[Sequence[dict[str, Any]]]) -> None:
         self._parts = list(parts)
-        self._ends = np.cumsum([len(p) for p in self._parts])
+        self._ends = list(itertools.accumulate(len(p) for p in self._parts))
 
     def __len__(self) -> int:
-        return int(self._ends[-1]) if len(self._ends) else 0
+        return self._ends[-1] if self._ends else 0
 
     def _locate(self, i: int) -> tuple[int, int]:
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        k = int(np.searchsorted(self._ends, i, side="right"))
-        return k, i - (int(self._ends[k - 1]) if k else 0)
+        k = bisect.bisect_right(self._ends, i)
+        return k, i - (self._ends[k - 1] if k else 0)
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -580,8 +582,12 @@ def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigB
             if p.condition is not None:
                 parent, allowed = p.condition
                 parent_param = space.param(parent)
-                allowed_idx = [parent_param.index_of(v) for v in allowed]
-                mask = present[parent] & np.isin(cat_index[parent], allowed_idx)
+                parent_idx = cat_index[parent]
+                mask = present[parent].copy()
+                hit = np.zeros(n, dtype=bool)
+                for v in allowed:
+                    hit |= parent_idx == parent_param.index_of(v)
+                mask &= hit
         rows = np.flatnonzero(mask)
         chosen = [decoded[i] for i in rows] if len(rows) < n else decoded
         if isinstance(p, Categorical):
