@@ -12,6 +12,11 @@ Integrations import their library only when used:
 * `client.optuna_integration`: ``enqueue_suggestions``, ``RecordingCallback`` (Optuna).
 * `client.keras_callback`: ``HyperpriorCallback`` (Keras).
 * `client.importers`: runs from Optuna storages, CSV tables and MLflow ``mlruns``.
+* ``make_estimator(family, config, task)``: a ready scikit-learn estimator for a
+  config of any built-in family (`training.estimators`; TensorFlow only at a
+  ``keras_mlp`` fit)::
+
+      model = make_estimator("linear", picks.best, "binary").fit(X, y)
 
 The names are also reachable from here (``from client import RecordingCallback``)
 without importing Optuna or TensorFlow until then.
@@ -50,6 +55,7 @@ __all__ = [
     "HyperpriorCallback",
     "HyperpriorError",
     "HyperpriorWarning",
+    "KerasMLPEstimator",
     "NotFoundError",
     "RateLimitedError",
     "RecordResult",
@@ -61,17 +67,20 @@ __all__ = [
     "ValidationError",
     "enqueue_suggestions",
     "infer_task",
+    "make_estimator",
 ]
 
 _LAZY = {
     "enqueue_suggestions": "client.optuna_integration",
     "RecordingCallback": "client.optuna_integration",
     "HyperpriorCallback": "client.keras_callback",
+    "make_estimator": "training.estimators",
+    "KerasMLPEstimator": "training.estimators",
 }
 
 
 def __getattr__(name: str) -> Any:
-    # Optuna and TensorFlow are optional and slow to import: only on first use.
+    # Optuna, TensorFlow and scikit-learn are slow to import: only on first use.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'client' has no attribute {name!r}")

@@ -1,0 +1,125 @@
+"""make_estimator: every family's config builds a model that fits raw tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.model_selection import cross_val_score
+
+from client import make_estimator
+from training.estimators import KerasMLPEstimator
+from training.spaces import SPACES
+
+FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
+# Small enough to fit in a blink; keras_mlp's 20 default epochs are cut to 3.
+SMALL = {
+    "lightgbm": {"n_estimators": 20},
+    "random_forest": {"n_estimators": 16},
+    "linear": {},
+    "keras_mlp": {"epochs": 3, "units": 16},
+}
+
+
+def _table(task: str, n: int = 120) -> tuple[pd.DataFrame, pd.Series]:
+    """Numbers with NaN and inf, a text column, and a target of text labels."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "x0": rng.normal(size=n),
+            "x1": rng.normal(size=n),
+            "colour": rng.choice(["red", "green", None], size=n),
+        }
+    )
+    X.loc[3, "x0"] = np.nan
+    X.loc[4, "x1"] = np.inf
+    signal = X["x0"].fillna(0) + (X["colour"] == "red")
+    if task == "regression":
+        return X, pd.Series(3.0 * signal + rng.normal(0, 0.1, n), name="y")
+    if task == "binary":
+        return X, pd.Series(np.where(signal > 0.3, "yes", "no"), name="y")
+    return X, pd.Series(pd.cut(signal, 3, labels=["lo", "mid", "hi"]).astype(str), name="y")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_every_family_builds_and_fits_on_a_raw_table(family: str, task: str) -> None:
+    X, y = _table(task)
+
+    model = make_estimator(family, SMALL[family], task)
+    model.fit(X, y)
+    predicted = model.predict(X.head(10))
+
+    assert len(predicted) == 10
+    if task == "regression":
+        assert is_regressor(model)
+        assert np.isfinite(predicted).all()
+    else:
+        assert is_classifier(model)
+        assert set(predicted) <= set(y)
+        proba = model.predict_proba(X.head(10))
+        assert proba.shape == (10, y.nunique())
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+        assert list(model.classes_) == sorted(set(y))
+
+
+def test_a_suggested_config_is_the_family_default_plus_the_tuned_values() -> None:
+    model = make_estimator("lightgbm", {"num_leaves": 7}, "binary")
+    params = model[-1].get_params()
+
+    assert params["num_leaves"] == 7
+    assert params["n_estimators"] == SPACES["lightgbm"].default("binary")["n_estimators"]
+
+
+def test_the_linear_family_picks_the_solver_the_penalty_needs() -> None:
+    # LogisticRegression(l1_ratio=0.5) alone is refused by lbfgs; the family uses saga.
+    X, y = _table("binary")
+
+    model = make_estimator("linear", {"C": 0.5, "l1_ratio": 0.5}, "binary").fit(X, y)
+
+    assert model[-1].solver == "saga"
+    assert make_estimator("linear", {}, "binary")[-1].solver == "lbfgs"
+    assert type(make_estimator("linear", {}, "regression")[-1]).__name__ == (
+        "TransformedTargetRegressor"
+    )
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "random_forest", "linear"])
+def test_estimators_clone_and_cross_validate(family: str) -> None:
+    X, y = _table("binary")
+
+    scores = cross_val_score(clone(make_estimator(family, SMALL[family], "binary")), X, y, cv=3)
+
+    assert len(scores) == 3
+
+
+def test_keras_models_of_the_same_config_do_not_share_a_network() -> None:
+    X, y = _table("binary")
+    first = make_estimator("keras_mlp", SMALL["keras_mlp"], "binary").fit(X, y)
+    second = make_estimator("keras_mlp", SMALL["keras_mlp"], "binary").fit(X, y)
+
+    # The family reuses a compiled network across the folds of one trial; user
+    # models must each keep their own.
+    assert first[-1].network_.model_ is not second[-1].network_.model_
+    np.testing.assert_allclose(first.predict_proba(X), second.predict_proba(X), atol=1e-5)
+    assert KerasMLPEstimator(config={}, task="regression").get_params()["task"] == "regression"
+
+
+@pytest.mark.parametrize(
+    ("family", "config", "task", "message"),
+    [
+        ("lightgbm", {"eta": 0.3}, "binary", "unknown parameter"),
+        ("linear", {"C": 1.0}, "regression", "unknown parameter"),
+        ("random_forest", {"n_estimators": 0}, "binary", "n_estimators=0 must be >= 1"),
+        ("xgboost", {}, "binary", "unknown family 'xgboost'"),
+        ("lightgbm", {}, "ranking", "unknown task"),
+    ],
+)
+def test_bad_requests_raise_with_the_reason(
+    family: str, config: dict[str, Any], task: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_estimator(family, config, task)
