@@ -159,6 +159,8 @@ class Suggestions(Sequence[Suggestion]):
             suggestion is the library default.
         ranked_by: The metric they are ranked by (the one asked for when the history
             has a surrogate of it, else the task's primary metric).
+        ranking: How they were ranked, in words (a pessimistic bound, so the rank
+            order can differ from ``predicted_quality``).
     """
 
     suggestions: list[Suggestion]
@@ -169,6 +171,7 @@ class Suggestions(Sequence[Suggestion]):
     distance: float | None = None
     distance_threshold: float | None = None
     ranked_by: str | None = None
+    ranking: str | None = None
 
     @property
     def best(self) -> dict[str, Any]:
@@ -672,6 +675,7 @@ class Client:
             distance=answer.get("distance"),
             distance_threshold=answer.get("distance_threshold"),
             ranked_by=answer.get("ranked_by"),
+            ranking=answer.get("ranking"),
         )
 
     def _suggestion_engine(self) -> Any:
@@ -682,6 +686,7 @@ class Client:
         return self._engine_cache
 
     def _suggest_locally(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        from training.ranking import ranking_note
         from training.suggest import SuggestionError, SuggestionRequest
 
         if not 1 <= int(body["n"]) <= 50:
@@ -739,6 +744,7 @@ class Client:
             "distance": result.distance,
             "distance_threshold": result.distance_threshold,
             "ranked_by": result.ranked_by,
+            "ranking": ranking_note(surrogate is not None),
         }
 
     def _empty_history(self) -> bool:

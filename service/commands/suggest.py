@@ -270,6 +270,11 @@ def format_table(answer: dict[str, Any]) -> str:
         lines.append("no surrogate: library default and portfolio only")
     if answer.get("ranked_by"):
         lines.append(f"ranked by {answer['ranked_by']}")
+    if surrogate:
+        lines.append(
+            "order: a pessimistic score (the mean minus its spread), so 'quality' (the mean) "
+            "need not fall with rank"
+        )
     if answer.get("distance") is not None:
         threshold = answer.get("distance_threshold")
         lines.append(

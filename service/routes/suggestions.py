@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import require_scope
 from service.schemas import MetaFeaturesCreate, Name, PlainName
+from training.ranking import ranking_note
 from training.suggest import (
     SuggestionEngine,
     SuggestionError,
@@ -114,6 +115,11 @@ class SuggestionsPublic(BaseModel):
         description="The metric the suggestions are ranked by: `metric` when the history "
         "has a surrogate of it, else the task's primary metric (roc_auc, accuracy, r2).",
     )
+    ranking: str = Field(
+        default="",
+        description="How the suggestions were ranked, in words: by a pessimistic bound "
+        "(mean minus spread), so rank order can differ from `predicted_quality`.",
+    )
 
 
 def to_public(result: SuggestionResult) -> SuggestionsPublic:
@@ -142,6 +148,7 @@ def to_public(result: SuggestionResult) -> SuggestionsPublic:
         distance=result.distance,
         distance_threshold=result.distance_threshold,
         ranked_by=result.ranked_by,
+        ranking=ranking_note(result.surrogate is not None),
     )
 
 

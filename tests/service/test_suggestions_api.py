@@ -61,8 +61,12 @@ def test_suggestions_from_the_active_surrogate(client: TestClient, history_store
         "distance",
         "distance_threshold",
         "ranked_by",
+        "ranking",
     }
     assert answer["ranked_by"] == "roc_auc"  # no metric named: the task's primary one
+    # Rank order follows a pessimistic bound, not predicted_quality: the answer says so.
+    assert "pessimistic" in answer["ranking"]
+    assert "predicted_quality is the mean" in answer["ranking"]
     # The retrain calibrated p_beats_default and learned how far its validation reached.
     assert answer["distance"] > 0
     assert answer["distance_threshold"] > 0
