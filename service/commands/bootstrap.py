@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from service.commands import CommandError
-from service.commands.db import add_database_url_option, database_url
+from service.commands.db import add_database_url_option, database_url, require_database
 
 _FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 
@@ -211,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     specs = plan_trials([(e.name, e.task) for e in entries], config)
 
     url = database_url(args)
+    require_database(url)
     migrate.verify_schema(url)
     store = Store(make_engine(url))
     if args.dry_run:

@@ -100,7 +100,15 @@ def run_current(args: argparse.Namespace) -> int:
     """Print the schema version and whether it is the newest."""
     from db import migrate
 
-    current = migrate.current_revision(database_url(args))
+    url = database_url(args)
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        print(
+            f"none (no database at {path}: run `hyperprior db upgrade` to create an empty "
+            "one, or `hyperprior db seed` for the shipped history)"
+        )
+        return 1 if args.check else 0
+    current = migrate.current_revision(url)
     head = migrate.head_revision()
     if current == head:
         print(f"{current} (head)")

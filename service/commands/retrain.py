@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.commands import CommandError
-from service.commands.db import add_database_url_option, database_url
+from service.commands.db import add_database_url_option, database_url, require_database
 
 _FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 
@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings()
     url = database_url(args)
+    require_database(url)
     migrate.verify_schema(url)
     store = Store(make_engine(url))
     families = tuple(args.family or _FAMILIES)

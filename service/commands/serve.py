@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from service.commands.db import add_database_url_option
+from service.commands.db import add_database_url_option, require_database
 
 
 def register(subparsers: Any) -> None:
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["access_log"] = False
     settings = Settings(**overrides)
     # Fail here, with one clear line and exit status, rather than in every worker.
+    require_database(settings.database_url)
     migrate.verify_schema(settings.database_url)
     _explain_access(settings)
     # Workers are separate processes that build their settings from the environment.

@@ -79,7 +79,17 @@ def test_suggest_on_an_empty_database_says_to_seed(
     assert "hyperprior db seed" in err
 
 
-@pytest.mark.parametrize("argv", [["keys", "create", "--scope", "read"], ["keys", "list"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["keys", "create", "--scope", "read"],
+        ["keys", "list"],
+        ["retrain"],
+        ["serve", "--port", "1"],
+        ["bootstrap", "--datasets", "sklearn/iris", "--configs", "1", "--no-progress"],
+        ["db", "export-seed", "--dir", "out"],
+    ],
+)
 def test_commands_without_a_database_create_none(
     argv: list[str],
     tmp_path: Path,
@@ -95,6 +105,30 @@ def test_commands_without_a_database_create_none(
     assert "no hyperprior database at hyperprior.db" in err
     assert "hyperprior db seed" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_db_current_without_a_database_creates_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYPERPRIOR_DATABASE_URL", raising=False)
+
+    assert main(["db", "current", "--check"]) == 1
+
+    assert "no database at hyperprior.db" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_db_seed_creates_a_new_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # An empty seed directory: only the creation of the database is under test here.
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+
+    assert main(["db", "seed", "--database-url", url, "--dir", str(seed), "--no-progress"]) == 0
+
+    assert "nothing loaded" in capsys.readouterr().out
+    assert main(["db", "current", "--check", "--database-url", url]) == 0
 
 
 def _fake_refinement(config: dict[str, Any] | None) -> Any:
