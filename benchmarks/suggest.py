@@ -28,6 +28,10 @@ the README's suggestion-speed table from the result files instead of measuring.
 Targets (issue 19, 2 cores, the seed and its 3x): in-process p50 <= 3 ms, p99 <= 10 ms;
 new Sobol pool p50 <= 10 ms; HTTP, 2 workers, 4 clients: >= 400 requests/s, p99 <= 40 ms.
 
+``--baseline FILE`` adds an in-process A/B: the policy module in FILE (e.g. ``git show
+554a6eb:training/suggest.py > /tmp/suggest_before.py``) and the current one answer the
+same requests interleaved, and the answers are compared.
+
 Usage::
 
     python benchmarks/suggest.py --requests 200 --clients 1,4 --per-client 100 --workers 2
@@ -272,6 +276,70 @@ def bench_in_process(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def bench_paired(url: str, bodies: list[dict[str, Any]], baseline: Path) -> dict[str, Any]:
+    """In-process A/B against the policy module in ``baseline`` (e.g. an older suggest.py).
+
+    Both policies get the same surrogate and portfolio and answer the same requests,
+    interleaved request by request (which goes first alternates), so load from other work
+    on a shared machine hits both alike; the ratio of each pair is robust to it. Also
+    checks that both give the same answers.
+    """
+    import dataclasses
+    import importlib.util
+
+    from db.engine import make_engine
+    from db.store import Store
+    from training.suggest import SuggestionEngine, SuggestionRequest
+
+    spec = importlib.util.spec_from_file_location("hyperprior_baseline_suggest", baseline)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {baseline}")
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old  # dataclasses look their module up there
+    spec.loader.exec_module(old)
+    store = Store(make_engine(url))
+    new_policy = SuggestionEngine(store, store).policy(FAMILY)
+    old_policy = old.SuggestionPolicy(
+        FAMILY,
+        surrogate=new_policy.surrogate,
+        portfolio=old.Portfolio.from_json(FAMILY, new_policy.portfolio.to_json()),
+        info=new_policy.info,
+    )
+
+    def timed(policy: Any, request: Any) -> tuple[float, float, Any]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        answer = policy.suggest(request)
+        return time.perf_counter() - t0, time.process_time() - c0, answer
+
+    out: dict[str, Any] = {"baseline": str(baseline)}
+    identical = True
+    for mode, seeds in (("warm", [0] * len(bodies)), ("new_pool", range(5000, 5000 + len(bodies)))):
+        times: dict[str, list[float]] = {"new": [], "old": [], "new_cpu": [], "old_cpu": []}
+        for i, (body, seed) in enumerate(zip(bodies, seeds, strict=False)):
+            meta = body["dataset"]["meta_features"]
+            new_req = SuggestionRequest(FAMILY, "binary", meta, n=5, seed=seed)
+            old_req = old.SuggestionRequest(FAMILY, "binary", meta, n=5, seed=seed)
+            order = [("new", new_policy, new_req), ("old", old_policy, old_req)]
+            answers = {}
+            for name, policy, request in order if i % 2 else order[::-1]:
+                wall, cpu, answers[name] = timed(policy, request)
+                times[name].append(wall)
+                times[f"{name}_cpu"].append(cpu)
+            identical &= dataclasses.asdict(answers["new"]) == dataclasses.asdict(answers["old"])
+        ratio = np.asarray(times["new"]) / np.asarray(times["old"])
+        cpu_ratio = np.asarray(times["new_cpu"]) / np.maximum(np.asarray(times["old_cpu"]), 1e-9)
+        out[mode] = {
+            "new": _quantiles(times["new"]),
+            "old": _quantiles(times["old"]),
+            "new_cpu_ms": round(float(np.mean(times["new_cpu"])) * 1000, 2),
+            "old_cpu_ms": round(float(np.mean(times["old_cpu"])) * 1000, 2),
+            "median_ratio": round(float(np.median(ratio)), 3),
+            "median_cpu_ratio": round(float(np.median(cpu_ratio)), 3),
+        }
+    out["identical_answers"] = identical
+    return out
+
+
 def _post_many(host: str, port: int, bodies: list[bytes]) -> list[float]:
     # http.client keeps the client's own CPU cost low: it shares the 2 cores with the server.
     conn = http.client.HTTPConnection(host, port, timeout=60)
@@ -504,6 +572,12 @@ def main(argv: list[str] | None = None) -> int:
         "--label", default="", help="suffix of the result file, e.g. before-issue19"
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also time this policy module (an older training/suggest.py) against the "
+        "current one, interleaved request by request",
+    )
+    parser.add_argument(
         "--commit", default=None, help="the code's commit, when not run from a git checkout"
     )
     parser.add_argument(
@@ -524,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
         url = f"sqlite:///{tmp}/bench.db"
         setup = prepare(url, args.history, args.datasets)
         in_process = bench_in_process(url, bodies[: args.requests])
+        paired = (
+            bench_paired(url, bodies[: args.requests], args.baseline) if args.baseline else None
+        )
         http_rows = bench_http(url, http_bodies, args.workers, clients, args.per_client)
     report = {
         "benchmark": "suggest",
@@ -535,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "setup": setup,
         "in_process": in_process,
+        "paired": paired,
         "http": http_rows,
         "targets": TARGETS,
     }
@@ -555,6 +633,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['requests_per_s']:8.1f}"
         )
     print(f"in-process CPU per request: {in_process['cpu_ms_per_request']} ms")
+    if paired is not None:
+        print(f"A/B against {paired['baseline']} (same answers: {paired['identical_answers']}):")
+        for mode in ("warm", "new_pool"):
+            row = paired[mode]
+            print(
+                f"  {mode:9s} p50 {row['new']['p50_ms']:6.2f} ms vs {row['old']['p50_ms']:6.2f}; "
+                f"CPU {row['new_cpu_ms']:6.2f} vs {row['old_cpu_ms']:6.2f} ms; "
+                f"median ratio {row['median_ratio']:.2f} (CPU {row['median_cpu_ratio']:.2f})"
+            )
     written = write_results(report, args.output_dir, result_name(args.history, args.label))
     print("wrote " + ", ".join(str(p) for p in written))
     busiest = max(http_rows, key=lambda r: r["requests_per_s"])
