@@ -18,6 +18,10 @@ Integrations import their library only when used:
 
       model = make_estimator("linear", picks.best, "binary").fit(X, y)
 
+* ``LGBMClassifier``, ``LGBMRegressor``, ``RandomForestClassifier``,
+  ``RandomForestRegressor``: drop-in estimators that ask for a config at ``fit``
+  (``client=``, else the local database) and fall back to the library default.
+
 The names are also reachable from here (``from client import RecordingCallback``)
 without importing Optuna or TensorFlow until then.
 """
@@ -56,7 +60,11 @@ __all__ = [
     "HyperpriorError",
     "HyperpriorWarning",
     "KerasMLPEstimator",
+    "LGBMClassifier",
+    "LGBMRegressor",
     "NotFoundError",
+    "RandomForestClassifier",
+    "RandomForestRegressor",
     "RateLimitedError",
     "RecordResult",
     "RecordingCallback",
@@ -76,6 +84,10 @@ _LAZY = {
     "HyperpriorCallback": "client.keras_callback",
     "make_estimator": "training.estimators",
     "KerasMLPEstimator": "training.estimators",
+    "LGBMClassifier": "training.estimators",
+    "LGBMRegressor": "training.estimators",
+    "RandomForestClassifier": "training.estimators",
+    "RandomForestRegressor": "training.estimators",
 }
 
 

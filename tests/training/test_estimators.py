@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -9,8 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import cross_val_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from client import make_estimator
+from client import Client, HyperpriorWarning, LGBMClassifier, make_estimator
+from client import RandomForestRegressor as RFRegressor
 from training.estimators import KerasMLPEstimator
 from training.spaces import SPACES
 
@@ -123,3 +126,58 @@ def test_bad_requests_raise_with_the_reason(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         make_estimator(family, config, task)
+
+
+# ----------------------------------------------------------------- drop-in estimators
+
+
+class FixedClient:
+    """Answers every suggestion with one small config, at once (a stand-in service)."""
+
+    def suggest(self, X: Any, y: Any, family: str, n: int = 1, **options: Any) -> Any:
+        config = {"n_estimators": 10}
+        if family == "lightgbm":
+            config["min_child_samples"] = 1  # scikit-learn's checks fit on a handful of rows
+        return [SimpleNamespace(config=config, source="surrogate")]
+
+
+@parametrize_with_checks([LGBMClassifier(client=FixedClient()), RFRegressor(client=FixedClient())])
+def test_drop_in_estimators_pass_scikit_learns_checks(estimator: Any, check: Any) -> None:
+    check(estimator)
+
+
+def test_a_drop_in_estimator_fits_the_suggested_config_on_a_raw_table() -> None:
+    X, y = _table("multiclass")
+
+    model = LGBMClassifier(client=FixedClient(), fixed={"num_leaves": 5}).fit(X, y)
+
+    assert model.config_source_ == "surrogate"
+    assert model.estimator_[-1].get_params()["n_estimators"] == 10
+    assert set(model.predict(X)) <= set(y)
+    assert list(model.classes_) == sorted(set(y))
+
+
+def test_a_drop_in_estimator_falls_back_to_the_default_without_a_history(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYPERPRIOR_DATABASE_URL", raising=False)
+    X, y = _table("regression")
+
+    with pytest.warns(HyperpriorWarning, match="no hyperprior database"):
+        model = RFRegressor(fixed={"n_estimators": 12}).fit(X, y)
+
+    assert model.config_source_ == "fallback"
+    assert model.config_ == {**SPACES["random_forest"].default("regression"), "n_estimators": 12}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_drop_in_estimator_asks_a_local_history(store: Any) -> None:
+    X, y = _table("binary")
+
+    with pytest.warns(HyperpriorWarning, match="holds no runs"):
+        model = LGBMClassifier(client=Client.local(store=store)).fit(X, y)
+
+    # An empty history answers with the library default, marked as such.
+    assert model.config_source_ == "default"
+    assert model.config_ == SPACES["lightgbm"].default("binary")
