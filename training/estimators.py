@@ -224,7 +224,7 @@ class KerasMLPEstimator(BaseEstimator):
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy (classification) or R² (regression), as scikit-learn's mixins do."""
         mixin = RegressorMixin if self.task == "regression" else ClassifierMixin
-        return float(mixin.score(self, X, y, sample_weight=sample_weight))  # type: ignore[arg-type]
+        return float(mixin.score(self, X, y, sample_weight=sample_weight))
 
 
 # ------------------------------------------------------------------ drop-in estimators
@@ -381,7 +381,7 @@ class _SuggestedEstimator(BaseEstimator):
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy (classifiers) or R² (regressors)."""
         mixin = ClassifierMixin if self._classifier else RegressorMixin
-        return float(mixin.score(self, X, y, sample_weight=sample_weight))  # type: ignore[arg-type]
+        return float(mixin.score(self, X, y, sample_weight=sample_weight))
 
 
 class LGBMClassifier(_SuggestedEstimator):

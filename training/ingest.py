@@ -193,7 +193,11 @@ def check_config(family: str, config: Any, task: str | None) -> ConfigCheck | No
                     f" (here {_show(seen.get(parent))}): stored, ignored by the surrogate",
                 )
             )
-        elif not _in_box(p, canonical) and not _same(canonical, _default(p, task)):
+        elif (
+            isinstance(p, _Numeric)
+            and not _in_box(p, canonical)
+            and not _same(canonical, _default(p, task))
+        ):
             warnings.append(
                 (
                     field,
