@@ -542,7 +542,28 @@ def readme_table(directory: Path = RESULTS) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 5 + "---|---:|---:|---:|"]
     for report in reports:
         lines += ["| " + " | ".join(row) + " |" for row in _rows_of(report, current)]
+    notes = [_paired_note(r) for r in reports if r.get("paired")]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines)
+
+
+def _paired_note(report: dict[str, Any]) -> str:
+    paired = report["paired"]
+    baseline = Path(paired["baseline"]).name
+    parts = []
+    for mode, name in (("warm", "in-process"), ("new_pool", "new Sobol pool")):
+        row = paired[mode]
+        parts.append(
+            f"{name} p50 {row['new']['p50_ms']:.1f} vs {row['old']['p50_ms']:.1f} ms, "
+            f"CPU {row['new_cpu_ms']:.1f} vs {row['old_cpu_ms']:.1f} ms "
+            f"(median ratio {row['median_cpu_ratio']:.2f})"
+        )
+    same = "same answers" if paired["identical_answers"] else "**answers differ**"
+    return (
+        f"A/B on {report['setup']['history']}, {report['created_at'][:10]}, this code against "
+        f"`{baseline}` interleaved request by request ({same}): " + "; ".join(parts) + "."
+    )
 
 
 def update_readme(path: Path = README, directory: Path = RESULTS) -> bool:
