@@ -12,7 +12,7 @@ an unreachable database exits with status 3.
 
 from __future__ import annotations
 
-__all__ = ["COMMANDS", "DB_COMMANDS", "CommandError"]
+__all__ = ["COMMANDS", "DB_COMMANDS", "CommandError", "plural"]
 
 COMMANDS: list[str] = [
     "service.commands.serve",
@@ -30,3 +30,8 @@ DB_COMMANDS: list[str] = ["service.commands.seed"]
 
 class CommandError(Exception):
     """A user error: printed as one line without a traceback, exit status 2."""
+
+
+def plural(count: int, word: str) -> str:
+    """``1 run``, ``2 runs``: counts in messages read as English."""
+    return f"{count} {word}{'' if count == 1 else 's'}"

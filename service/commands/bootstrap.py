@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from service.commands import CommandError
+from service.commands import CommandError, plural
 from service.commands.db import add_database_url_option, database_url, require_database
 
 _FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
@@ -44,7 +44,9 @@ def register(subparsers: Any) -> None:
             "Run the library default plus a scrambled Sobol sample of each family's space "
             "on every selected catalog dataset, at full fidelity and (for the first few "
             "configs) at reduced fidelities, and record every trial as a run with source "
-            "'bootstrap'. Resumable: trials already stored are skipped, so running the same "
+            "'bootstrap'. On large datasets (--large-rows) only the first configs run at full "
+            "fidelity and every config at the reduced ones. "
+            "Resumable: trials already stored are skipped, so running the same "
             "command twice measures nothing new."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -92,6 +94,23 @@ def register(subparsers: Any) -> None:
         type=int,
         default=12,
         help="how many of each (dataset, family)'s configs also run at reduced fidelities",
+    )
+    parser.add_argument(
+        "--large-rows",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="datasets with at least N rows get the large-data plan: only the first "
+        "--large-full-configs configs at full fidelity, every config at the reduced "
+        "fidelities (0: no large-data plan)",
+    )
+    parser.add_argument(
+        "--large-full-configs",
+        type=int,
+        default=8,
+        metavar="K",
+        help="on large datasets, how many configs (the default and the first K-1 Sobol "
+        "ones) run at full fidelity",
     )
     parser.add_argument("--folds", type=int, default=3, help="cross-validation folds")
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling and CV splits")
@@ -141,17 +160,28 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _print_entries(entries: list[Any], *, as_json: bool) -> None:
+def _print_entries(entries: list[Any], config: Any, *, as_json: bool) -> None:
+    # plan: "large" datasets run only the first configs at full fidelity.
     rows = [
-        {"name": e.name, "task": e.task, "rows": e.rows, "features": e.features} for e in entries
+        {
+            "name": e.name,
+            "task": e.task,
+            "rows": e.rows,
+            "features": e.features,
+            "plan": "large" if config.is_large(e.rows) else "full",
+        }
+        for e in entries
     ]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     width = max(len(r["name"]) for r in rows)
-    print(f"{'name':<{width}}  {'task':<10}  {'rows':>7}  {'features':>8}")
+    print(f"{'name':<{width}}  {'task':<10}  {'rows':>7}  {'features':>8}  plan")
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['task']:<10}  {r['rows']:>7}  {r['features']:>8}")
+        print(
+            f"{r['name']:<{width}}  {r['task']:<10}  {r['rows']:>7}  {r['features']:>8}  "
+            f"{r['plan']}"
+        )
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -163,7 +193,13 @@ def run(args: argparse.Namespace) -> int:
     from db import migrate
     from db.engine import make_engine
     from db.store import Store
-    from training.bootstrap import BootstrapConfig, bootstrap, plan_trials, run_adaptive
+    from training.bootstrap import (
+        BootstrapConfig,
+        bootstrap,
+        plan_summary,
+        plan_trials,
+        run_adaptive,
+    )
     from training.datasets import get_entry, list_datasets
     from training.executor import make_executor
 
@@ -180,6 +216,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--adaptive must be 0 or more")
     if args.adaptive and args.remeasure:
         raise CommandError("--adaptive and --remeasure are separate jobs: run one at a time")
+    if args.large_rows < 0:
+        raise CommandError("--large-rows must be 0 (no large-data plan) or more")
+    if args.large_full_configs < 1:
+        raise CommandError("--large-full-configs must be at least 1 (the default)")
 
     if args.datasets:
         try:
@@ -194,9 +234,6 @@ def run(args: argparse.Namespace) -> int:
         entries = entries[: args.limit_datasets]
     if not entries:
         raise CommandError("no catalog dataset matches the selection")
-    if args.list:
-        _print_entries(entries, as_json=args.json)
-        return 0
 
     config = BootstrapConfig(
         families=tuple(args.families),
@@ -207,8 +244,15 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds,
         seed=args.seed,
         time_limit_seconds=args.time_limit,
+        large_rows=args.large_rows or None,
+        large_full_configs=args.large_full_configs,
     )
-    specs = plan_trials([(e.name, e.task) for e in entries], config)
+    if args.list:
+        _print_entries(entries, config, as_json=args.json)
+        return 0
+    specs = plan_trials(
+        [(e.name, e.task) for e in entries], config, rows={e.name: e.rows for e in entries}
+    )
 
     url = database_url(args)
     require_database(url)
@@ -217,15 +261,20 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         if args.remeasure:
             todo = len(store.runs_without_metrics(s.run_id for s in specs))
-            print(f"{len(entries)} datasets, {len(specs)} trials planned, {todo} to re-measure")
+            print(
+                f"{plural(len(entries), 'dataset')}, {plural(len(specs), 'trial')} planned, "
+                f"{todo} to re-measure"
+            )
             return 0
         done = store.existing_run_ids(s.run_id for s in specs)
         todo = sum(1 for s in specs if s.run_id not in done)
         more = f" (then up to {args.adaptive} adaptive per dataset and family)"
         print(
-            f"{len(entries)} datasets, {len(specs)} trials planned, {todo} still to run"
-            + (more if args.adaptive else "")
+            f"{plural(len(entries), 'dataset')}, {plural(len(specs), 'trial')} planned, "
+            f"{todo} still to run" + (more if args.adaptive else "")
         )
+        large = sum(config.is_large(e.rows) for e in entries)
+        print(f"plan: {plan_summary(config)} ({large} of the datasets are large)")
         return 0
 
     executor = make_executor(workers=args.workers, dask_scheduler=args.dask_scheduler)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.commands import CommandError
+from service.commands import CommandError, plural
 from service.commands.db import add_database_url_option, database_url
 
 EXIT_UNAVAILABLE = 3
@@ -234,11 +234,6 @@ def _status_of(error: Exception) -> int:
     if isinstance(error, ValidationError):
         return 2
     return 1
-
-
-def plural(count: int, word: str) -> str:
-    """``1 run``, ``2 runs``."""
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 _MAX_LISTED = 10

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from service.commands import CommandError
+from service.commands import CommandError, plural
 from service.commands.db import add_database_url_option, database_url, require_database
 
 _FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
@@ -84,7 +84,10 @@ def _print(result: Any, as_json: bool) -> None:
         line += f" (default {m.get('default_regret', float('nan')):.4f})"
         line += f"  ndcg@5 {m.get('ndcg_at_5', float('nan')):.4f}"
         line += f"  spearman {m.get('spearman', float('nan')):.4f}"
-        line += f"  {result.n_runs} runs / {result.n_datasets} datasets  {result.seconds:.1f}s"
+        line += (
+            f"  {plural(result.n_runs, 'run')} / {plural(result.n_datasets, 'dataset')}"
+            f"  {result.seconds:.1f}s"
+        )
     print(line, flush=True)
     print(f"{'':14s} {result.reason}", flush=True)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.commands import CommandError
+from service.commands import CommandError, plural
 from service.commands.db import add_database_url_option, database_url, require_database
 
 
@@ -75,7 +75,7 @@ def run_seed(args: argparse.Namespace) -> int:
         with tqdm(total=len(runs), desc="seed", unit="run", disable=args.no_progress) as bar:
             result = load_seed(store, directory, progress=bar.update)
         print(
-            f"seed: {result.runs} runs over {result.datasets} datasets: "
+            f"seed: {plural(result.runs, 'run')} over {plural(result.datasets, 'dataset')}: "
             f"{result.inserted} inserted, {result.duplicates} already present"
         )
     surrogates = directory / "surrogates"

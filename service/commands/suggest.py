@@ -232,11 +232,15 @@ def _ask_locally(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, An
     migrate.verify_schema(url)
     store = Store(make_engine(url))
     if store.find_active_surrogate(str(body["family"])) is None and store.stats().runs == 0:
-        raise CommandError(
-            f"the database {url} holds no runs, so it could only suggest the library "
+        problem = (
+            f"the database {url} holds no runs, so it can only suggest the library "
             "default: load the shipped history with `hyperprior db seed`, or point "
             "--database-url at the service's database"
         )
+        if not args.refine:
+            raise CommandError(problem)
+        # Refining the default alone still measures something and starts a history.
+        print(f"hyperprior: warning: {problem}", file=sys.stderr)
     request = SuggestionCreate.model_validate(body)
     try:
         result = SuggestionEngine(store, store).suggest(

@@ -68,7 +68,10 @@ def test_bad_targets_exit_2_with_the_cause(
 
 
 def test_suggest_on_an_empty_database_says_to_seed(
-    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = _write(tmp_path / "data.csv", [0, 1] * 20)
 
@@ -77,6 +80,13 @@ def test_suggest_on_an_empty_database_says_to_seed(
 
     assert "holds no runs" in (err := _one_error_line(capsys))
     assert "hyperprior db seed" in err
+    # With --refine it goes on (the default is worth measuring) but says the same.
+    import service.jobs as jobs
+
+    monkeypatch.setattr(jobs, "refine_command", _fake_refinement({"C": 1.0})[0])
+    refine = ["--refine", "--no-progress", "--database-url", db_url]
+    assert main([*argv, *refine]) == 0
+    assert "hyperprior: warning: the database" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -218,7 +228,7 @@ def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
         "import sys\n"
         "import service.commands.bootstrap as b\n"
         "once = b._print_entries\n"
-        "b._print_entries = lambda e, as_json: [once(e, as_json=as_json) for _ in range(30)]\n"
+        "b._print_entries = lambda *a, **k: [once(*a, **k) for _ in range(30)]\n"
         "from service.cli import main\n"
         "sys.exit(main(['bootstrap', '--list']))\n"
     )
