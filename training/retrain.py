@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,7 +44,13 @@ import pandas as pd
 from db.entities import split_surrogate_key, surrogate_key
 from training.confidence import fit_from_cv, group_folds
 from training.families import PRIMARY_METRICS, TASK_METRICS
-from training.features import FEATURES_VERSION, TrainingSet, build_training_set, runs_for_target
+from training.features import (
+    FEATURES_VERSION,
+    MINIMISED_METRICS,
+    TrainingSet,
+    build_training_set,
+    runs_for_target,
+)
 from training.suggest import Portfolio, with_portfolio
 from training.surrogate import (
     CVReport,
@@ -295,6 +301,9 @@ def _retrain_locked(
     target: str = "",
     keep_retired: int | None = None,
 ) -> RetrainResult:
+    if target in MINIMISED_METRICS and params.spread_scale > 0:
+        # Log-loss or RMSE have no 0-1 scale to measure a flat dataset's spread in.
+        params = replace(params, spread_scale=0.0)
     say("reading runs")
     runs = runs_for_target(store.runs_frame(family=family, status=None), target)
     ts = build_training_set(runs, family, normalisation=params.normalisation)

@@ -185,6 +185,9 @@ def test_a_request_naming_another_metric_is_ranked_by_it(store: Store) -> None:
         ("log_loss", "activated"),
     ]
     assert store.find_active_surrogate(FAMILY, "log_loss").meta["target"] == "log_loss"
+    # Log-loss has no 0-1 scale to measure a flat dataset in: its groups weigh the same.
+    assert store.find_active_surrogate(FAMILY, "log_loss").meta["params"]["spread_scale"] == 0
+    assert store.find_active_surrogate(FAMILY).meta["params"]["spread_scale"] > 0
     engine = SuggestionEngine(store, store)
     rng = np.random.default_rng(3)
     by_metric, by_primary = [], []

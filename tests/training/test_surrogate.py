@@ -24,6 +24,7 @@ from training.surrogate import (
     ranking_metrics,
     save,
     sha256_text,
+    spread_weights,
 )
 from training.synthetic_history import SyntheticHistory
 
@@ -225,6 +226,34 @@ def test_from_text_checks_the_registry_digest_too(training_set: TrainingSet) -> 
 def test_params_round_trip_and_ignore_unknown_keys() -> None:
     params = SurrogateParams(n_members=2, kappa=0.5)
     assert SurrogateParams.from_dict({**params.to_dict(), "from_the_future": 1}) == params
+
+
+def test_a_recipe_stored_before_spread_weights_had_none() -> None:
+    old = {k: v for k, v in SurrogateParams().to_dict().items() if k != "spread_scale"}
+    assert SurrogateParams.from_dict(old).spread_scale == 0.0
+    assert SurrogateParams.from_dict(SurrogateParams().to_dict()).spread_scale > 0
+
+
+def test_flat_groups_weigh_less_and_failed_groups_weigh_one(training_set: TrainingSet) -> None:
+    ts = training_set
+    groups = np.unique(ts.group)
+    oriented = ts.oriented.copy()
+    flat, failed = groups[0], groups[1]
+    # A group whose configs all score within 0.005: noise, not ranking information.
+    rows = np.flatnonzero(ts.group == flat)
+    oriented[rows] = 0.8 + np.linspace(0.0, 0.005, len(rows))
+    oriented[ts.group == failed] = np.nan
+    spread_out = ts.group == groups[2]
+    oriented[spread_out] = np.linspace(0.5, 0.9, int(spread_out.sum()))
+    ts = TrainingSet(**{**ts.__dict__, "oriented": oriented})
+
+    params = SurrogateParams(spread_scale=0.05, spread_floor=0.2)
+    w = spread_weights(ts, params)
+    assert w.shape == (len(ts),)
+    assert np.allclose(w[ts.group == flat], 0.2)  # spread 0.004 / 0.05 clipped to the floor
+    assert np.all(w[ts.group == failed] == 1.0)
+    assert np.all(w[spread_out] == 1.0)
+    assert np.all(spread_weights(ts, SurrogateParams(spread_scale=0.0)) == 1.0)
 
 
 def test_cv_needs_two_datasets() -> None:
