@@ -712,15 +712,7 @@ class Space:
                 present &= np.isin(parent_idx, allowed)
             rows = np.flatnonzero(present)
             values = [raw[i] for i in rows] if len(rows) < n else raw
-            if isinstance(p, Categorical):
-                idx = np.full(n, -1, dtype=np.int64)
-                if len(rows):
-                    idx[rows] = p.indices(values)
-                    k = len(p.choices)
-                    out[rows, j] = idx[rows] / (k - 1) if k > 1 else 0.0
-                cat_index[p.name] = idx
-            elif len(rows):
-                out[rows, j] = p.to_unit(values)
+            encode_column(p, values, rows, out, j, cat_index)
         return out
 
     # -- description -----------------------------------------------------------------
@@ -741,6 +733,30 @@ class Space:
                 "inactive": INACTIVE,
             },
         }
+
+
+def encode_column(
+    p: Param,
+    values: Sequence[Any],
+    rows: np.ndarray,
+    out: np.ndarray,
+    j: int,
+    cat_index: dict[str, np.ndarray],
+) -> None:
+    """Write column ``j`` of ``out`` (unit cube) for the ``rows`` where ``p`` is present.
+
+    ``values`` are ``p``'s raw values on those rows; a categorical's choice indices (-1
+    where absent) go to ``cat_index`` for the conditions of its children.
+    """
+    if isinstance(p, Categorical):
+        idx = np.full(out.shape[0], -1, dtype=np.int64)
+        if len(rows):
+            idx[rows] = p.indices(values)
+            k = len(p.choices)
+            out[rows, j] = idx[rows] / (k - 1) if k > 1 else 0.0
+        cat_index[p.name] = idx
+    elif len(rows):
+        out[rows, j] = p.to_unit(values)
 
 
 def _safe_key(value: Any) -> tuple[str, Any] | None:

@@ -565,7 +565,7 @@ def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigB
     ``_raw_column`` calls that decoding and encoding make (tested equal, bit for bit).
     """
     from training.features import _raw_column, interactions_for
-    from training.spaces import INACTIVE, Categorical
+    from training.spaces import INACTIVE, encode_column
 
     n = len(u)
     unit = np.full((n, len(space.params)), INACTIVE, dtype=np.float64)
@@ -590,15 +590,7 @@ def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigB
                 mask &= hit
         rows = np.flatnonzero(mask)
         chosen = [decoded[i] for i in rows] if len(rows) < n else decoded
-        if isinstance(p, Categorical):
-            idx = np.full(n, -1, dtype=np.int64)
-            if len(rows):
-                idx[rows] = p.indices(chosen)
-                k = len(p.choices)
-                unit[rows, j] = idx[rows] / (k - 1) if k > 1 else 0.0
-            cat_index[p.name] = idx
-        elif len(rows):
-            unit[rows, j] = p.to_unit(chosen)
+        encode_column(p, chosen, rows, unit, j, cat_index)
         values[p.name] = decoded
         present[p.name] = mask
     needed = sorted({q for ix in interactions_for(family) for q in ix.params})

@@ -41,6 +41,18 @@ ARTIFACTS = Path(os.environ.get("HYPERPRIOR_TEST_ARTIFACTS", "build/test-artifac
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
+
+def _quiet_settings(url: str) -> Settings:
+    """A server on ``url`` with no background work (retrains, jobs, polling) to race."""
+    return Settings(
+        database_url=url,
+        retrain_in_process=False,
+        jobs_in_process=False,
+        surrogate_poll_s=3600,
+        gc_tuning=False,
+        access_log=False,
+    )
+
 def chromium_path() -> str:
     """The browser binary, or a clear failure (skip only when asked to)."""
     given = os.environ.get("HYPERPRIOR_TEST_CHROMIUM")
@@ -132,14 +144,7 @@ def seeded_server(tmp_path: Path) -> Iterator[Served]:
     # What the page must show follows the shipped seed, so read it back, not hard-code it.
     stats = Store(engine).stats()
     n_surrogates = len(Store(engine).list_surrogates())
-    settings = Settings(
-        database_url=url,
-        retrain_in_process=False,
-        jobs_in_process=False,
-        surrogate_poll_s=3600,
-        gc_tuning=False,
-        access_log=False,
-    )
+    settings = _quiet_settings(url)
     app = create_app(settings, store=Store(engine))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
@@ -381,14 +386,7 @@ def docs_server(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'docs.db'}"
     engine = make_engine(url)
     migrate.upgrade(engine)
-    settings = Settings(
-        database_url=url,
-        retrain_in_process=False,
-        jobs_in_process=False,
-        surrogate_poll_s=3600,
-        gc_tuning=False,
-        access_log=False,
-    )
+    settings = _quiet_settings(url)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings, store=Store(engine)),
