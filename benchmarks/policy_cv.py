@@ -81,6 +81,12 @@ policy regret, lightgbm then random_forest (keras_mlp where run), leave-one-grou
   cardinality measure): 0.077 / 0.079, 0.076 / 0.067; min_data_in_leaf 50: 0.079 /
   0.077, 0.078 / 0.079; 8 members: 0.074 / 0.070, 0.074 / 0.077; dataset_fraction 0.5:
   0.080 / 0.077, 0.081 / 0.082 (all dropped).
+
+The same comparison on the 2026-12-06 late seed (lightgbm and random_forest at 24+
+configs on every dataset), ``--folds 0 --seeds 0,1,2`` with and without
+``--spread-scale 0``: lightgbm 0.075 / 0.072 -> 0.075 / 0.0675, random_forest 0.068 /
+0.066 -> 0.071 / 0.070, keras_mlp 0.042 / 0.048 -> 0.039 / 0.043. For random_forest the
+weights lost in 2 of the 3 comparisons: a per-family recipe is the next thing to try.
 """
 
 from __future__ import annotations
