@@ -47,6 +47,8 @@ def endless(trial: EndlessTrial) -> str:
     (markers / f"{trial.name}.started").write_text(str(os.getpid()))
     try:
         while True:
+            # The workload itself, not a budget: short waits so that the guard's
+            # exception, delivered between Python steps, lands within one of them.
             time.sleep(0.02)
     except BaseException as exc:
         (markers / f"{trial.name}.stopped").write_text(f"{type(exc).__name__}: {exc}")
@@ -135,17 +137,14 @@ def dask_cluster(log_dir: Path, timeout: float = 120.0) -> Iterator[Cluster]:
                 )
             )
         cluster = Cluster(address, tuple(processes), log_dir)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with Client(address, timeout=5) as client:
-                    if len(client.scheduler_info()["workers"]) >= workers:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the Dask cluster did not come up:\n{cluster.logs()}")
-            time.sleep(0.3)
+        # Dask's own waits: the connect retries until the scheduler listens, then the
+        # scheduler tells when the workers have registered (timeouts only guard a hang).
+        try:
+            with Client(address, timeout=timeout) as client:
+                client.wait_for_workers(workers, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            message = f"the Dask cluster did not come up: {exc}\n{cluster.logs()}"
+            raise RuntimeError(message) from exc
         yield cluster
     finally:
         for process in processes:
@@ -161,12 +160,3 @@ def dask_cluster(log_dir: Path, timeout: float = 120.0) -> Iterator[Cluster]:
 def idle(client: Any) -> bool:
     """Whether no worker of the cluster is running or holding a task to run."""
     return not any(client.processing().values())
-
-
-def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll ``condition()`` until it is true; fail after ``timeout`` (a guard, not a bound)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting after {timeout:g} s for: {what}")
-        time.sleep(interval)

@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 import uvicorn
 from dashboard_seed import REFINEMENTS, USER_FAMILY, SteppingClock, seed_history
+from waiting import wait_until
 from websockets.sync.client import ClientConnection, connect
 
 from db.engine import make_engine
@@ -41,6 +43,24 @@ ARTIFACTS = Path(os.environ.get("HYPERPRIOR_TEST_ARTIFACTS", "build/test-artifac
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
+@contextmanager
+def _serve(app: Any) -> Iterator[str]:
+    """``app`` on a real uvicorn on a free port of 127.0.0.1; its URL while it runs."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    # A guard against a server that never starts, not a bound on how fast it does.
+    wait_until(lambda: server.started or not thread.is_alive(), 120, "uvicorn to start")
+    if not server.started:
+        pytest.fail("uvicorn did not start")
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
 
 def _quiet_settings(url: str) -> Settings:
     """A server on ``url`` with no background work (retrains, jobs, polling) to race."""
@@ -52,6 +72,7 @@ def _quiet_settings(url: str) -> Settings:
         gc_tuning=False,
         access_log=False,
     )
+
 
 def chromium_path() -> str:
     """The browser binary, or a clear failure (skip only when asked to)."""
@@ -146,29 +167,15 @@ def seeded_server(tmp_path: Path) -> Iterator[Served]:
     n_surrogates = len(Store(engine).list_surrogates())
     settings = _quiet_settings(url)
     app = create_app(settings, store=Store(engine))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    with _serve(app) as url:
         yield Served(
-            url=f"http://127.0.0.1:{port}",
+            url=url,
             runs=stats.runs,
             families=len(stats.by_family),
             sources=len(stats.by_source),
             surrogates=n_surrogates,
         )
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        engine.dispose()
+    engine.dispose()
 
 
 @pytest.fixture
@@ -281,7 +288,6 @@ def check_axes_and_colours(browser: DevTools, grouping: str) -> dict[str, Any]:
     return charts
 
 
-
 def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served) -> None:
     browser.call("Page.navigate", url=seeded_server.url + "/")
     deadline = time.monotonic() + 60
@@ -386,49 +392,46 @@ def docs_server(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'docs.db'}"
     engine = make_engine(url)
     migrate.upgrade(engine)
-    settings = _quiet_settings(url)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, store=Store(engine)),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        engine.dispose()
+    with _serve(create_app(_quiet_settings(url), store=Store(engine))) as served:
+        yield served
+    engine.dispose()
 
 
+# Resolves once the page has drawn at least one operation of KEY (checked at every
+# frame, so the page's own rendering paces it; the DevTools call's timeout is the guard).
 _DOCS_STATE = """
-(() => ({
-  swagger_operations: document.querySelectorAll("#swagger-ui .opblock").length,
-  redoc_operations: document.querySelectorAll("redoc [data-section-id^='operation/']").length,
-  title: document.title,
-}))()
+new Promise((resolve) => {
+  const check = () => {
+    const state = {
+      swagger_operations: document.querySelectorAll("#swagger-ui .opblock").length,
+      redoc_operations: document.querySelectorAll(
+        "redoc [data-section-id^='operation/']").length,
+      title: document.title,
+    };
+    if (state[KEY] > 0) resolve(state); else requestAnimationFrame(check);
+  };
+  check();
+})
+"""
+
+# Resolves when every image of the page has loaded or failed: by then the refused
+# request for ReDoc's logo, and the console message about it, have been reported.
+_IMAGES_SETTLED = """
+Promise.all([...document.images].map((img) => img.complete ? null
+  : new Promise((resolve) => { img.onload = img.onerror = resolve; })))
 """
 
 
-def _wait_for_docs(browser: DevTools, key: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    state: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        state = browser.evaluate(_DOCS_STATE)
-        if state[key] > 0:
-            break
-        time.sleep(0.2)
-    return state
+def _wait_for_docs(browser: DevTools, key: str) -> dict[str, Any]:
+    expression = _DOCS_STATE.replace("KEY", json.dumps(key))
+    answer = browser.call(
+        "Runtime.evaluate",
+        timeout=120,
+        expression=expression,
+        returnByValue=True,
+        awaitPromise=True,
+    )
+    return dict(answer["result"].get("value") or {})
 
 
 def test_api_docs_render_offline_from_local_assets(browser: DevTools, docs_server: str) -> None:
@@ -451,8 +454,7 @@ def test_api_docs_render_offline_from_local_assets(browser: DevTools, docs_serve
     assert state["redoc_operations"] == operations, state
     assert "ReDoc" in state["title"]
 
-    time.sleep(0.5)
-    browser.call("Runtime.evaluate", expression="1")  # collect pending events
+    browser.evaluate(_IMAGES_SETTLED)  # and collect the events sent before it
     # ReDoc always asks cdn.redoc.ly for the logo of its "API docs by Redocly" link; the
     # policy refuses it (nothing leaves the machine) and ReDoc then leaves the logo out.
     attribution = "https://cdn.redoc.ly/redoc/logo-mini.svg"

@@ -8,7 +8,6 @@ shown with trials that never end by themselves in ``tests/training/test_dask_can
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,16 +18,21 @@ from dask_cluster import (
     compose_services,
     dask_cluster,
     idle,
-    wait_until,
 )
 from fastapi.testclient import TestClient
 from test_refinements_api import FINAL, submit_long_job
 from test_refinements_api import connect as connect  # the fixture
+from waiting import wait_until
 
 from service.settings import Settings
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 GUARD = 120.0  # seconds: only for a test that would otherwise hang
+
+
+def tasks_on_scheduler(client: Any) -> int:
+    """How many tasks the scheduler still holds (the watcher itself submits none)."""
+    return int(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +107,7 @@ def test_a_cancelled_refinement_leaves_nothing_running_on_dask(
         job = client.get(url).json()
         assert job["status"] == "cancelled"
         assert job["result"] is None
-        # Nothing of it comes back later either.
-        time.sleep(1.0)
+        # Nothing of it can come back later: the scheduler has forgotten every task (a
+        # task it still knew of could be retried), whatever the machine's speed.
+        wait_until(lambda: not tasks_on_scheduler(watcher), GUARD, "the job's tasks forgotten")
         assert idle(watcher)

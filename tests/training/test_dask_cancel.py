@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dask_cluster import TESTS, Cluster, EndlessTrial, dask_cluster, endless, idle, wait_until
+from dask_cluster import TESTS, Cluster, EndlessTrial, dask_cluster, endless, idle
+from waiting import wait_until
 
 from training.executor import DaskExecutor, WorkerFailure
 
