@@ -20,6 +20,7 @@ COPY db ./db
 COPY training ./training
 COPY service ./service
 COPY client ./client
+COPY hyperprior ./hyperprior
 RUN pip install --no-deps . && pip check && cd / && rm -rf /src \
     && useradd --create-home --uid 10001 hyperprior \
     && mkdir -p /data/uploads && chown -R hyperprior:hyperprior /data

@@ -3,11 +3,11 @@
 The same trial plan (the default plus Sobol configs of lightgbm and random_forest on a
 few catalog datasets, 3-fold CV) runs twice into fresh SQLite databases:
 
-* ``local``: :class:`training.executor.LocalPoolExecutor` with ``--workers`` processes
+* ``local``: :class:`hyperprior.training.executor.LocalPoolExecutor` with ``--workers`` processes
   (what ``hyperprior bootstrap --workers N`` uses);
 * ``dask``: a ``dask scheduler`` and ``--workers`` ``dask worker`` processes (one
   thread each) started as separate processes, as docker-compose would, and
-  ``hyperprior``'s :class:`training.executor.DaskExecutor` pointed at the scheduler
+  ``hyperprior``'s :class:`hyperprior.training.executor.DaskExecutor` pointed at the scheduler
   (``hyperprior bootstrap --dask-scheduler tcp://...``).
 
 Both record the same run ids; the benchmark checks that their scores agree. Trials per
@@ -56,9 +56,9 @@ def _free_port() -> int:
 
 
 def _store(directory: Path, name: str) -> Any:
-    from db.engine import make_engine
-    from db.migrate import upgrade
-    from db.store import Store
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.migrate import upgrade
+    from hyperprior.db.store import Store
 
     engine = make_engine(f"sqlite:///{directory / name}")
     upgrade(engine)
@@ -66,7 +66,7 @@ def _store(directory: Path, name: str) -> Any:
 
 
 def _run(store: Any, specs: list[Any], executor: Any) -> dict[str, Any]:
-    from training.bootstrap import bootstrap
+    from hyperprior.training.bootstrap import bootstrap
 
     started = time.perf_counter()
     try:
@@ -123,9 +123,9 @@ def _start_dask(workers: int, log_dir: Path) -> tuple[str, list[subprocess.Popen
 
 def main(argv: list[str] | None = None) -> int:
     """Run the plan locally and on Dask; print and write the results."""
-    from training.bootstrap import BootstrapConfig, plan_trials
-    from training.datasets import get_entry
-    from training.executor import DaskExecutor, LocalPoolExecutor
+    from hyperprior.training.bootstrap import BootstrapConfig, plan_trials
+    from hyperprior.training.datasets import get_entry
+    from hyperprior.training.executor import DaskExecutor, LocalPoolExecutor
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))

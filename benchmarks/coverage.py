@@ -6,7 +6,7 @@ well ahead of a linear model meaning a curved, low-noise problem), drawn on a 2-
 the standardised meta-features the policy measures distance in (its first two principal
 components), with the foreign collection (``benchmarks/foreign.py``) overlaid, and each
 foreign dataset's distance to its nearest corpus dataset listed, as the policy computes
-it (``training.suggest.Portfolio.nearest``).
+it (``hyperprior.training.suggest.Portfolio.nearest``).
 
 Usage::
 
@@ -41,8 +41,8 @@ FEATURE_BINS = (0, 20, 100, math.inf)
 def corpus(args: argparse.Namespace) -> pd.DataFrame:
     """One row per corpus dataset: name, task, synthetic or not, meta-features."""
     if args.database_url:
-        from db.engine import make_engine
-        from db.store import Store
+        from hyperprior.db.engine import make_engine
+        from hyperprior.db.store import Store
 
         frame = Store(make_engine(args.database_url)).runs_frame(status="ok")
         mf = [c for c in frame.columns if c.startswith("mf_")]
@@ -71,7 +71,7 @@ def foreign_meta(names: list[str] | None) -> pd.DataFrame:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import foreign
 
-    from training.metafeatures import compute_metafeatures
+    from hyperprior.training.metafeatures import compute_metafeatures
 
     rows = []
     for spec in foreign.collection(names):
@@ -114,8 +114,8 @@ def regime(meta: dict[str, Any], task: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Bin the corpus, map it with the foreign collection, and write the results."""
-    from training.features import core_metafeatures
-    from training.suggest import Portfolio
+    from hyperprior.training.features import core_metafeatures
+    from hyperprior.training.suggest import Portfolio
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed-dir", default=str(ROOT / "training" / "seed"))

@@ -12,16 +12,16 @@ Every dataset is capped at 5,000 rows (a seeded, stratified subsample) and 1,000
 features, and goes through a CSV round trip, so the benchmark sees exactly the frame a
 user's ``hyperprior suggest DATA.csv --target T`` reads. Per (dataset, family), every
 config below is measured for real with the project's own trial code
-(:func:`training.families.evaluate`: 3-fold CV, seed 0; ROC AUC for binary, accuracy for
+(:func:`hyperprior.training.families.evaluate`: 3-fold CV, seed 0; ROC AUC for binary, accuracy for
 multiclass, R² for regression):
 
 ``default``
-    The library default (``training.spaces.get_space(f).default(task)``).
+    The library default (``hyperprior.training.spaces.get_space(f).default(task)``).
 ``hyperprior_top1`` / ``hyperprior_best_of_5``
     The answer of the local-mode suggest command (``hyperprior suggest DATA.csv --target
     T --family F --task TASK``, n=5, no seed): meta-features from
-    :func:`training.metafeatures.compute_metafeatures`, the same request schema and
-    :class:`training.suggest.SuggestionEngine`, with the surrogates of ``--surrogates``
+    :func:`hyperprior.training.metafeatures.compute_metafeatures`, the same request schema and
+    :class:`hyperprior.training.suggest.SuggestionEngine`, with the surrogates of ``--surrogates``
     (default: the shipped ``training/seed/surrogates``) as the active ones.
 ``flaml``
     FLAML's zero-shot ``suggest_hyperparams``, mapped onto the family's keys by
@@ -756,14 +756,14 @@ class _NoHistory:
 
 def make_engine(surrogates: Path) -> Any:
     """The suggestion engine of local mode, its active surrogates read from a directory."""
-    from training.suggest import SuggestionEngine
+    from hyperprior.training.suggest import SuggestionEngine
 
     return SuggestionEngine(_NoHistory(), DirRegistry(surrogates))
 
 
 def request_body(data: Loaded, family: str, n: int = TOP_N) -> dict[str, Any]:
     """The POST /v1/suggestions body ``hyperprior suggest`` builds for this data."""
-    from training.metafeatures import compute_metafeatures
+    from hyperprior.training.metafeatures import compute_metafeatures
 
     meta = compute_metafeatures(data.X, data.y, data.task, seed=0)
     return {
@@ -782,8 +782,8 @@ def request_body(data: Loaded, family: str, n: int = TOP_N) -> dict[str, Any]:
 
 def ask(engine: Any, body: Mapping[str, Any]) -> dict[str, Any]:
     """The answer local mode prints with ``--json`` (``_ask_locally`` in-process)."""
-    from service.routes.suggestions import SuggestionCreate, to_public
-    from training.suggest import SuggestionRequest
+    from hyperprior.service.routes.suggestions import SuggestionCreate, to_public
+    from hyperprior.training.suggest import SuggestionRequest
 
     request = SuggestionCreate.model_validate(body)
     result = engine.suggest(
@@ -835,8 +835,8 @@ def _key(family: str, dataset: str, config_text: str) -> str:
 
 def _measure_worker(job: tuple[str, str, str, float | None]) -> dict[str, Any]:
     """Process-pool side: one config, 3-fold CV, seed 0, the project's trial code."""
-    from training.executor import time_limit
-    from training.families import evaluate
+    from hyperprior.training.executor import time_limit
+    from hyperprior.training.families import evaluate
 
     dataset, family, config_text, limit = job
     data = load(dataset)
@@ -915,7 +915,7 @@ class Bench:
 
     def prepare(self, family: str, config: Mapping[str, Any], task: str) -> tuple[str, dict]:
         """The validated config and its canonical text."""
-        from training.spaces import get_space
+        from hyperprior.training.spaces import get_space
 
         cfg = get_space(family).validate(dict(config), task)
         return quality.canonical(cfg), cfg
@@ -1046,7 +1046,7 @@ def _rel(path: Path) -> str:
 
 
 def _random_pool(family: str, dataset: str, task: str, size: int) -> list[dict[str, Any]]:
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     space = get_space(family)
     seed = zlib.crc32(f"foreign-random|{dataset}|{family}".encode()) % (2**31)
@@ -1097,7 +1097,7 @@ def run(settings: Settings) -> dict[str, Any]:
     """Ask, measure, summarise and write the reports; returns the summary."""
     import warnings
 
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     warnings.filterwarnings("ignore", category=UserWarning)
     path = settings.output_dir / f"{settings.prefix}.json"
@@ -1199,7 +1199,7 @@ class _Suggested:
 
 
 class LocalAsker:
-    """What :func:`client.optuna_integration.enqueue_suggestions` needs of a client.
+    """What :func:`hyperprior.client.optuna_integration.enqueue_suggestions` needs of a client.
 
     ``suggest`` answers as the local-mode command does (:func:`ask` on
     :func:`request_body`), with the surrogates the benchmark evaluates.
@@ -1226,7 +1226,7 @@ def optuna_distributions(family: str, task: str) -> dict[str, Any]:
         IntDistribution,
     )
 
-    from training.spaces import Categorical, Float, Int, get_space
+    from hyperprior.training.spaces import Categorical, Float, Int, get_space
 
     out: dict[str, Any] = {}
     for p in get_space(family).params_for(task):
@@ -1258,7 +1258,7 @@ def run_optuna(
 
     import optuna
 
-    from client.optuna_integration import enqueue_suggestions
+    from hyperprior.client.optuna_integration import enqueue_suggestions
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = bench.doc.setdefault("optuna", {})

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from service.devserver import serve_subprocess
+from hyperprior.service.devserver import serve_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -97,8 +97,8 @@ def database(backend: str, postgres_url: str) -> Iterator[str]:
     """A fresh database URL at head; removed afterwards."""
     from sqlalchemy import make_url, text
 
-    from db import migrate
-    from db.engine import make_engine
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
 
     if backend == "sqlite":
         with tempfile.TemporaryDirectory(prefix="hp-bench-") as tmp:
@@ -126,9 +126,9 @@ def database(backend: str, postgres_url: str) -> Iterator[str]:
 
 def write_key(url: str) -> str:
     """A fresh API key with scope write on ``url`` (ingest needs one)."""
-    from db.engine import make_engine
-    from db.store import Store
-    from service.auth import issue_key
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.service.auth import issue_key
 
     engine = make_engine(url)
     try:

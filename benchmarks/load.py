@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from service.devserver import serve_subprocess
+from hyperprior.service.devserver import serve_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -79,7 +79,7 @@ def database(postgres: str | None) -> Iterator[str]:
         return
     from sqlalchemy import make_url, text
 
-    from db.engine import make_engine
+    from hyperprior.db.engine import make_engine
 
     schema = f"hp_bench_load_{uuid.uuid4().hex[:10]}"
     admin = make_engine(postgres, pool_size=1)
@@ -96,12 +96,12 @@ def database(postgres: str | None) -> Iterator[str]:
 
 def prepare(url: str, n_datasets: int) -> dict[str, Any]:
     """Migrate, load a synthetic history, activate a surrogate, issue a write key."""
-    from db import migrate
-    from db.engine import make_engine
-    from db.store import Store
-    from service.auth import issue_key
-    from training.retrain import retrain
-    from training.synthetic_history import SyntheticHistory, new_runs
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.service.auth import issue_key
+    from hyperprior.training.retrain import retrain
+    from hyperprior.training.synthetic_history import SyntheticHistory, new_runs
 
     migrate.upgrade(url)
     engine = make_engine(url)
@@ -126,7 +126,7 @@ def prepare(url: str, n_datasets: int) -> dict[str, Any]:
 
 def suggestion_bodies(n: int, seed: int) -> list[bytes]:
     """``n`` distinct suggestion requests (binary datasets, n=5, default seed)."""
-    from training.synthetic_history import SyntheticHistory
+    from hyperprior.training.synthetic_history import SyntheticHistory
 
     history = SyntheticHistory(FAMILY, seed=0)
     rng = np.random.default_rng(seed)

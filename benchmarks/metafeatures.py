@@ -70,7 +70,7 @@ def make_frame(n_rows: int, task: str, seed: int = 0) -> tuple[pd.DataFrame, pd.
 
 def bench(n_rows: int, task: str, repeats: int) -> dict[str, Any]:
     """Time ``compute_metafeatures`` on one generated frame."""
-    from training.metafeatures import compute_metafeatures
+    from hyperprior.training.metafeatures import compute_metafeatures
 
     X, y = make_frame(n_rows, task)
     compute_metafeatures(X, y, task, seed=0)  # warm-up: imports, first-call costs

@@ -1,7 +1,7 @@
 """Leave-one-group-out evaluation of the suggestion policy and its ``p_beats_default``.
 
 The surrogate is cross-validated by *source group* (a group is every dataset of one
-package plus declared near-twins, ``training.datasets.dataset_group``): no dataset of
+package plus declared near-twins, ``hyperprior.training.datasets.dataset_group``): no dataset of
 a held-out group, nor its twin in another package, is in the training folds. On each
 held-out dataset every policy picks one config among the configs *measured* there
 (48 Sobol points and the library default, at full fidelity), so its pick has a real
@@ -118,8 +118,8 @@ def load_runs(args: argparse.Namespace) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate the policies by leave-one-group-out CV and write the results."""
-    from training.confidence import LOSS_TOLERANCE, evaluate_policies
-    from training.surrogate import SurrogateParams
+    from hyperprior.training.confidence import LOSS_TOLERANCE, evaluate_policies
+    from hyperprior.training.surrogate import SurrogateParams
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)

@@ -12,16 +12,16 @@ Methods (per family):
 ``default``
     The library default.
 ``hyperprior_top1`` / ``hyperprior_best_of_5``
-    A surrogate fitted (with the production recipe, :func:`training.surrogate.fit`)
+    A surrogate fitted (with the production recipe, :func:`hyperprior.training.surrogate.fit`)
     on the history without the held-out dataset, and the production policy
-    (:class:`training.suggest.SuggestionPolicy`) with the portfolio of that history:
+    (:class:`hyperprior.training.suggest.SuggestionPolicy`) with the portfolio of that history:
     its first suggestion, and the best measured of its first five.
 ``hyperprior_refined``
     Its top suggestions verified by successive halving on the held-out data
-    (:func:`training.refine.refine`) within a budget of ``--refine-budget`` full-fit
+    (:func:`hyperprior.training.refine.refine`) within a budget of ``--refine-budget`` full-fit
     equivalents: one full fit is the measured cost of a 3-fold CV of the library
     default or of the zero-shot top-1, whichever is dearer, on that dataset.
-    Pluggable (:class:`Refiner`): when ``training.refine`` cannot be imported the
+    Pluggable (:class:`Refiner`): when ``hyperprior.training.refine`` cannot be imported the
     records say so.
 ``flaml`` / ``flaml_native``
     FLAML's zero-shot ``flaml.default.suggest_hyperparams`` (``lgbm``, ``rf``),
@@ -32,7 +32,7 @@ Methods (per family):
 ``knn_portfolio_top1`` / ``knn_portfolio_best_of_5``
     Auto-sklearn-style warm start from the same leave-one-out history: the best
     config of the nearest dataset in meta-feature space, and the best measured of the
-    best configs of the 5 nearest (:class:`training.suggest.Portfolio`).
+    best configs of the 5 nearest (:class:`hyperprior.training.suggest.Portfolio`).
 ``random_search``
     Expected best of ``k`` random configs, ``k = 1, 2, 4, ... 64``: exact order
     statistics over a pool of random configs of the dataset (the history's own Sobol
@@ -233,7 +233,7 @@ def quick_settings() -> BenchSettings:
 
 def history_protocol() -> tuple[int, int]:
     """Folds and seed of the bootstrap's trials: the benchmark measures with the same."""
-    from training.bootstrap import BootstrapConfig
+    from hyperprior.training.bootstrap import BootstrapConfig
 
     config = BootstrapConfig()
     return config.folds, config.seed
@@ -249,7 +249,7 @@ def _sha(text: str, n: int = 16) -> str:
 
 def canonical(config: Mapping[str, Any]) -> str:
     """Stable JSON of a config (the training code's own canonical form)."""
-    from training.features import canonical_config
+    from hyperprior.training.features import canonical_config
 
     return canonical_config(config)
 
@@ -332,7 +332,7 @@ def map_flaml(
         only: ``n_jobs``, ``verbose`` and ``random_state`` belong to the harness); and
         what the mapping changed or dropped, in words.
     """
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     space = get_space(family)
     harness = {"n_jobs", "verbose", "random_state", "verbosity"}
@@ -593,7 +593,7 @@ class Bench:
         self.save()
 
     def _index_history(self) -> dict[tuple[str, str, str], tuple[str, float | None, float]]:
-        from training.spaces import get_space
+        from hyperprior.training.spaces import get_space
 
         out: dict[tuple[str, str, str], tuple[str, float | None, float]] = {}
         frame = self.history.frame
@@ -614,7 +614,7 @@ class Bench:
     def data(self, dataset: str) -> Any:
         """The loaded dataset (the last few are kept)."""
         if dataset not in self._data_cache:
-            from training.datasets import load_dataset
+            from hyperprior.training.datasets import load_dataset
 
             if len(self._data_cache) >= 3:
                 self._data_cache.pop(next(iter(self._data_cache)))
@@ -629,7 +629,7 @@ class Bench:
 
     def prepare(self, family: str, config: Mapping[str, Any], task: str) -> dict[str, Any]:
         """A valid config, with ``n_estimators`` clipped in quick mode."""
-        from training.spaces import get_space
+        from hyperprior.training.spaces import get_space
 
         out = get_space(family).validate(dict(config), task)
         cap = self.settings.max_estimators
@@ -704,7 +704,7 @@ class Bench:
         Returns ``None`` (and keeps nothing) for a config the quick mode's
         ``n_estimators`` cap would have changed: its score is not that config's.
         """
-        from training.spaces import get_space
+        from hyperprior.training.spaces import get_space
 
         task = self.task(dataset)
         cfg = get_space(family).validate(dict(config), task)
@@ -750,9 +750,9 @@ class Bench:
         extras: Mapping[str, Any],
         task: str,
     ) -> tuple[str, float | None, float, str | None]:
-        from training.executor import time_limit
-        from training.families import get_family
-        from training.families.base import evaluate_family
+        from hyperprior.training.executor import time_limit
+        from hyperprior.training.families import get_family
+        from hyperprior.training.families.base import evaluate_family
 
         data = self.data(dataset)
         fam = get_family(family)
@@ -871,9 +871,9 @@ def held_out(
     """
     import numpy as np
 
-    from training.features import build_training_set
-    from training.suggest import Portfolio, SuggestionPolicy
-    from training.surrogate import SurrogateParams, fit
+    from hyperprior.training.features import build_training_set
+    from hyperprior.training.suggest import Portfolio, SuggestionPolicy
+    from hyperprior.training.surrogate import SurrogateParams, fit
 
     frame = bench.history.frame
     rest = frame[(frame["family"] == family) & (frame["dataset_name"] != dataset)]
@@ -902,7 +902,7 @@ def held_out(
 
 
 def _suggest(ho: HeldOut, n: int) -> list[Any]:
-    from training.suggest import SuggestionRequest
+    from hyperprior.training.suggest import SuggestionRequest
 
     request = SuggestionRequest(ho.family, ho.task, ho.meta, n=n, seed=0, dataset_name=ho.dataset)
     return list(ho.policy.suggest(request).suggestions)
@@ -949,7 +949,7 @@ class Refiner(Protocol):
 
 
 class TrainingRefiner:
-    """:func:`training.refine.refine` with the history's folds and seed, inline.
+    """:func:`hyperprior.training.refine.refine` with the history's folds and seed, inline.
 
     Its budget is wall-clock seconds: the full-fit budget times the measured cost of
     one full fit on the dataset (of the library default or the zero-shot top-1,
@@ -959,9 +959,9 @@ class TrainingRefiner:
     name = "training.refine"
 
     def __call__(self, ctx: RefineContext) -> RefineOutcome:
-        """Run :func:`training.refine.refine` on the held-out data."""
-        from training.refine import RefineSettings, refine
-        from training.trials import TrialData
+        """Run :func:`hyperprior.training.refine.refine` on the held-out data."""
+        from hyperprior.training.refine import RefineSettings, refine
+        from hyperprior.training.trials import TrialData
 
         data = TrialData(X=ctx.data.X, y=ctx.data.y, task=ctx.data.task, name=ctx.dataset)
         budget = max(ctx.budget_full_fits * ctx.full_fit_seconds, 0.05)
@@ -997,11 +997,11 @@ class TrainingRefiner:
 
 
 def default_refiner() -> tuple[Refiner | None, str | None]:
-    """The refiner of ``training.refine``, or why there is none."""
+    """The refiner of ``hyperprior.training.refine``, or why there is none."""
     try:
-        import training.refine  # noqa: F401
+        import hyperprior.training.refine  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
-        return None, f"training.refine is not available ({type(exc).__name__}: {exc})"
+        return None, f"hyperprior.training.refine is not available ({type(exc).__name__}: {exc})"
     return TrainingRefiner(), None
 
 
@@ -1010,7 +1010,7 @@ def default_refiner() -> tuple[Refiner | None, str | None]:
 
 
 def _base_record(family: str, dataset: str, task: str, method: str) -> dict[str, Any]:
-    from training.families import primary_metric
+    from hyperprior.training.families import primary_metric
 
     return {
         "family": family,
@@ -1048,7 +1048,7 @@ def run_zero_shot(bench: Bench, family: str, dataset: str, methods: Sequence[str
     ]
     if not todo:
         return
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     space = get_space(family)
     if "default" in todo:
@@ -1232,7 +1232,7 @@ def run_refine(
         rec.update(status="unavailable", note=why)
         bench.put(rec)
         return
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     default = bench.measure(family, dataset, get_space(family).default(task))
     ho = held_out(bench, family, dataset)
@@ -1333,7 +1333,7 @@ def run_corpus(bench: Bench, family: str, dataset: str, fraction: float) -> None
 
 def run_random(bench: Bench, family: str, dataset: str) -> None:
     """The random-search pool of one dataset: history's Sobol runs, topped up."""
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     s = bench.settings
     task = bench.task(dataset)
@@ -1403,7 +1403,7 @@ def _optuna_sampler(name: str, seed: int, family: str, task: str) -> Any:
 
 
 def _grid_space(family: str, task: str) -> dict[str, list[Any]]:
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     space = get_space(family)
     out: dict[str, list[Any]] = {}
@@ -1415,7 +1415,7 @@ def _grid_space(family: str, task: str) -> dict[str, list[Any]]:
 
 def _suggest_config(trial: Any, family: str, task: str, grid: Mapping[str, Any] | None) -> dict:
     """Define-by-run over the family's space (conditions respected); grid: its params."""
-    from training.spaces import Categorical, Float, Int, get_space
+    from hyperprior.training.spaces import Categorical, Float, Int, get_space
 
     space = get_space(family)
     if grid is not None:
@@ -2367,7 +2367,7 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
             until = old.get("until")
     seed_dir = args.seed_dir
     if seed_dir is None and not args.database_url:
-        from training.seed import SEED_DIR
+        from hyperprior.training.seed import SEED_DIR
 
         seed_dir = SEED_DIR
     history = load_history(

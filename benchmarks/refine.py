@@ -6,7 +6,7 @@ the shipped surrogates never saw them):
 1. the active surrogate suggests its top ``--n`` configs for the dataset's meta-features
    (the shipped surrogates, installed in a scratch database, unless ``--database-url``
    names a database with an active one);
-2. :func:`training.refine.refine` verifies them and the default by successive halving
+2. :func:`hyperprior.training.refine.refine` verifies them and the default by successive halving
    within ``--budget`` seconds, trials in isolated worker processes, as the service does;
 3. the default's, the zero-shot top-1's and the refined config's scores are read from
    that run (5-fold CV on the same folds; seconds = that trial's, and for the refined
@@ -49,11 +49,11 @@ DATASETS = (
 
 def open_store(database_url: str | None) -> Any:
     """A store with an active surrogate per family: the given one, or a scratch copy."""
-    from db import migrate
-    from db.engine import make_engine
-    from db.store import Store
-    from training.retrain import install_shipped
-    from training.seed import SEED_DIR
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.training.retrain import install_shipped
+    from hyperprior.training.seed import SEED_DIR
 
     if database_url:
         return Store(make_engine(database_url))
@@ -69,17 +69,17 @@ def bench_one(
     store: Any, name: str, family: str, *, budget: float, n: int, seed: int, workers: int
 ) -> dict[str, Any]:
     """Suggest, refine and re-score on one dataset."""
-    from training.datasets import load_dataset
-    from training.families import evaluate
-    from training.metafeatures import compute_metafeatures
-    from training.refine import (
+    from hyperprior.training.datasets import load_dataset
+    from hyperprior.training.families import evaluate
+    from hyperprior.training.metafeatures import compute_metafeatures
+    from hyperprior.training.refine import (
         RefineSettings,
         candidates_from_suggestions,
         make_refine_executor,
         refine,
     )
-    from training.suggest import SuggestionEngine, SuggestionRequest
-    from training.trials import TrialData
+    from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
+    from hyperprior.training.trials import TrialData
 
     data = load_dataset(name)
     executor = make_refine_executor(family, workers=workers, memory_limit_mb=4096)

@@ -6,7 +6,7 @@ Sobol configs at full fidelity, 12 of them again at fidelity 0.25; not timed), t
 times the retrain pipeline on it: features and normalised target, grouped CV by
 dataset, the fit on all runs, and the portfolio. With ``--store-max N`` the sizes up to
 N also go through a real SQLite store: ingested (not timed), then the complete
-``training.retrain.retrain`` is timed, reading the runs back included.
+``hyperprior.training.retrain.retrain`` is timed, reading the runs back included.
 
 Peak memory is the largest resident set size above the one before the timed part,
 sampled every 50 ms (LightGBM's C++ allocations included).
@@ -80,7 +80,7 @@ class PeakRSS:
 
 def synthetic_frame(n_runs: int) -> Any:
     """A LightGBM history of about ``n_runs`` runs."""
-    from training.synthetic_history import SyntheticHistory
+    from hyperprior.training.synthetic_history import SyntheticHistory
 
     n_datasets = max(3, round(n_runs / RUNS_PER_DATASET))
     return SyntheticHistory(FAMILY, seed=0).frame(n_datasets, 48, n_reduced=12)
@@ -88,9 +88,9 @@ def synthetic_frame(n_runs: int) -> Any:
 
 def one_size(n_runs: int, with_store: bool) -> dict[str, Any]:
     """Time one size in this process."""
-    from training.features import build_training_set
-    from training.suggest import Portfolio, with_portfolio
-    from training.surrogate import (
+    from hyperprior.training.features import build_training_set
+    from hyperprior.training.suggest import Portfolio, with_portfolio
+    from hyperprior.training.surrogate import (
         SurrogateParams,
         cross_validate,
         cv_subset,
@@ -135,11 +135,11 @@ def one_size(n_runs: int, with_store: bool) -> dict[str, Any]:
 
 
 def _through_store(frame: Any) -> dict[str, Any]:
-    from db import migrate
-    from db.engine import make_engine
-    from db.store import Store
-    from training.retrain import retrain
-    from training.synthetic_history import new_runs
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.training.retrain import retrain
+    from hyperprior.training.synthetic_history import new_runs
 
     with tempfile.TemporaryDirectory(prefix="hp-bench-retrain-") as tmp:
         url = f"sqlite:///{tmp}/bench.db"

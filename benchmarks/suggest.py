@@ -81,7 +81,7 @@ REPLICA_SEED = 19
 
 def seed_fingerprint(directory: Path | None = None) -> str:
     """Short sha256 of the seed's datasets and runs files (what a history was built from)."""
-    from training.seed import SEED_DIR
+    from hyperprior.training.seed import SEED_DIR
 
     directory = directory or SEED_DIR
     digest = hashlib.sha256()
@@ -114,7 +114,7 @@ def replicate_seed(source: Path, target: Path, replica: int) -> None:
     """
     import pandas as pd
 
-    from training.seed import read_seed
+    from hyperprior.training.seed import read_seed
 
     datasets, runs = read_seed(source)
     rng = np.random.default_rng([REPLICA_SEED, replica])
@@ -161,12 +161,12 @@ def _quantiles(seconds: list[float]) -> dict[str, float]:
 
 def prepare(url: str, history: str, n_datasets: int) -> dict[str, Any]:
     """Fill the database and activate a surrogate; return what was done."""
-    from db import migrate
-    from db.engine import make_engine
-    from db.store import Store
-    from training.retrain import retrain
-    from training.seed import load_seed, read_seed
-    from training.synthetic_history import SyntheticHistory, new_runs
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.training.retrain import retrain
+    from hyperprior.training.seed import load_seed, read_seed
+    from hyperprior.training.synthetic_history import SyntheticHistory, new_runs
 
     migrate.upgrade(url)
     store = Store(make_engine(url))
@@ -177,7 +177,7 @@ def prepare(url: str, history: str, n_datasets: int) -> dict[str, Any]:
         source = history
         fingerprint = seed_fingerprint()
         if history == "seed3x":
-            from training.seed import SEED_DIR
+            from hyperprior.training.seed import SEED_DIR
 
             with tempfile.TemporaryDirectory(prefix="hp-seed3x-") as tmp:
                 for replica in range(1, REPLICAS + 1):
@@ -205,7 +205,7 @@ def prepare(url: str, history: str, n_datasets: int) -> dict[str, Any]:
 
 def request_bodies(n: int, seed: int = 1) -> list[dict[str, Any]]:
     """``n`` request bodies for binary datasets with distinct meta-features."""
-    from training.synthetic_history import SyntheticHistory
+    from hyperprior.training.synthetic_history import SyntheticHistory
 
     history = SyntheticHistory(FAMILY, seed=0)
     rng = np.random.default_rng(seed)
@@ -226,9 +226,9 @@ def request_bodies(n: int, seed: int = 1) -> list[dict[str, Any]]:
 
 def bench_in_process(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """Latency of the policy itself, one request at a time."""
-    from db.engine import make_engine
-    from db.store import Store
-    from training.suggest import SuggestionEngine, SuggestionRequest
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
 
     store = Store(make_engine(url))
     engine = SuggestionEngine(store, store)
@@ -287,9 +287,9 @@ def bench_paired(url: str, bodies: list[dict[str, Any]], baseline: Path) -> dict
     import dataclasses
     import importlib.util
 
-    from db.engine import make_engine
-    from db.store import Store
-    from training.suggest import SuggestionEngine, SuggestionRequest
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
 
     spec = importlib.util.spec_from_file_location("hyperprior_baseline_suggest", baseline)
     if spec is None or spec.loader is None:
@@ -367,7 +367,7 @@ def bench_http(
     needed = 4 * workers + sum(clients) * per_client
     if len(encoded) < needed:
         raise ValueError(f"need {needed} distinct bodies, got {len(encoded)}")
-    from service.devserver import serve_subprocess
+    from hyperprior.service.devserver import serve_subprocess
 
     rows = []
     with serve_subprocess(url, workers=workers, cwd=ROOT) as base:

@@ -1,7 +1,7 @@
 """Grouped-CV comparison of surrogate recipes on a real run history.
 
 For each family, every recipe is cross-validated on the same folds (grouped by source
-group, ``training.confidence.group_folds``: no package's datasets, nor their declared
+group, ``hyperprior.training.confidence.group_folds``: no package's datasets, nor their declared
 near-twins, in both train and test) and scored within each test dataset on
 its measured full-fidelity runs: Spearman, NDCG@5, top-1 regret of the pessimistic
 pick (and of the mean's pick), best-of-5 regret, next to the library default's regret
@@ -61,7 +61,7 @@ def ablate(ts: Any, prefixes: tuple[str, ...]) -> Any:
 
 def recipes() -> dict[str, Any]:
     """The recipes compared, by name."""
-    from training.surrogate import SurrogateParams
+    from hyperprior.training.surrogate import SurrogateParams
 
     base = SurrogateParams()
     return {
@@ -83,13 +83,13 @@ def recipes() -> dict[str, Any]:
 def load_runs(args: argparse.Namespace) -> Any:
     """The runs frame from a database or a seed directory."""
     if args.database_url:
-        from db.engine import make_engine
-        from db.store import Store
+        from hyperprior.db.engine import make_engine
+        from hyperprior.db.store import Store
 
         return Store(make_engine(args.database_url)).runs_frame(status=None)
     import pandas as pd
 
-    from training.seed import read_seed
+    from hyperprior.training.seed import read_seed
 
     datasets, runs = read_seed(Path(args.seed_dir))
     meta = pd.DataFrame(
@@ -111,9 +111,9 @@ def load_runs(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Compare the recipes and write the results."""
-    from training.confidence import group_folds
-    from training.features import build_training_set
-    from training.surrogate import cross_validate, cv_subset
+    from hyperprior.training.confidence import group_folds
+    from hyperprior.training.features import build_training_set
+    from hyperprior.training.surrogate import cross_validate, cv_subset
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)

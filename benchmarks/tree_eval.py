@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import lightgbm as lgb
 
-    from training.seed import SEED_DIR
-    from training.surrogate import load, member_text
+    from hyperprior.training.seed import SEED_DIR
+    from hyperprior.training.surrogate import load, member_text
 
     surrogate = load(SEED_DIR / "surrogates", args.family)
     k = surrogate.n_members

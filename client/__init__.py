@@ -2,18 +2,18 @@
 
 ::
 
-    from client import Client
+    from hyperprior.client import Client
 
     client = Client("http://127.0.0.1:8000", api_key="hp_...")   # or Client.local()
     picks = client.suggest(X, y, "lightgbm", n=5)
 
 Integrations import their library only when used:
 
-* `client.optuna_integration`: ``enqueue_suggestions``, ``RecordingCallback`` (Optuna).
-* `client.keras_callback`: ``HyperpriorCallback`` (Keras).
-* `client.importers`: runs from Optuna storages, CSV tables and MLflow ``mlruns``.
+* `hyperprior.client.optuna_integration`: ``enqueue_suggestions``, ``RecordingCallback`` (Optuna).
+* `hyperprior.client.keras_callback`: ``HyperpriorCallback`` (Keras).
+* `hyperprior.client.importers`: runs from Optuna storages, CSV tables and MLflow ``mlruns``.
 * ``make_estimator(family, config, task)``: a ready scikit-learn estimator for a
-  config of any built-in family (`training.estimators`; TensorFlow only at a
+  config of any built-in family (`hyperprior.training.estimators`; TensorFlow only at a
   ``keras_mlp`` fit)::
 
       model = make_estimator("linear", picks.best, "binary").fit(X, y)
@@ -22,7 +22,7 @@ Integrations import their library only when used:
   ``RandomForestRegressor``: drop-in estimators that ask for a config at ``fit``
   (``client=``, else the local database) and fall back to the library default.
 
-The names are also reachable from here (``from client import RecordingCallback``)
+The names are also reachable from here (``from hyperprior import RecordingCallback``)
 without importing Optuna or TensorFlow until then.
 """
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from client.errors import (
+from hyperprior.client.errors import (
     AuthError,
     ConflictError,
     HyperpriorError,
@@ -41,7 +41,7 @@ from client.errors import (
     ServiceUnavailable,
     ValidationError,
 )
-from client.sdk import (
+from hyperprior.client.sdk import (
     Client,
     Description,
     RecordResult,
@@ -79,15 +79,15 @@ __all__ = [
 ]
 
 _LAZY = {
-    "enqueue_suggestions": "client.optuna_integration",
-    "RecordingCallback": "client.optuna_integration",
-    "HyperpriorCallback": "client.keras_callback",
-    "make_estimator": "training.estimators",
-    "KerasMLPEstimator": "training.estimators",
-    "LGBMClassifier": "training.estimators",
-    "LGBMRegressor": "training.estimators",
-    "RandomForestClassifier": "training.estimators",
-    "RandomForestRegressor": "training.estimators",
+    "enqueue_suggestions": "hyperprior.client.optuna_integration",
+    "RecordingCallback": "hyperprior.client.optuna_integration",
+    "HyperpriorCallback": "hyperprior.client.keras_callback",
+    "make_estimator": "hyperprior.training.estimators",
+    "KerasMLPEstimator": "hyperprior.training.estimators",
+    "LGBMClassifier": "hyperprior.training.estimators",
+    "LGBMRegressor": "hyperprior.training.estimators",
+    "RandomForestClassifier": "hyperprior.training.estimators",
+    "RandomForestRegressor": "hyperprior.training.estimators",
 }
 
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.sdk import Description, direction_of, family_params
+from hyperprior.client.sdk import Description, direction_of, family_params
 
 __all__ = [
     "CSV_REQUIRED",
@@ -345,7 +345,7 @@ def check_runs(
         ``(kept, rejected, flagged)``: the runs to record, the ones left out, and the
         values kept but flagged (``run N (id ...): field: message``).
     """
-    from training.ingest import check_config
+    from hyperprior.training.ingest import check_config
 
     kept: list[dict[str, Any]] = []
     rejected: list[RejectedRun] = []
@@ -387,7 +387,7 @@ def runs_from_optuna(
 ) -> tuple[list[dict[str, Any]], int]:
     """The finished trials of an Optuna study as runs (through Optuna's own API).
 
-    Ids and content are those `client.optuna_integration.RecordingCallback` gives
+    Ids and content are those `hyperprior.client.optuna_integration.RecordingCallback` gives
     (source ``user``: trials of your own study are your runs, however they reach the
     history), so a study recorded live and imported later, even in part, is stored
     once and never conflicts.
@@ -411,7 +411,7 @@ def runs_from_optuna(
     """
     import optuna
 
-    from client.optuna_integration import trial_to_run
+    from hyperprior.client.optuna_integration import trial_to_run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store: Any = storage

@@ -2,8 +2,8 @@
 
 ::
 
-    from client import Client
-    from client.keras_callback import HyperpriorCallback
+    from hyperprior.client import Client
+    from hyperprior.client.keras_callback import HyperpriorCallback
 
     client = Client("http://127.0.0.1:8000", api_key="hp_...")
     description = client.describe(X_train, y_train, name="churn")
@@ -30,8 +30,8 @@ from typing import Any
 
 import keras
 
-from client.errors import HyperpriorError, HyperpriorWarning
-from client.sdk import Client, Description, RecordResult, direction_of
+from hyperprior.client.errors import HyperpriorError, HyperpriorWarning
+from hyperprior.client.sdk import Client, Description, RecordResult, direction_of
 
 __all__ = ["HyperpriorCallback"]
 

@@ -3,8 +3,8 @@
 ::
 
     import optuna
-    from client import Client
-    from client.optuna_integration import RecordingCallback, enqueue_suggestions
+    from hyperprior.client import Client
+    from hyperprior.client.optuna_integration import RecordingCallback, enqueue_suggestions
 
     client = Client("http://127.0.0.1:8000", api_key="hp_...")
     description = client.describe(X, y, name="churn")
@@ -45,8 +45,8 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from client.errors import HyperpriorError, HyperpriorWarning
-from client.sdk import Client, Description, family_params
+from hyperprior.client.errors import HyperpriorError, HyperpriorWarning
+from hyperprior.client.sdk import Client, Description, family_params
 
 if TYPE_CHECKING:
     import numpy as np

@@ -10,13 +10,13 @@ Two modes, one API:
 
 Example::
 
-    from client import Client
+    from hyperprior.client import Client
 
     client = Client.local(database_url="sqlite:///hyperprior.db")
     picks = client.suggest(X, y, "lightgbm", n=5)
     model = lightgbm.LGBMClassifier(**picks.best)
 
-Errors answered by the API (or by the local store) become `client.errors`
+Errors answered by the API (or by the local store) become `hyperprior.client.errors`
 exceptions carrying the API's message. Recording is idempotent: every run carries a
 client-chosen id, assigned before the first attempt, so a retry after a timeout or a
 503 can never store a run twice.
@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from client.errors import (
+from hyperprior.client.errors import (
     ConflictError,
     HyperpriorError,
     HyperpriorWarning,
@@ -46,14 +46,14 @@ from client.errors import (
     ValidationError,
     error_for_status,
 )
-from training.metafeatures import infer_task
+from hyperprior.training.metafeatures import infer_task
 
 if TYPE_CHECKING:
     import httpx
     import numpy as np
     import pandas as pd
 
-    from db.store import Store
+    from hyperprior.db.store import Store
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -272,7 +272,7 @@ def direction_of(metric: str) -> str:
 def family_params(family: str) -> list[str] | None:
     """The hyperparameter names of a built-in family; None for a family hyperprior does
     not know (then every param of a foreign run is kept)."""
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     try:
         return list(get_space(family).dim_names)
@@ -430,10 +430,10 @@ class Client:
 
     @staticmethod
     def _open_store(database_url: str | None) -> Store:
-        from db import migrate
-        from db.engine import make_engine
-        from db.errors import StoreError
-        from db.store import Store
+        from hyperprior.db import migrate
+        from hyperprior.db.engine import make_engine
+        from hyperprior.db.errors import StoreError
+        from hyperprior.db.store import Store
 
         url = database_url or os.environ.get("HYPERPRIOR_DATABASE_URL")
         if url is None:
@@ -576,7 +576,7 @@ class Client:
         """
         import pandas as pd
 
-        from training.metafeatures import compute_metafeatures
+        from hyperprior.training.metafeatures import compute_metafeatures
 
         frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
         # A Series keeps its name (the default dataset name); arrays and lists become one.
@@ -680,14 +680,14 @@ class Client:
 
     def _suggestion_engine(self) -> Any:
         if self._engine_cache is None:
-            from training.suggest import SuggestionEngine
+            from hyperprior.training.suggest import SuggestionEngine
 
             self._engine_cache = SuggestionEngine(self._store, self._store)  # type: ignore[arg-type]
         return self._engine_cache
 
     def _suggest_locally(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        from training.ranking import ranking_note
-        from training.suggest import SuggestionError, SuggestionRequest
+        from hyperprior.training.ranking import ranking_note
+        from hyperprior.training.suggest import SuggestionError, SuggestionRequest
 
         if not 1 <= int(body["n"]) <= 50:
             raise ValidationError(f"n must be between 1 and 50, got {body['n']}")
@@ -811,9 +811,9 @@ class Client:
     def _ingest_locally(
         self, batch: list[dict[str, Any]], offset: int, counter: list[int]
     ) -> dict[str, Any]:
-        from db.entities import DatasetSpec, NewRun
-        from db.errors import DatabaseUnavailableError, StoreError
-        from training.ingest import InvalidConfigError, check_new_runs
+        from hyperprior.db.entities import DatasetSpec, NewRun
+        from hyperprior.db.errors import DatabaseUnavailableError, StoreError
+        from hyperprior.training.ingest import InvalidConfigError, check_new_runs
 
         runs = []
         for index, data in enumerate(batch, start=offset):
@@ -902,7 +902,7 @@ class Client:
     ) -> Refinement:
         """Verify the suggestions on your data by successive halving, within a budget.
 
-        Local (default): the trials run on this machine (``training.refine``) and every
+        Local (default): the trials run on this machine (``hyperprior.training.refine``) and every
         measured trial is recorded as a ``verification`` run through `record` (to the
         service, or the local database in-process), so the next retrain learns from it.
         Remote (``local=False``, HTTP only): the data is uploaded as CSV to
@@ -949,15 +949,15 @@ class Client:
             )
         import pandas as pd
 
-        from db.entities import DatasetSpec
-        from training.refine import (
+        from hyperprior.db.entities import DatasetSpec
+        from hyperprior.training.refine import (
             Candidate,
             RefineSettings,
             candidates_from_suggestions,
             make_refine_executor,
         )
-        from training.refine import refine as run_refinement
-        from training.trials import TrialData
+        from hyperprior.training.refine import refine as run_refinement
+        from hyperprior.training.trials import TrialData
 
         suggestions = self.suggest(description, None, family, n=n, seed=seed)
         # Your own configs first: the budget drops the lowest-ranked suggestions, not them.
@@ -1170,7 +1170,7 @@ def _offset_message(message: str, offset: int) -> str:
 
 def _translate_store_error(error: Exception) -> HyperpriorError:
     """The SDK exception for a store error of the in-process mode."""
-    from db import errors as db
+    from hyperprior.db import errors as db
 
     message = str(error)
     if isinstance(error, db.NotFoundError):
@@ -1189,7 +1189,7 @@ def _translate_store_error(error: Exception) -> HyperpriorError:
 
 
 def _translate_any(error: Exception) -> Exception:
-    from db.errors import StoreError
+    from hyperprior.db.errors import StoreError
 
     if isinstance(error, StoreError):
         return _translate_store_error(error)

@@ -18,7 +18,7 @@ from sqlalchemy import URL, Engine, create_engine, event, exc, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from db.errors import (
+from hyperprior.db.errors import (
     AlreadyExistsError,
     DatabaseBusyError,
     DatabaseUnavailableError,

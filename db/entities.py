@@ -70,7 +70,7 @@ class NewRun:
     ``dataset_id`` (an existing dataset) must be given. ``metrics`` holds every
     metric measured besides ``score`` (``log_loss``, ``rmse``, ``fit_seconds`` ...);
     it is not part of the run's identity: re-sending a stored run with other
-    metrics is a duplicate, and :meth:`db.store.Store.add_run_metrics` fills in
+    metrics is a duplicate, and :meth:`hyperprior.db.store.Store.add_run_metrics` fills in
     metrics a stored run lacks.
     """
 

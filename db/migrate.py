@@ -16,8 +16,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, exc
 
-from db.engine import make_engine, translate_error
-from db.errors import SchemaOutOfDateError
+from hyperprior.db.engine import make_engine, translate_error
+from hyperprior.db.errors import SchemaOutOfDateError
 
 __all__ = [
     "alembic_config",
@@ -29,7 +29,7 @@ __all__ = [
     "verify_schema",
 ]
 
-SCRIPT_LOCATION = "db:migrations"
+SCRIPT_LOCATION = "hyperprior.db:migrations"
 UPGRADE_HINT = "run `hyperprior db upgrade`"
 
 

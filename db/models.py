@@ -1,7 +1,7 @@
 """SQLAlchemy ORM classes (``Sql*``) for the run history.
 
 The ORM classes are private to ``db/``: the store hands out frozen value objects
-(see ``db.entities``), never these rows. Every constraint is named through the
+(see ``hyperprior.db.entities``), never these rows. Every constraint is named through the
 metadata naming convention so Alembic migrations behave the same on SQLite and
 PostgreSQL.
 """

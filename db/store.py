@@ -1,9 +1,9 @@
 """The store: every read and write of the run history goes through `Store`.
 
-The store takes and returns the frozen value objects of `db.entities` (re-exported
+The store takes and returns the frozen value objects of `hyperprior.db.entities` (re-exported
 here), never ORM rows. All statements are SQLAlchemy Core on a connection obtained
 through one transaction helper (`Store._transaction`), which commits or rolls back
-and maps driver errors to `db.errors`; `Store._run` adds a bounded retry for lock,
+and maps driver errors to `hyperprior.db.errors`; `Store._run` adds a bounded retry for lock,
 deadlock and serialization failures.
 """
 
@@ -45,8 +45,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from db.engine import SQLITE_BEGIN_OPTION, translate_error
-from db.entities import (
+from hyperprior.db.engine import SQLITE_BEGIN_OPTION, translate_error
+from hyperprior.db.entities import (
     ApiKey,
     Dataset,
     DatasetsPage,
@@ -61,7 +61,7 @@ from db.entities import (
     Timeline,
     surrogate_key,
 )
-from db.errors import (
+from hyperprior.db.errors import (
     AlreadyExistsError,
     ConflictError,
     DatabaseBusyError,
@@ -70,7 +70,7 @@ from db.errors import (
     NotFoundError,
     UnknownDatasetError,
 )
-from db.models import (
+from hyperprior.db.models import (
     DIRECTIONS,
     JOB_KINDS,
     JOB_STATUSES,
@@ -86,6 +86,7 @@ from db.models import (
     SqlSurrogate,
     utcnow,
 )
+from hyperprior.vocabulary import canonical_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -164,15 +165,6 @@ _JOB_TRANSITIONS = {
 _FINAL_JOB_STATUSES = tuple(s for s, allowed in _JOB_TRANSITIONS.items() if not allowed)
 
 
-# One encoder for all calls: json.dumps with options builds a new one every time.
-_CANONICAL_ENCODER = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
-
-
-def _canonical_json(value: Any) -> str:
-    """Serialise deterministically (sorted keys, no whitespace, no NaN)."""
-    return _CANONICAL_ENCODER.encode(value)
 
 
 def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
@@ -365,11 +357,11 @@ class Store:
     * Results are frozen dataclasses holding copies: mutating one never changes the
       database or another caller's result.
     * ``get_*`` raises `NotFoundError` when the object is missing, ``find_*`` returns
-      None. Driver errors never escape: they become `db.errors` exceptions.
+      None. Driver errors never escape: they become `hyperprior.db.errors` exceptions.
     * Timestamps are aware UTC datetimes.
 
     Args:
-        engine: Engine from `db.engine.make_engine` (its schema at head).
+        engine: Engine from `hyperprior.db.engine.make_engine` (its schema at head).
         clock: Source of "now" (tests inject a fake one to age locks and jobs).
         max_attempts: Attempts per transaction on retryable conflicts.
     """
@@ -412,7 +404,7 @@ class Store:
     def _transaction(self, *, write: bool = False) -> Iterator[Connection]:
         """Run the body in one transaction: commit on success, roll back on error.
 
-        Driver errors are translated to `db.errors` (unknown ones propagate as is).
+        Driver errors are translated to `hyperprior.db.errors` (unknown ones propagate as is).
 
         Args:
             write: The transaction writes. On SQLite it then takes the write lock at
@@ -514,7 +506,7 @@ class Store:
         except InvalidArgumentError as error:
             raise InvalidArgumentError(f"dataset {name!r}: {error}") from None
         payload = {"name": name, "task": task, "meta_features": canonical}
-        fingerprint = hashlib.sha256(_canonical_json(payload).encode()).hexdigest()
+        fingerprint = hashlib.sha256(canonical_json(payload).encode()).hexdigest()
         return {
             "name": name,
             "fingerprint": fingerprint,
@@ -696,7 +688,7 @@ class Store:
             raise InvalidArgumentError("config must be a mapping")
         config = dict(run.config)
         try:
-            config_json = _canonical_json(config)
+            config_json = canonical_json(config)
         except (TypeError, ValueError) as error:
             raise InvalidArgumentError(
                 f"config must be JSON with string keys and finite numbers: {error}"
@@ -725,7 +717,7 @@ class Store:
             "family": run.family,
             "config": config,
             "config_json": config_json,
-            "metrics_json": None if metrics is None else _canonical_json(metrics),
+            "metrics_json": None if metrics is None else canonical_json(metrics),
             "metric": run.metric,
             "direction": run.direction,
             "score": score,
@@ -1366,7 +1358,7 @@ class Store:
         """Return key -> id of each active surrogate; a cheap query for pollers.
 
         The key is the family for a primary-metric surrogate and ``family@target`` for
-        another target (:func:`db.entities.surrogate_key`).
+        another target (:func:`hyperprior.db.entities.surrogate_key`).
         """
 
         def work(conn: Connection) -> dict[str, int]:

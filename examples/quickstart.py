@@ -28,7 +28,7 @@ import lightgbm
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
-from client import Client
+from hyperprior.client import Client
 
 WORK = Path(os.environ.get("HYPERPRIOR_EXAMPLE_DIR") or tempfile.mkdtemp(prefix="hyperprior-"))
 BUDGET = float(os.environ.get("HYPERPRIOR_EXAMPLE_BUDGET", "30"))

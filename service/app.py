@@ -17,14 +17,14 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from db import migrate
-from db.engine import make_engine
-from db.store import Store
-from service.auth import AuthMiddleware, Guard, check_routes
-from service.errors import install_error_handlers
-from service.jobs import JobRunner
-from service.middleware import BodySizeLimitMiddleware
-from service.routes import (
+from hyperprior.db import migrate
+from hyperprior.db.engine import make_engine
+from hyperprior.db.store import Store
+from hyperprior.service.auth import AuthMiddleware, Guard, check_routes
+from hyperprior.service.errors import install_error_handlers
+from hyperprior.service.jobs import JobRunner
+from hyperprior.service.middleware import BodySizeLimitMiddleware
+from hyperprior.service.routes import (
     dashboard,
     datasets,
     docs,
@@ -37,9 +37,9 @@ from service.routes import (
     suggestions,
     surrogates,
 )
-from service.scheduler import BackgroundServices
-from service.security import install_security
-from service.settings import Settings
+from hyperprior.service.scheduler import BackgroundServices
+from hyperprior.service.security import install_security
+from hyperprior.service.settings import Settings
 
 __all__ = ["app_factory", "create_app", "engine_from_settings"]
 
@@ -84,8 +84,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     migration (the error names ``hyperprior db upgrade``); on shutdown it closes the
     connection pool it created.
 
-    Every route must declare the scope it needs (see `service.auth`); one that does
-    not makes this function raise `service.auth.UndeclaredScopeError`.
+    Every route must declare the scope it needs (see `hyperprior.service.auth`); one that does
+    not makes this function raise `hyperprior.service.auth.UndeclaredScopeError`.
 
     Args:
         settings: Configuration; read from the environment when omitted.

@@ -16,7 +16,7 @@ or as a parameter::
 
     @router.get("/healthz", dependencies=[Depends(public)])
 
-`check_routes` (called by `service.app.create_app`) refuses to build an app with a
+`check_routes` (called by `hyperprior.service.app.create_app`) refuses to build an app with a
 route that declares nothing, so a new route is never served open by accident. The
 check itself happens in `AuthMiddleware`, before the request body is read: a stranger
 cannot make the server receive and parse a 64 MiB body, and gets 401 whatever is sent.
@@ -59,11 +59,11 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
-from db.entities import ApiKey
-from db.errors import DatabaseUnavailableError, StoreError
-from db.store import Store
-from service.errors import store_error_response
-from service.settings import Settings
+from hyperprior.db.entities import ApiKey
+from hyperprior.db.errors import DatabaseUnavailableError, StoreError
+from hyperprior.db.store import Store
+from hyperprior.service.errors import store_error_response
+from hyperprior.service.settings import Settings
 
 __all__ = [
     "ANONYMOUS",
@@ -510,7 +510,7 @@ def check_routes(app: FastAPI) -> None:
     if missing:
         raise UndeclaredScopeError(
             "routes without a declared scope (add dependencies=[Depends(require_scope("
-            '"read"|"write"|"admin"))] or [Depends(public)] from service.auth): '
+            '"read"|"write"|"admin"))] or [Depends(public)] from hyperprior.service.auth): '
             + "; ".join(missing)
         )
     _document(app, [(route, scope) for route, scope in routes if scope is not None])

@@ -1,6 +1,6 @@
 """The ``hyperprior`` command line.
 
-Subcommands live in `service.commands` (one module each, see there for how to add
+Subcommands live in `hyperprior.service.commands` (one module each, see there for how to add
 one). User errors print one line to stderr and exit with status 2; an unreachable
 database exits with status 3. Output piped into a reader that stops early (``| head``)
 ends quietly with status 0.
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from db.errors import DatabaseUnavailableError, StoreError
-from service.commands import COMMANDS, CommandError
+from hyperprior.db.errors import DatabaseUnavailableError, StoreError
+from hyperprior.service.commands import COMMANDS, CommandError
 
 __all__ = ["EXIT_DATABASE_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
 

@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from db.store import Store
-from service.settings import Settings
+from hyperprior.db.store import Store
+from hyperprior.service.settings import Settings
 
 __all__ = ["SettingsDep", "StoreDep", "get_settings", "get_store"]
 
 
 def get_store(request: Request) -> Store:
-    """The store built by `service.app.create_app`."""
+    """The store built by `hyperprior.service.app.create_app`."""
     store: Store = request.app.state.store
     return store
 

@@ -77,7 +77,7 @@ def serve_subprocess(
         sys.executable,
         "-m",
         "uvicorn",
-        "service.app:app_factory",
+        "hyperprior.service.app:app_factory",
         "--factory",
         "--host",
         "127.0.0.1",

@@ -2,7 +2,7 @@
 
 * Store errors: not found 404, conflict 409, invalid 422, database down 503 with
   ``Retry-After``.
-* Configs that do not fit their family's space (`training.ingest`): 422 naming the
+* Configs that do not fit their family's space (`hyperprior.training.ingest`): 422 naming the
   run and the field, like request validation.
 * Request validation: 422 whose messages say which run (index and id) and which
   field is wrong, e.g. ``runs[3] (id 0b5f...): score: Input should be a finite number``.
@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from db.errors import (
+from hyperprior.db.errors import (
     AlreadyExistsError,
     ConflictError,
     DatabaseUnavailableError,
@@ -29,7 +29,7 @@ from db.errors import (
     StoreError,
     UnknownDatasetError,
 )
-from training.ingest import InvalidConfigError
+from hyperprior.training.ingest import InvalidConfigError
 
 __all__ = [
     "MAX_REPORTED_ERRORS",

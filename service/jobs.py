@@ -8,9 +8,9 @@ Life of a job (rows of the ``jobs`` table, kind ``refine``):
    and at most ``max_running_jobs`` at a time. The claim takes the store lock
    ``job:<id>``, so API processes sharing a database never run a job twice. It marks
    the job ``running`` and starts a worker process for it:
-   ``python -m service.jobs <job id>``, with the settings on its stdin.
+   ``python -m hyperprior.service.jobs <job id>``, with the settings on its stdin.
 3. The worker (:func:`run_job`) loads the data, asks the suggestion engine for the
-   top-k configs, and runs :func:`training.refine.refine` with trials in their own
+   top-k configs, and runs :func:`hyperprior.training.refine.refine` with trials in their own
    processes under the time and memory limits. It writes progress after every trial
    and a heartbeat every ``job_heartbeat_s`` from a thread; it records every measured
    trial as a ``verification`` run; it stores the result (``succeeded``) or the error
@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.settings import Settings
+from hyperprior.service.settings import Settings
 
 if TYPE_CHECKING:
-    from db.entities import Job
-    from db.store import Store
-    from training.refine import Candidate, RefineProgress, RefineResult
-    from training.trials import TrialData
+    from hyperprior.db.entities import Job
+    from hyperprior.db.store import Store
+    from hyperprior.training.refine import Candidate, RefineProgress, RefineResult
+    from hyperprior.training.trials import TrialData
 
 __all__ = [
     "JobRunner",
@@ -84,7 +84,7 @@ class RefinementRequest:
         n_candidates: Suggestions to ask the surrogate for (the default comes on top).
         seed: Seeds the suggestions and every trial's folds.
         source: ``{"kind": "catalog", "dataset": NAME}`` or, for an upload, what
-            :func:`service.uploads.describe_upload` says.
+            :func:`hyperprior.service.uploads.describe_upload` says.
         dataset_name: How the recorded runs name the dataset.
         configs: Extra configs to verify alongside the suggestions.
     """
@@ -269,7 +269,7 @@ class JobRunner:
             free -= 1
 
     def _spawn(self, job: Job) -> None:
-        from db.errors import InvalidStateError
+        from hyperprior.db.errors import InvalidStateError
 
         upload = RefinementRequest.from_json(job.request).upload if job.request else None
         settings = self.settings.model_dump(mode="json")
@@ -280,7 +280,7 @@ class JobRunner:
         env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "service.jobs", str(job.id)],
+                [sys.executable, "-m", "hyperprior.service.jobs", str(job.id)],
                 stdin=subprocess.PIPE,
                 env=env,
                 # Its own session: a Ctrl-C meant for the server reaches the worker through
@@ -328,7 +328,7 @@ class JobRunner:
                 worker.process.terminate()
 
     def _finish_lost(self, job_id: str, worker: _Worker, how: str) -> None:
-        from db.errors import InvalidStateError, NotFoundError
+        from hyperprior.db.errors import InvalidStateError, NotFoundError
 
         try:
             job = self.store.get_job(job_id)
@@ -344,12 +344,12 @@ class JobRunner:
         self._remove_upload(worker.upload)
 
     def _remove_upload(self, name: str | None) -> None:
-        from service.uploads import remove_upload
+        from hyperprior.service.uploads import remove_upload
 
         remove_upload(self.settings, name)
 
     def _sweep_uploads(self) -> None:
-        from service.uploads import remove_upload, sweep_orphans
+        from hyperprior.service.uploads import remove_upload, sweep_orphans
 
         def files(status: str, limit: int) -> set[str]:
             names = set()
@@ -399,16 +399,16 @@ def load_request_data(
     request: RefinementRequest, settings: Settings
 ) -> tuple[TrialData, dict[str, Any]]:
     """The data a request names, and its meta-features (for suggestions and the history)."""
-    from training.metafeatures import compute_metafeatures
-    from training.trials import TrialData
+    from hyperprior.training.metafeatures import compute_metafeatures
+    from hyperprior.training.trials import TrialData
 
     if request.source.get("kind") == "catalog":
-        from training.datasets import load_dataset
+        from hyperprior.training.datasets import load_dataset
 
         loaded = load_dataset(str(request.source["dataset"]))
         X, y, task = loaded.X, loaded.y, loaded.task
     else:
-        from service.uploads import read_upload
+        from hyperprior.service.uploads import read_upload
 
         X, y = read_upload(settings, dict(request.source))
         task = request.task
@@ -420,8 +420,8 @@ def suggest_candidates(
     store: Any, request: RefinementRequest, meta: Mapping[str, Any]
 ) -> tuple[list[Candidate], dict[str, Any]]:
     """The surrogate's top-k for the data, plus the request's own configs."""
-    from training.refine import Candidate, candidates_from_suggestions, fill_candidates
-    from training.suggest import SuggestionEngine, SuggestionRequest
+    from hyperprior.training.refine import Candidate, candidates_from_suggestions, fill_candidates
+    from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
 
     answer = SuggestionEngine(store, store).suggest(
         SuggestionRequest(
@@ -474,7 +474,7 @@ class _Heartbeat:
         self._thread.start()
 
     def _loop(self) -> None:
-        from db.errors import DatabaseUnavailableError, InvalidStateError, NotFoundError
+        from hyperprior.db.errors import DatabaseUnavailableError, InvalidStateError, NotFoundError
 
         while not self._stop.wait(self.interval):
             if time.monotonic() > self.hard_deadline:
@@ -502,10 +502,10 @@ def run_job(job_id: str, settings: Settings, *, store: Store | None = None) -> i
     Returns:
         The exit status: 0 when the job finished (succeeded or failed cleanly).
     """
-    from db.engine import make_engine
-    from db.errors import InvalidStateError
-    from db.store import DatasetSpec, Store
-    from training.refine import RefineSettings, make_refine_executor, refine
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.errors import InvalidStateError
+    from hyperprior.db.store import DatasetSpec, Store
+    from hyperprior.training.refine import RefineSettings, make_refine_executor, refine
 
     if store is None:
         store = Store(
@@ -578,7 +578,7 @@ def run_job(job_id: str, settings: Settings, *, store: Store | None = None) -> i
         signal.signal(signal.SIGTERM, previous)
         if executor is not None:
             executor.close()
-        from service.uploads import remove_upload
+        from hyperprior.service.uploads import remove_upload
 
         remove_upload(settings, request.upload)
         heartbeat.stop()
@@ -599,7 +599,7 @@ def run_job(job_id: str, settings: Settings, *, store: Store | None = None) -> i
 
 
 def _fail(store: Store, job_id: str, error: str) -> None:
-    from db.errors import InvalidStateError, NotFoundError
+    from hyperprior.db.errors import InvalidStateError, NotFoundError
 
     try:
         store.update_job(job_id, status="failed", error=error[:4000])
@@ -659,7 +659,7 @@ class _ProgressWriter:
         }
 
     def _write(self, progress: Mapping[str, Any]) -> None:
-        from db.errors import DatabaseUnavailableError
+        from hyperprior.db.errors import DatabaseUnavailableError
 
         try:
             self.store.update_job(self.job_id, progress=progress)
@@ -773,16 +773,16 @@ def refine_file(
         The refinement summary (``config``, ``score``, ``metric``, ``trials``, the
         default's and the zero-shot pick's scores, notes).
     """
-    from db.entities import DatasetSpec
-    from service.uploads import read_frame, sniff, split_target
-    from training.refine import (
+    from hyperprior.db.entities import DatasetSpec
+    from hyperprior.service.uploads import read_frame, sniff, split_target
+    from hyperprior.training.refine import (
         RefineSettings,
         candidates_from_suggestions,
         fill_candidates,
         make_refine_executor,
         refine,
     )
-    from training.trials import TrialData
+    from hyperprior.training.trials import TrialData
 
     with path.open("rb") as handle:
         head = handle.read(4096)
@@ -833,7 +833,7 @@ def refine_command(
     """
     import httpx
 
-    from service.commands import CommandError
+    from hyperprior.service.commands import CommandError
 
     if not args.budget > 0:
         raise CommandError("--budget must be a positive number of seconds")
@@ -846,9 +846,9 @@ def refine_command(
         recorder = HttpRecorder(client)
         record = recorder
     else:
-        from db.engine import make_engine
-        from db.store import Store
-        from service.commands.db import database_url
+        from hyperprior.db.engine import make_engine
+        from hyperprior.db.store import Store
+        from hyperprior.service.commands.db import database_url
 
         store = Store(make_engine(database_url(args)))
         record = store.ingest_runs
@@ -912,10 +912,13 @@ def format_refinement(refined: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m service.jobs JOB_ID`` with the settings as JSON on stdin."""
+    """``python -m hyperprior.service.jobs JOB_ID`` with the settings as JSON on stdin."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m service.jobs JOB_ID  (settings as JSON on stdin)", file=sys.stderr)
+        print(
+            "usage: python -m hyperprior.service.jobs JOB_ID  (settings as JSON on stdin)",
+            file=sys.stderr,
+        )
         return 2
     settings = Settings(**json.loads(sys.stdin.read() or "{}"))
     logging.basicConfig(

@@ -6,8 +6,8 @@
   activated anywhere (another process, ``hyperprior retrain``, the ``retrainer``
   service, ``POST /v1/surrogates/{id}/activate``) serves within one poll interval,
   without a restart.
-* :class:`RetrainScheduler` runs :func:`training.retrain.retrain_family` for every family at
-  the times of a cron expression (``retrain_cron``, UTC, default ``0 3 * * *``). It runs
+* :class:`RetrainScheduler` runs :func:`~hyperprior.training.retrain.retrain_family` for every
+  family at the times of a cron expression (``retrain_cron``, UTC, default ``0 3 * * *``). It runs
   in the API process (disable with ``HYPERPRIOR_RETRAIN_IN_PROCESS=false``) or alone in
   ``hyperprior retrain --schedule`` (the docker-compose ``retrainer`` service). Several
   schedulers may run at once: the store lock ``retrain:{family}`` lets one retrain a
@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from service.settings import Settings
-from training.retrain import RetrainResult, retrain_family
-from training.suggest import SuggestionEngine
-from training.surrogate import SurrogateParams
+from hyperprior.service.settings import Settings
+from hyperprior.training.retrain import RetrainResult, retrain_family
+from hyperprior.training.suggest import SuggestionEngine
+from hyperprior.training.surrogate import SurrogateParams
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ class RetrainScheduler:
         store: the store (history, registry, locks).
         cron: when to retrain (UTC), e.g. ``"0 3 * * *"``.
         families: which families.
-        tolerance: promotion tolerance on top-1 regret (see :func:`training.retrain.retrain`).
+        tolerance: promotion tolerance on top-1 regret (see
+            :func:`hyperprior.training.retrain.retrain`).
         lock_ttl_seconds: lease length of the retrain lock.
         keep_retired: retired surrogates kept per (family, target) after an
             activation (None: all).

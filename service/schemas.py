@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from db.entities import Dataset, DatasetSpec, NewRun, Run, Stats
-from db.store import MAX_RUN_METRICS
+from hyperprior.db.entities import Dataset, DatasetSpec, NewRun, Run, Stats
+from hyperprior.db.store import MAX_RUN_METRICS
 
 __all__ = [
     "MAX_ID",

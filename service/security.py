@@ -3,7 +3,7 @@
 The API answers JSON to programs; the only pages are the docs and the same-origin
 dashboard, which load nothing from elsewhere. So every response forbids sniffing,
 framing and referrers, and carries a Content-Security-Policy of ``default-src 'self'``.
-The API docs (``/docs``, ``/redoc``: :mod:`service.routes.docs`) load Swagger UI and
+The API docs (``/docs``, ``/redoc``: :mod:`hyperprior.service.routes.docs`) load Swagger UI and
 ReDoc from this origin too; their policy adds only the inline styles both set, ReDoc's
 search worker, and the hash of the one inline script of the OAuth2 redirect page.
 
@@ -25,7 +25,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.settings import Settings
+from hyperprior.service.settings import Settings
 
 __all__ = [
     "API_CSP",

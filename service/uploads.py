@@ -38,8 +38,8 @@ import pandas as pd
 from fastapi import HTTPException, status
 from starlette.datastructures import UploadFile
 
-from service.settings import Settings
-from training.metafeatures import infer_task
+from hyperprior.service.settings import Settings
+from hyperprior.training.metafeatures import infer_task
 
 __all__ = [
     "CHUNK_BYTES",

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, make_url, text
 
-from db import migrate
-from db.engine import make_engine
-from db.store import Store
+from hyperprior.db import migrate
+from hyperprior.db.engine import make_engine
+from hyperprior.db.store import Store
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import coverage, policy_cv
-from training.seed import SEED_DIR
+from hyperprior.training.seed import SEED_DIR
 
 
 def test_policy_cv_reports_the_served_policy_on_held_out_groups(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from benchmarks import quality
 
 
 def test_quick_mode_completes_and_writes_its_outputs(tmp_path: Path) -> None:
-    from service.cli import main
+    from hyperprior.service.cli import main
 
     status = main(["bench", "quality", "--quick", "--output-dir", str(tmp_path), "--no-progress"])
 

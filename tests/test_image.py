@@ -45,7 +45,7 @@ CSV_RUNS = (
 # Lists the command paths of the installed CLI (run by the installed interpreter).
 LIST_COMMANDS = """
 import argparse, json
-from service.cli import build_parser
+from hyperprior.service.cli import build_parser
 
 def walk(parser, path):
     yield path
@@ -58,7 +58,8 @@ print(json.dumps(list(walk(build_parser(), []))))
 """
 WHERE = """
 import json, sys
-import client, db, service, training
+import hyperprior.client as client, hyperprior.db as db
+import hyperprior.service as service, hyperprior.training as training
 files = [m.__file__ for m in (client, db, service, training)]
 print(json.dumps({"path": sys.path, "files": files}))
 """
@@ -180,8 +181,8 @@ def outside(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_the_dockerfile_copies_every_package_of_the_project() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = {pattern.rstrip("*") for pattern in includes}
+    package_dir = pyproject["tool"]["setuptools"]["package-dir"]
+    packages = set(package_dir.values())
     copied = {source for sources, _ in dockerfile_copies() for source in sources}
     assert packages <= copied, f"the Dockerfile does not copy {sorted(packages - copied)}"
     assert {"pyproject.toml", "README.md"} <= copied

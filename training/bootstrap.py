@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from db.store import DatasetSpec, NewRun, Store
-from training.executor import TrialExecutor, time_limit
+from hyperprior.db.store import DatasetSpec, NewRun, Store
+from hyperprior.training.executor import TrialExecutor, time_limit
+from hyperprior.vocabulary import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +118,7 @@ class BootstrapReport:
             self.by_family[family] = self.by_family.get(family, 0) + n
 
 
-def canonical_json(config: dict[str, Any]) -> str:
-    """Stable JSON of a config: sorted keys, no spaces; ids and dedup depend on it."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=_json_default)
 
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars sneak in from sampling; store them as plain Python numbers.
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {value!r}")
 
 
 def _dataset_seed(name: str, family: str, seed: int) -> int:
@@ -166,7 +158,7 @@ def plan_trials(
     Returns:
         The trial specs; the first of each (dataset, family) is the library default.
     """
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     specs: list[TrialSpec] = []
     for name, task in datasets:
@@ -265,7 +257,7 @@ def plan_adaptive(
 
     import numpy as np
 
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     specs: list[TrialSpec] = []
     if runs is None or len(runs) == 0:
@@ -333,7 +325,7 @@ def run_adaptive(
 
 @lru_cache(maxsize=2)
 def _load(name: str) -> Any:
-    from training.datasets import load_dataset
+    from hyperprior.training.datasets import load_dataset
 
     return load_dataset(name)
 
@@ -343,7 +335,7 @@ def run_trial(spec: TrialSpec) -> Any:
 
     Never raises for a bad config: a crash or timeout comes back as a failed result.
     """
-    from training.families import TrialResult, evaluate, primary_metric
+    from hyperprior.training.families import TrialResult, evaluate, primary_metric
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     started = time.perf_counter()
@@ -375,7 +367,7 @@ def run_trial(spec: TrialSpec) -> Any:
 
 def dataset_spec(name: str, *, seed: int = 0) -> DatasetSpec:
     """Load a catalog dataset and describe it as the store knows datasets."""
-    from training.metafeatures import compute_metafeatures
+    from hyperprior.training.metafeatures import compute_metafeatures
 
     data = _load(name)
     mf = compute_metafeatures(data.X, data.y, data.task, seed=seed)

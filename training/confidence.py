@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.features import TrainingSet, build_training_set
+from hyperprior.training.features import TrainingSet, build_training_set
 
 LOSS_TOLERANCE = 0.002
 CALIBRATION_FEATURES = ("adv_mean", "adv_spread", "default_mean", "distance", "signal")
@@ -58,14 +58,14 @@ def group_folds(ts: TrainingSet, n_folds: int = 10) -> list[tuple[np.ndarray, np
     A group's fold is a hash of its name, so adding datasets moves no group between
     folds. ``n_folds <= 0`` gives one fold per group (leave-one-group-out).
     """
-    from training.datasets import dataset_group
+    from hyperprior.training.datasets import dataset_group
 
     keys = [str(d) for d in np.unique(ts.dataset)]
     groups = {d: dataset_group(ts.dataset_names.get(d, d)) for d in keys}
     names = sorted(set(groups.values()))
     if len(names) < 2:
         # One source only (a team's own history, a test): fall back to datasets.
-        from training.surrogate import grouped_folds
+        from hyperprior.training.surrogate import grouped_folds
 
         return grouped_folds(ts, 5 if n_folds <= 0 else n_folds)
     k = len(names) if n_folds <= 0 else min(n_folds, len(names))
@@ -86,10 +86,10 @@ def held_out_distances(
 ) -> dict[str, float]:
     """Each dataset's distance to its nearest dataset in the *other* folds.
 
-    The distance is the policy's own (:meth:`training.suggest.Portfolio.nearest`), so a
+    The distance is the policy's own (:meth:`hyperprior.training.suggest.Portfolio.nearest`), so a
     threshold learned on it applies to what a request reports.
     """
-    from training.suggest import Portfolio
+    from hyperprior.training.suggest import Portfolio
 
     out: dict[str, float] = {}
     for train_idx, test_idx in folds:
@@ -591,9 +591,9 @@ def evaluate_policies(
     frame: pd.DataFrame, family: str, *, n_folds: int = 10, params: Any = None
 ) -> dict[str, Any] | None:
     """Leave-one-group-out evaluation of the policies for one family (see the module doc)."""
-    from training.datasets import dataset_group
-    from training.suggest import Portfolio
-    from training.surrogate import SurrogateParams, oof_member_predictions
+    from hyperprior.training.datasets import dataset_group
+    from hyperprior.training.suggest import Portfolio
+    from hyperprior.training.surrogate import SurrogateParams, oof_member_predictions
 
     params = params or SurrogateParams()
     ts = build_training_set(frame, family, normalisation=params.normalisation)

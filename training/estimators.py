@@ -5,13 +5,13 @@ measures a config (preprocessing, the linear solver, the Keras network itself) i
 in it. ``make_estimator`` adds exactly that, so the estimator you fit is the one whose
 quality was predicted and verified::
 
-    from client import make_estimator
+    from hyperprior.client import make_estimator
 
     model = make_estimator("linear", suggestions.best, "binary").fit(X, y)
     model.predict(X_new)
 
 It returns an unfitted scikit-learn ``Pipeline``: the family's preprocessing
-(``training.preprocess``: raw DataFrames with text, categorical and missing values
+(``hyperprior.training.preprocess``: raw DataFrames with text, categorical and missing values
 are fine) then the model. Labels may be any values (strings too); predictions come
 back as the same labels.
 
@@ -44,8 +44,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.metaestimators import available_if
 
-from training.families import get_family
-from training.spaces import check_task, is_classification
+from hyperprior.training.families import get_family
+from hyperprior.training.spaces import check_task, is_classification
 
 __all__ = [
     "KerasMLPEstimator",
@@ -59,7 +59,7 @@ __all__ = [
 
 def _prepared(X: Any) -> pd.DataFrame:
     """``prepare_frame`` for any 2-D input (arrays get numbered columns)."""
-    from training.preprocess import prepare_frame
+    from hyperprior.training.preprocess import prepare_frame
 
     frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
     return prepare_frame(frame)
@@ -101,7 +101,7 @@ def make_estimator(
     if family == "lightgbm":
         import lightgbm as lgb
 
-        from training.preprocess import tree_preprocessor
+        from hyperprior.training.preprocess import tree_preprocessor
 
         cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
         model = cls(**cfg, verbose=-1, random_state=seed)
@@ -115,7 +115,7 @@ def make_estimator(
     if family == "random_forest":
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-        from training.preprocess import tree_preprocessor
+        from hyperprior.training.preprocess import tree_preprocessor
 
         forest = RandomForestRegressor if task == "regression" else RandomForestClassifier
         return Pipeline(
@@ -130,7 +130,7 @@ def make_estimator(
         built = fam.build(cfg, task, 0, 0 if seed is None else seed, 1.0)
         return Pipeline([("prepare", _prepare_step()), *built.steps])
     if family == "keras_mlp":
-        from training.preprocess import dense_preprocessor
+        from hyperprior.training.preprocess import dense_preprocessor
 
         return Pipeline(
             [
@@ -184,8 +184,8 @@ class KerasMLPEstimator(BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> KerasMLPEstimator:
         """Train the network on ``X`` (numeric) and ``y`` (labels or values)."""
-        from training.families import keras_mlp
-        from training.spaces import SPACES
+        from hyperprior.training.families import keras_mlp
+        from hyperprior.training.spaces import SPACES
 
         check_task(self.task)
         cfg = SPACES["keras_mlp"].validate(dict(self.config or {}), self.task)
@@ -290,13 +290,13 @@ class _SuggestedEstimator(BaseEstimator):
     def _suggest(self, X: Any, y: Any, task: str) -> tuple[dict[str, Any], str]:
         import warnings
 
-        from client.errors import HyperpriorError, HyperpriorWarning
+        from hyperprior.client.errors import HyperpriorError, HyperpriorWarning
 
         fixed = dict(self.fixed or {})
         client = self.client
         try:
             if client is None:
-                from client.sdk import Client
+                from hyperprior.client.sdk import Client
 
                 client = Client.local()
             frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
@@ -321,7 +321,7 @@ class _SuggestedEstimator(BaseEstimator):
         finally:
             if self.client is None and client is not None:
                 client.close()
-        from training.spaces import SPACES
+        from hyperprior.training.spaces import SPACES
 
         return {**SPACES[self._family].default(task), **fixed}, "fallback"
 

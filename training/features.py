@@ -5,7 +5,7 @@ run history of one family into ``X, y``, and :func:`design_matrix` (which it cal
 turns freshly generated candidate configs plus the meta-features of the user's dataset
 into the same columns at fidelity 1. The columns, in order (:func:`feature_names`):
 
-* ``mf_*``: the dataset's core meta-features (:data:`training.metafeatures.CORE`),
+* ``mf_*``: the dataset's core meta-features (:data:`hyperprior.training.metafeatures.CORE`),
   NaN when unknown (LightGBM routes missing values on its own).
 * ``fidelity``: the fraction of the data/budget the run used (1 when suggesting).
 * ``task_*``: one-hot of the task.
@@ -73,6 +73,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hyperprior.vocabulary import canonical_json
+
 FEATURES_VERSION = 2
 """Bumped whenever the columns or their meaning change; stored with every surrogate."""
 
@@ -90,13 +92,13 @@ _UNSAFE = re.compile(r"[^0-9A-Za-z_.\-]")
 
 def core_metafeatures() -> tuple[str, ...]:
     """The core meta-feature names, in the order they appear as ``mf_*`` columns."""
-    from training.metafeatures import CORE
+    from hyperprior.training.metafeatures import CORE
 
     return tuple(CORE)
 
 
 def _space(family: str) -> Any:
-    from training.spaces import get_space
+    from hyperprior.training.spaces import get_space
 
     return get_space(family)
 
@@ -105,7 +107,7 @@ def _space(family: str) -> Any:
 def fidelity_unit(family: str) -> str:
     """What a fidelity below 1 cuts for ``family``: ``"rows"`` or ``"epochs"``."""
     try:
-        from training.families import get_family
+        from hyperprior.training.families import get_family
 
         return str(get_family(family).fidelity_unit)
     except (ImportError, KeyError, ValueError):
@@ -119,13 +121,8 @@ def _safe(name: str) -> str:
 
 def canonical_config(config: Mapping[str, Any]) -> str:
     """Stable JSON of a config (sorted keys, no spaces); used to dedupe and match configs."""
-    return json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=_json_default)
+    return canonical_json(dict(config))
 
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {value!r}")
 
 
 # ---------------------------------------------------------------------------------------

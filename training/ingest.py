@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from training.spaces import SPACES, Categorical, Param, _Numeric, check_task
+from hyperprior.training.spaces import SPACES, Categorical, Param, _Numeric, check_task
 
 __all__ = [
     "ConfigCheck",
@@ -214,7 +214,7 @@ def check_new_runs(
     """Check the configs of a batch of ``NewRun`` before it is stored.
 
     Args:
-        runs: The batch (``db.entities.NewRun`` or anything with ``id``, ``family``,
+        runs: The batch (``hyperprior.db.entities.NewRun`` or anything with ``id``, ``family``,
             ``config``, ``dataset`` and ``dataset_id``).
         task_of_dataset: The task of a stored dataset id (``None`` if there is none:
             the store reports unknown ids itself).

@@ -13,7 +13,7 @@ from the family's surrogate, without training anything:
    so on a log scale for log-scaled parameters; every choice of a categorical). A
    conditional parameter also switches its parent on (``bootstrap=True`` for
    ``max_samples``); a parent's children then take their library defaults.
-3. **Predict.** Every configured row goes through :func:`training.features.design_matrix`
+3. **Predict.** Every configured row goes through :func:`hyperprior.training.features.design_matrix`
    at fidelity 1 (the path suggestions take) and every member of the ensemble. The
    curve is the mean over the background of the members' mean; its band is plus or
    minus one standard deviation of the members' curves (how sure the ensemble is of
@@ -25,7 +25,7 @@ from the family's surrogate, without training anything:
    similar datasets that the choice of this parameter moves you past).
 
 Quality is the surrogate's target: the normalised quality of a config among those
-tried on similar datasets (see :mod:`training.features`), so 0.8 means "better than
+tried on similar datasets (see :mod:`hyperprior.training.features`), so 0.8 means "better than
 about 80% of the configs tried on datasets like this".
 """
 
@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from training.features import core_metafeatures, design_matrix, encode_configs
-from training.spaces import Categorical, Int, Param, get_space
-from training.surrogate import Surrogate
+from hyperprior.training.features import core_metafeatures, design_matrix, encode_configs
+from hyperprior.training.spaces import Categorical, Int, Param, get_space
+from hyperprior.training.surrogate import Surrogate
 
 __all__ = [
     "Insights",
@@ -145,7 +145,7 @@ def prepare_meta(task: str, meta: Mapping[str, Any]) -> dict[str, float]:
     Raises:
         InsightsError: Naming every impossible value.
     """
-    from training.metafeatures import validate_metafeatures
+    from hyperprior.training.metafeatures import validate_metafeatures
 
     clean = {k: v for k, v in meta.items() if v is not None}
     try:
@@ -213,7 +213,7 @@ def partial_dependence(
     Raises:
         InsightsError: An unknown task, impossible meta-features or bounds.
     """
-    from training.spaces import TASKS
+    from hyperprior.training.spaces import TASKS
 
     if task not in TASKS:
         raise InsightsError(f"task must be one of {', '.join(TASKS)}, got {task!r}", field="task")

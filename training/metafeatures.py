@@ -6,7 +6,7 @@ statistics for regression, skewness without numeric columns, a landmarker that c
 not be scored) is left out rather than invented; :func:`validate_metafeatures` turns
 such gaps into ``None`` and rejects impossible values.
 
-Conventions: columns are numeric or categorical as in :mod:`training.preprocess`
+Conventions: columns are numeric or categorical as in :mod:`hyperprior.training.preprocess`
 (object, string, category and bool columns are categorical); logarithms are natural;
 skewness and kurtosis are the biased Fisher-Pearson moments (``scipy.stats.skew`` and
 ``scipy.stats.kurtosis`` with ``bias=True``; kurtosis is *excess*, 0 for a normal),
@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.preprocess import (
+from hyperprior.training.preprocess import (
     categorical_columns,
     numeric_array,
     numeric_columns,
     prepare_frame,
 )
-from training.spaces import check_task, is_classification
+from hyperprior.training.spaces import check_task, is_classification
 
 __all__ = [
     "CORE",

@@ -1,6 +1,6 @@
 """How suggestions are ranked, in words, for the API's answer, the SDK and the CLI.
 
-One sentence kept next to no logic on purpose: :mod:`training.suggest` holds the rule
+One sentence kept next to no logic on purpose: :mod:`hyperprior.training.suggest` holds the rule
 (``mean - kappa * spread``, the default's bar, the distance fallback); this says it to
 users, who otherwise see a rank order that differs from ``predicted_quality``.
 """

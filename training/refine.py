@@ -39,7 +39,6 @@ budget cuts off.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import time
@@ -48,16 +47,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from db.store import DatasetSpec, NewRun
-from training.executor import (
+from hyperprior.db.store import DatasetSpec, NewRun
+from hyperprior.training.executor import (
     InlineExecutor,
     TrialExecutor,
     WorkerFailure,
     make_executor,
 )
-from training.families import TrialResult, get_family, primary_metric
-from training.spaces import get_space
-from training.trials import (
+from hyperprior.training.families import TrialResult, get_family, primary_metric
+from hyperprior.training.spaces import get_space
+from hyperprior.training.trials import (
     TrialData,
     VerificationTrial,
     failure_result,
@@ -65,6 +64,7 @@ from training.trials import (
     run_verification_trial,
     warm_up,
 )
+from hyperprior.vocabulary import canonical_json
 
 __all__ = [
     "REFINE_NAMESPACE",
@@ -298,7 +298,7 @@ class RefineResult:
 def candidates_from_suggestions(suggestions: Sequence[Any]) -> list[Candidate]:
     """Candidates from suggestions, best first.
 
-    Accepts :class:`training.suggest.Suggestion` objects or their JSON form (dicts
+    Accepts :class:`hyperprior.training.suggest.Suggestion` objects or their JSON form (dicts
     with ``config`` and optionally ``rank``, ``source``, ``predicted_quality``).
     """
     out = []
@@ -386,14 +386,8 @@ def _rung_sizes(n: int, rungs: int, eta: int) -> list[int]:
 
 
 def _canonical(config: Mapping[str, Any]) -> str:
-    return json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=_json_default)
+    return canonical_json(dict(config))
 
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars sneak in from sampling; store them as plain Python numbers.
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {value!r}")
 
 
 def make_refine_executor(

@@ -41,18 +41,18 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from db.entities import split_surrogate_key, surrogate_key
-from training.confidence import fit_from_cv, group_folds
-from training.families import PRIMARY_METRICS, TASK_METRICS
-from training.features import (
+from hyperprior.db.entities import split_surrogate_key, surrogate_key
+from hyperprior.training.confidence import fit_from_cv, group_folds
+from hyperprior.training.families import PRIMARY_METRICS, TASK_METRICS
+from hyperprior.training.features import (
     FEATURES_VERSION,
     MINIMISED_METRICS,
     TrainingSet,
     build_training_set,
     runs_for_target,
 )
-from training.suggest import Portfolio, with_portfolio
-from training.surrogate import (
+from hyperprior.training.suggest import Portfolio, with_portfolio
+from hyperprior.training.surrogate import (
     CVReport,
     Surrogate,
     SurrogateParams,
@@ -94,7 +94,7 @@ TARGETS = tuple(
 
 
 class RetrainStore(Protocol):
-    """What :func:`retrain` needs from the store (``db.store.Store`` implements it)."""
+    """What :func:`retrain` needs from the store (``hyperprior.db.store.Store`` implements it)."""
 
     def runs_frame(
         self, *, family: str | None = None, status: str | None = "ok"
@@ -446,7 +446,7 @@ def with_confidence(
     """A copy of ``surrogate`` whose metadata carries its ``p_beats_default`` calibration.
 
     The calibration and the distance threshold are learned on the out-of-fold predictions
-    of ``report`` (folds by source group); see :mod:`training.confidence`.
+    of ``report`` (folds by source group); see :mod:`hyperprior.training.confidence`.
     """
     if report.oof_members is None:
         return surrogate

@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from db.store import DatasetSpec, NewRun, Store
-from training.bootstrap import BootstrapConfig
+from hyperprior.db.store import DatasetSpec, NewRun, Store
+from hyperprior.training.bootstrap import BootstrapConfig
 
 SEED_DIR = Path(__file__).resolve().parent / "seed"
 

@@ -7,12 +7,12 @@ How one request is answered (:meth:`SuggestionPolicy.suggest`):
    in standardised meta-feature space (the portfolio), and the library default.
    ``fixed`` parameters are forced on every candidate.
 2. Each candidate is scored by the surrogate at fidelity 1 through
-   :func:`training.features.design_matrix` (the code path retraining uses) and ranked
+   :func:`hyperprior.training.features.design_matrix` (the code path retraining uses) and ranked
    by the pessimistic ``mean - kappa * spread``: a config far from anything measured on
    similar datasets has a wide spread and does not win by extrapolation.
 3. Coarse to fine: the best few are perturbed locally in the unit cube and rescored.
 4. Each candidate gets ``p_beats_default``, the calibrated probability that it scores
-   above the library default on this dataset (:mod:`training.confidence`, learned on
+   above the library default on this dataset (:mod:`hyperprior.training.confidence`, learned on
    held-out source groups when the surrogate was retrained). Candidates below the
    surrogate's learned bar (at least 0.5) rank after the default, so the first
    suggestion is a likely winner or the default itself; and when the dataset is farther
@@ -49,9 +49,9 @@ from typing import Any, Protocol, cast
 import numpy as np
 import pandas as pd
 
-from db.entities import split_surrogate_key, surrogate_key
-from training.confidence import MIN_P_BEATS_DEFAULT, Calibration, signal_of
-from training.features import (
+from hyperprior.db.entities import split_surrogate_key, surrogate_key
+from hyperprior.training.confidence import MIN_P_BEATS_DEFAULT, Calibration, signal_of
+from hyperprior.training.features import (
     TASKS,
     ConfigBlock,
     canonical_config,
@@ -62,7 +62,7 @@ from training.features import (
     oriented_scores,
     runs_for_target,
 )
-from training.surrogate import Surrogate, SurrogateIntegrityError, from_text
+from hyperprior.training.surrogate import Surrogate, SurrogateIntegrityError, from_text
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ SOURCES = ("surrogate", "portfolio", "default")
 
 
 class HistoryReader(Protocol):
-    """Read access to the run history (``db.store.Store`` implements it)."""
+    """Read access to the run history (``hyperprior.db.store.Store`` implements it)."""
 
     def runs_frame(
         self, *, family: str | None = None, status: str | None = "ok"
@@ -109,7 +109,7 @@ class SurrogateRecord(Protocol):
 
 
 class SurrogateRegistry(Protocol):
-    """The surrogates registry (``db.store.Store`` implements it)."""
+    """The surrogates registry (``hyperprior.db.store.Store`` implements it)."""
 
     def list_surrogates(
         self, family: str | None = None
@@ -239,7 +239,7 @@ class PolicySettings:
         top_features: contributions listed per suggestion.
         far_distance: nearest-dataset distance (RMS of standardised meta-features)
             beyond which the answer carries an extrapolation warning, for surrogates
-            without a learned threshold (see :mod:`training.confidence`).
+            without a learned threshold (see :mod:`hyperprior.training.confidence`).
         min_p_beats_default: the first suggestion is a config at least this likely to
             beat the library default, or the default itself.
         kappa: pessimism override (None: the surrogate's own).
@@ -564,8 +564,8 @@ def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigB
     decoded values, through the same ``from_unit`` / ``to_unit`` / ``indices`` /
     ``_raw_column`` calls that decoding and encoding make (tested equal, bit for bit).
     """
-    from training.features import _raw_column, interactions_for
-    from training.spaces import INACTIVE, encode_column
+    from hyperprior.training.features import _raw_column, interactions_for
+    from hyperprior.training.spaces import INACTIVE, encode_column
 
     n = len(u)
     unit = np.full((n, len(space.params)), INACTIVE, dtype=np.float64)
@@ -635,7 +635,7 @@ class SuggestionPolicy:
         settings: the policy's knobs.
         notes: warnings added to every answer (e.g. why there is no surrogate).
         target: ``""`` when the surrogate models each task's primary metric, else the
-            metric it models (see :func:`training.retrain.retrain`).
+            metric it models (see :func:`hyperprior.training.retrain.retrain`).
     """
 
     def __init__(
@@ -649,7 +649,7 @@ class SuggestionPolicy:
         notes: Sequence[str] = (),
         target: str = "",
     ) -> None:
-        from training.spaces import get_space
+        from hyperprior.training.spaces import get_space
 
         self.family = family
         self.space = get_space(family)
@@ -681,7 +681,7 @@ class SuggestionPolicy:
     # -- validation ---------------------------------------------------------------------
 
     def _check(self, request: SuggestionRequest) -> tuple[dict[str, float], dict[str, Any]]:
-        from training.spaces import check_task
+        from hyperprior.training.spaces import check_task
 
         if request.family != self.family:
             raise SuggestionError(
@@ -892,7 +892,7 @@ class SuggestionPolicy:
     def _metric_warning(self, metric: str, task: str) -> list[str]:
         if self.surrogate is None:
             return []
-        from training.families import primary_metric
+        from hyperprior.training.families import primary_metric
 
         expected = self.target or primary_metric(task)
         if metric != expected:
@@ -1198,7 +1198,7 @@ def _check_meta(task: str, given: Mapping[str, Any]) -> dict[str, float]:
                 f"meta-feature {k}={v!r} is not a finite number", field="meta_features"
             )
         clean[k] = v
-    from training.metafeatures import validate_metafeatures
+    from hyperprior.training.metafeatures import validate_metafeatures
 
     try:
         # It names every problem at once and fills in what follows (logs, ratios).
@@ -1364,7 +1364,7 @@ class SuggestionEngine:
         that metric's surrogate when one is active and loads; otherwise by the primary
         metric, with a warning that says so.
         """
-        from training.families import PRIMARY_METRICS, TASK_METRICS
+        from hyperprior.training.families import PRIMARY_METRICS, TASK_METRICS
 
         primary = PRIMARY_METRICS.get(request.task)
         metric = request.metric
@@ -1393,7 +1393,7 @@ class SuggestionEngine:
         entry = self._policies.get(family)
         if entry is not None:
             return entry[2]
-        from training.spaces import get_space
+        from hyperprior.training.spaces import get_space
 
         try:
             get_space(split_surrogate_key(family)[0])

@@ -1,6 +1,6 @@
 """The surrogate: a bagged LightGBM ensemble per family, its grouped CV, save and load.
 
-What it predicts: the normalised quality (see :mod:`training.features`) of a config on a
+What it predicts: the normalised quality (see :mod:`hyperprior.training.features`) of a config on a
 dataset described by its meta-features. Uncertainty comes from bagging *over datasets*:
 each of the ``n_members`` boosters is trained on a random 75% of the datasets (without
 replacement; plus row and feature subsampling), so the members disagree where the
@@ -52,7 +52,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from training.features import (
+from hyperprior.training.features import (
     FEATURES_VERSION,
     TrainingSet,
     build_training_set,
@@ -78,7 +78,7 @@ class SurrogateParams:
 
     Attributes:
         objective: ``regression`` (L2 on the normalised quality) or ``lambdarank``.
-        normalisation: the target, see :mod:`training.features`.
+        normalisation: the target, see :mod:`hyperprior.training.features`.
         n_members: boosters in the ensemble (mean and spread).
         n_rounds: boosting rounds per member.
         num_leaves: leaves per tree.
@@ -519,7 +519,7 @@ class CVReport:
         interval_scale: ``c`` such that ``mean +- c * spread`` covers the requested
             share of out-of-fold targets.
         oof_members: out-of-fold prediction of every member, ``(n, n_members)`` (what
-            :mod:`training.confidence` calibrates ``p_beats_default`` on).
+            :mod:`hyperprior.training.confidence` calibrates ``p_beats_default`` on).
     """
 
     metrics: dict[str, Any]
@@ -737,7 +737,7 @@ def train_and_evaluate(
     """Build the training set from ``runs``, cross-validate the recipe, fit on all.
 
     Args:
-        runs: the run history (see :func:`training.features.build_training_set`).
+        runs: the run history (see :func:`hyperprior.training.features.build_training_set`).
         family: which family.
         params: the recipe.
 

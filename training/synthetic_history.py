@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import qmc
 
-from training.features import N_FEATURES, N_ROWS
+from hyperprior.training.features import N_FEATURES, N_ROWS
 
 _NAMESPACE = uuid.UUID("0b7b6d1e-2f6f-4b7e-9a43-58c2f1d0a9b1")
 
 
 def _primary(task: str) -> tuple[str, str]:
-    from training.families import primary_metric
+    from hyperprior.training.families import primary_metric
 
     return primary_metric(task), "maximize"
 
@@ -46,7 +46,7 @@ class SyntheticHistory:
     seed: int = 0
 
     def _space(self) -> Any:
-        from training.spaces import get_space
+        from hyperprior.training.spaces import get_space
 
         return get_space(self.family)
 
@@ -90,7 +90,7 @@ class SyntheticHistory:
 
     def sample_meta(self, rng: np.random.Generator, task: str) -> dict[str, float | int]:
         """Random valid meta-features for a dataset of ``task`` (the rest are unknown)."""
-        from training.metafeatures import validate_metafeatures
+        from hyperprior.training.metafeatures import validate_metafeatures
 
         n_rows = int(np.round(np.exp(rng.uniform(np.log(150), np.log(200_000)))))
         n_features = int(np.round(np.exp(rng.uniform(np.log(2), np.log(400)))))
@@ -184,8 +184,8 @@ class SyntheticHistory:
 
 
 def new_runs(frame: pd.DataFrame) -> list[Any]:
-    """The runs of a synthetic frame as ``db.entities.NewRun`` objects, for a store."""
-    from db.entities import DatasetSpec, NewRun
+    """The runs of a synthetic frame as ``hyperprior.db.entities.NewRun`` objects, for a store."""
+    from hyperprior.db.entities import DatasetSpec, NewRun
 
     mf_cols = [c for c in frame.columns if c.startswith("mf_")]
     specs: dict[Any, Any] = {}

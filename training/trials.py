@@ -2,7 +2,7 @@
 
 Everything here is small and picklable, because it crosses process boundaries: the
 refinement in the parent builds :class:`VerificationTrial` specs, an executor from
-:mod:`training.executor` ships them (and the :class:`TrialData`, once per worker) to
+:mod:`hyperprior.training.executor` ships them (and the :class:`TrialData`, once per worker) to
 worker processes, and :func:`run_verification_trial` evaluates one there.
 
 A trial that takes its worker down (memory, a crash, a hard timeout) never returns a
@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from training.executor import WorkerFailure
-from training.families import TrialResult, primary_metric
+from hyperprior.training.executor import WorkerFailure
+from hyperprior.training.families import TrialResult, primary_metric
 
 __all__ = [
     "TIMEOUT_PREFIXES",
@@ -94,7 +94,7 @@ class VerificationTrial:
 
 def run_verification_trial(trial: VerificationTrial, data: TrialData) -> TrialResult:
     """Worker side: cross-validate one config on the shared data. Never raises."""
-    from training.families import evaluate
+    from hyperprior.training.families import evaluate
 
     return evaluate(
         trial.family,
@@ -137,8 +137,8 @@ def warm_up(family: str) -> None:
     """
     import numpy as np
 
-    from training.families import evaluate, get_family
-    from training.spaces import get_space
+    from hyperprior.training.families import evaluate, get_family
+    from hyperprior.training.spaces import get_space
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     spec = get_family(family)

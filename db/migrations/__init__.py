@@ -1,1 +1,1 @@
-"""Alembic migrations of the hyperprior schema (run through `db.migrate`)."""
+"""Alembic migrations of the hyperprior schema (run through `hyperprior.db.migrate`)."""

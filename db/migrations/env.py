@@ -1,6 +1,6 @@
-"""Alembic environment, configured programmatically by `db.migrate` (no alembic.ini).
+"""Alembic environment, configured programmatically by `hyperprior.db.migrate` (no alembic.ini).
 
-`db.migrate` passes an open connection in ``config.attributes["connection"]``; the
+`hyperprior.db.migrate` passes an open connection in ``config.attributes["connection"]``; the
 ``sqlalchemy.url`` main option is the fallback (and the only input in offline mode).
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from db.engine import make_engine
-from db.models import metadata
+from hyperprior.db.engine import make_engine
+from hyperprior.db.models import metadata
 
 config = context.config
 
@@ -47,7 +47,7 @@ def run_migrations_online() -> None:
         return
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError("db.migrate must pass a connection or set sqlalchemy.url")
+        raise RuntimeError("hyperprior.db.migrate must pass a connection or set sqlalchemy.url")
     engine = make_engine(url)
     try:
         with engine.begin() as new_connection:

@@ -15,17 +15,17 @@ from __future__ import annotations
 __all__ = ["COMMANDS", "DB_COMMANDS", "CommandError", "plural"]
 
 COMMANDS: list[str] = [
-    "service.commands.serve",
-    "service.commands.db",
-    "service.commands.bootstrap",
-    "service.commands.retrain",
-    "service.commands.suggest",
-    "service.commands.keys",
-    "service.commands.importers",
-    "service.commands.bench",
+    "hyperprior.service.commands.serve",
+    "hyperprior.service.commands.db",
+    "hyperprior.service.commands.bootstrap",
+    "hyperprior.service.commands.retrain",
+    "hyperprior.service.commands.suggest",
+    "hyperprior.service.commands.keys",
+    "hyperprior.service.commands.importers",
+    "hyperprior.service.commands.bench",
 ]
 
-DB_COMMANDS: list[str] = ["service.commands.seed"]
+DB_COMMANDS: list[str] = ["hyperprior.service.commands.seed"]
 
 
 class CommandError(Exception):

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from service.commands import CommandError
+from hyperprior.service.commands import CommandError
 
 _BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 

@@ -10,8 +10,8 @@ import sys
 import threading
 from typing import Any
 
-from service.commands import CommandError, plural
-from service.commands.db import add_database_url_option, database_url, require_database
+from hyperprior.service.commands import CommandError, plural
+from hyperprior.service.commands.db import add_database_url_option, database_url, require_database
 
 _FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 
@@ -190,18 +190,18 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan the trials, skip those already stored, run the rest."""
-    from db import migrate
-    from db.engine import make_engine
-    from db.store import Store
-    from training.bootstrap import (
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.training.bootstrap import (
         BootstrapConfig,
         bootstrap,
         plan_summary,
         plan_trials,
         run_adaptive,
     )
-    from training.datasets import get_entry, list_datasets
-    from training.executor import make_executor
+    from hyperprior.training.datasets import get_entry, list_datasets
+    from hyperprior.training.executor import make_executor
 
     for name in ("configs", "keras_configs", "folds"):
         if getattr(args, name) < 1:

@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from service.commands import DB_COMMANDS, CommandError
+from hyperprior.service.commands import DB_COMMANDS, CommandError
 
 
 def add_database_url_option(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def database_url(args: argparse.Namespace) -> str:
     """The database URL from the arguments, else from the settings."""
     if getattr(args, "database_url", None):
         return str(args.database_url)
-    from service.settings import Settings
+    from hyperprior.service.settings import Settings
 
     return Settings().database_url
 
@@ -83,7 +83,7 @@ def register(subparsers: Any) -> None:
 
 def run_upgrade(args: argparse.Namespace) -> int:
     """Migrate the schema."""
-    from db import migrate
+    from hyperprior.db import migrate
 
     url = database_url(args)
     before = migrate.current_revision(url)
@@ -98,7 +98,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
 
 def run_current(args: argparse.Namespace) -> int:
     """Print the schema version and whether it is the newest."""
-    from db import migrate
+    from hyperprior.db import migrate
 
     url = database_url(args)
     path = sqlite_path(url)

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.commands import CommandError, plural
-from service.commands.db import add_database_url_option, database_url
+from hyperprior.service.commands import CommandError, plural
+from hyperprior.service.commands.db import add_database_url_option, database_url
 
 EXIT_UNAVAILABLE = 3
 EXIT_REFUSED = 4
@@ -147,7 +147,7 @@ def register(subparsers: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from client import Client, HyperpriorError
+    from hyperprior.client import Client, HyperpriorError
 
     if args.url and args.database_url:
         raise CommandError("give --url or --database-url, not both")
@@ -171,10 +171,10 @@ class _Exit(Exception):
 
 def _dataset(args: argparse.Namespace, client: Any) -> Any:
     """The runs' dataset: computed from --data, given counts, or a stored one by name."""
-    from client import Description, HyperpriorError
+    from hyperprior.client import Description, HyperpriorError
 
     if args.data is not None:
-        from service.commands.suggest import read_table
+        from hyperprior.service.commands.suggest import read_table
 
         if not args.target:
             raise CommandError("--data needs --target (the target column)")
@@ -225,7 +225,7 @@ def _task(args: argparse.Namespace) -> str | None:
 
 
 def _status_of(error: Exception) -> int:
-    from client import AuthError, ConflictError, ServiceUnavailable, ValidationError
+    from hyperprior.client import AuthError, ConflictError, ServiceUnavailable, ValidationError
 
     if isinstance(error, ServiceUnavailable):
         return EXIT_UNAVAILABLE
@@ -253,8 +253,8 @@ def _record(
     summary. Runs whose config the service would refuse are left out and listed."""
     from tqdm import tqdm
 
-    from client import HyperpriorError
-    from client.importers import check_runs
+    from hyperprior.client import HyperpriorError
+    from hyperprior.client.importers import check_runs
 
     read = len(runs)
     runs, rejected, flagged = check_runs(runs, task=task)
@@ -363,7 +363,7 @@ def run_optuna(args: argparse.Namespace) -> int:
         raise CommandError(
             "reading Optuna studies needs the optuna package: pip install optuna"
         ) from None
-    from client.importers import runs_from_optuna
+    from hyperprior.client.importers import runs_from_optuna
 
     def work(client: Any) -> int:
         dataset = _dataset(args, client)
@@ -387,7 +387,7 @@ def run_optuna(args: argparse.Namespace) -> int:
 
 def run_csv(args: argparse.Namespace) -> int:
     """Import a CSV table of runs."""
-    from client.importers import RunTableError, runs_from_csv
+    from hyperprior.client.importers import RunTableError, runs_from_csv
 
     try:
         runs = runs_from_csv(args.file)
@@ -398,7 +398,7 @@ def run_csv(args: argparse.Namespace) -> int:
 
 def run_mlflow(args: argparse.Namespace) -> int:
     """Import an MLflow file store."""
-    from client.importers import runs_from_mlflow
+    from hyperprior.client.importers import runs_from_mlflow
 
     def work(client: Any) -> int:
         dataset = _dataset(args, client)

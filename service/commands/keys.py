@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from service.commands.db import add_database_url_option, database_url, require_database
+from hyperprior.service.commands.db import add_database_url_option, database_url, require_database
 
 _SCOPES = ("read", "write", "admin")
 
@@ -60,9 +60,9 @@ def register(subparsers: Any) -> None:
 
 @contextmanager
 def _store(args: argparse.Namespace) -> Iterator[Any]:
-    from db import migrate
-    from db.engine import make_engine
-    from db.store import Store
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
 
     url = database_url(args)
     require_database(url)
@@ -76,8 +76,8 @@ def _store(args: argparse.Namespace) -> Iterator[Any]:
 
 def run_create(args: argparse.Namespace) -> int:
     """Create a key; the key itself is the last line of output."""
-    from service.auth import issue_key
-    from service.commands import CommandError
+    from hyperprior.service.auth import issue_key
+    from hyperprior.service.commands import CommandError
 
     name = args.name if args.name is not None else f"{args.scope} key"
     if not name.strip() or len(name) > 200:

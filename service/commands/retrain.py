@@ -8,8 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from service.commands import CommandError, plural
-from service.commands.db import add_database_url_option, database_url, require_database
+from hyperprior.service.commands import CommandError, plural
+from hyperprior.service.commands.db import add_database_url_option, database_url, require_database
 
 _FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 
@@ -94,12 +94,12 @@ def _print(result: Any, as_json: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Retrain once, or forever on the schedule."""
-    from db import migrate
-    from db.engine import make_engine
-    from db.store import Store
-    from service.scheduler import RetrainScheduler, validate_cron
-    from service.settings import Settings
-    from training.retrain import retrain_family
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.service.scheduler import RetrainScheduler, validate_cron
+    from hyperprior.service.settings import Settings
+    from hyperprior.training.retrain import retrain_family
 
     settings = Settings()
     url = database_url(args)
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     if args.install is not None:
-        from training.retrain import install_shipped
+        from hyperprior.training.retrain import install_shipped
 
         if not args.install.is_dir():
             raise CommandError(f"{args.install} is not a directory")
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             if result.outcome == "locked":
                 status = 1
     if args.export is not None:
-        from training.retrain import export_active
+        from hyperprior.training.retrain import export_active
 
         for path in export_active(store, args.export, families):
             print(f"wrote {path} and {path.with_suffix('.txt')}")

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.commands import CommandError, plural
-from service.commands.db import add_database_url_option, database_url, require_database
+from hyperprior.service.commands import CommandError, plural
+from hyperprior.service.commands.db import add_database_url_option, database_url, require_database
 
 
 def register_db(subparsers: Any) -> None:
@@ -43,9 +43,9 @@ def register_db(subparsers: Any) -> None:
 
 
 def _store(args: argparse.Namespace, *, create: bool = False) -> Any:
-    from db import migrate
-    from db.engine import make_engine
-    from db.store import Store
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
 
     url = database_url(args)
     if not create:
@@ -62,7 +62,7 @@ def run_seed(args: argparse.Namespace) -> int:
     """Load the seed history."""
     from tqdm import tqdm
 
-    from training.seed import SEED_DIR, load_seed, read_seed
+    from hyperprior.training.seed import SEED_DIR, load_seed, read_seed
 
     directory = args.dir or SEED_DIR
     if args.dir is not None and not directory.is_dir():
@@ -80,8 +80,8 @@ def run_seed(args: argparse.Namespace) -> int:
         )
     surrogates = directory / "surrogates"
     if surrogates.is_dir():
-        from training.retrain import install_shipped
-        from training.surrogate import SurrogateIntegrityError
+        from hyperprior.training.retrain import install_shipped
+        from hyperprior.training.surrogate import SurrogateIntegrityError
 
         # Registered only where a family has no active surrogate: never overrides a
         # model this database trained itself. The sha256 is checked before parsing.
@@ -97,7 +97,7 @@ def run_seed(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export bootstrap runs as the seed."""
-    from training.seed import SEED_DIR, export_seed
+    from hyperprior.training.seed import SEED_DIR, export_seed
 
     manifest = export_seed(
         _store(args), args.dir or SEED_DIR, command=args.command or shlex.join(sys.argv)

@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from service.commands.db import add_database_url_option, require_database
+from hyperprior.service.commands.db import add_database_url_option, require_database
 
 
 def register(subparsers: Any) -> None:
@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     """Check the database, then serve until interrupted."""
     import uvicorn
 
-    from db import migrate
-    from service.settings import Settings
+    from hyperprior.db import migrate
+    from hyperprior.service.settings import Settings
 
     overrides = {
         name: value
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     for name, value in overrides.items():
         os.environ[f"HYPERPRIOR_{name.upper()}"] = str(value)
     uvicorn.run(
-        "service.app:app_factory",
+        "hyperprior.service.app:app_factory",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -66,8 +66,8 @@ def _explain_access(settings: Any) -> None:
     if not settings.auth_enabled:
         print("hyperprior: API keys are not checked (HYPERPRIOR_AUTH_ENABLED=false)", flush=True)
         return
-    from db.engine import make_engine
-    from db.store import Store
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
 
     engine = make_engine(settings.database_url)
     try:

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from service.commands import CommandError
-from service.commands.db import add_database_url_option, database_url, require_database
-from training.metafeatures import infer_task
+from hyperprior.service.commands import CommandError
+from hyperprior.service.commands.db import add_database_url_option, database_url, require_database
+from hyperprior.training.metafeatures import infer_task
 
 _FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 _TASKS = ("binary", "multiclass", "regression")
@@ -115,14 +115,14 @@ def _rows(count: int) -> str:
 def check_target(y: Any, name: str, task: str | None, *, refine: bool = False) -> str:
     """Check a target column before any work; return the task (given or inferred).
 
-    The same checks as a refinement upload (`service.uploads.check_target`): a constant
+    The same checks as a refinement upload (`hyperprior.service.uploads.check_target`): a constant
     target (one class, with or without missing values), a task that does not fit the
     target, and with ``refine`` too few rows or a class too small to cross-validate.
 
     Raises:
         CommandError: One line that says what is wrong and what to do.
     """
-    from service.uploads import task_mismatch
+    from hyperprior.service.uploads import task_mismatch
 
     labelled = y.dropna()
     values = labelled.unique()
@@ -162,7 +162,7 @@ def _plain(value: Any) -> Any:
 
 def build_request(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /v1/suggestions body for the file in ``args``."""
-    from training.metafeatures import compute_metafeatures
+    from hyperprior.training.metafeatures import compute_metafeatures
 
     frame = read_table(args.data)
     if args.target not in frame.columns:
@@ -221,11 +221,11 @@ def _ask_service(url: str, body: dict[str, Any], api_key: str | None = None) -> 
 
 
 def _ask_locally(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
-    from db import migrate
-    from db.engine import make_engine
-    from db.store import Store
-    from service.routes.suggestions import SuggestionCreate, to_public
-    from training.suggest import SuggestionEngine, SuggestionError, SuggestionRequest
+    from hyperprior.db import migrate
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+    from hyperprior.service.routes.suggestions import SuggestionCreate, to_public
+    from hyperprior.training.suggest import SuggestionEngine, SuggestionError, SuggestionRequest
 
     url = database_url(args)
     require_database(url)
@@ -314,13 +314,13 @@ def run(args: argparse.Namespace) -> int:
     body = build_request(args)
     answer = _ask_service(args.url, body, args.api_key) if args.url else _ask_locally(args, body)
     if args.refine:
-        from service.jobs import refine_command
+        from hyperprior.service.jobs import refine_command
 
         with _progress_bar(args) as progress:
             answer["refined"] = refine_command(args, body, answer, progress=progress)
     print(json.dumps(answer, indent=2) if args.json else format_table(answer))
     if args.refine and not args.json:
-        from service.jobs import format_refinement
+        from hyperprior.service.jobs import format_refinement
 
         print(format_refinement(answer["refined"]))
     if args.refine and answer["refined"].get("config") is None:

@@ -15,8 +15,8 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 
-from service.auth import public
-from service.routes.docs import ASSETS_DIR as DOCS_ASSETS_DIR
+from hyperprior.service.auth import public
+from hyperprior.service.routes.docs import ASSETS_DIR as DOCS_ASSETS_DIR
 
 __all__ = ["STATIC_DIR", "router"]
 

@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from service.auth import require_scope
-from service.deps import StoreDep
-from service.schemas import MAX_ID, DatasetPublic, DatasetsPublic, ErrorPublic, PlainName
+from hyperprior.service.auth import require_scope
+from hyperprior.service.deps import StoreDep
+from hyperprior.service.schemas import MAX_ID, DatasetPublic, DatasetsPublic, ErrorPublic, PlainName
 
 router = APIRouter(tags=["datasets"])
 

@@ -18,8 +18,8 @@ import fastapi_offline
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from service.auth import public
-from service.security import DOCS_CSP, OAUTH2_REDIRECT_HTML, OAUTH2_REDIRECT_URL
+from hyperprior.service.auth import public
+from hyperprior.service.security import DOCS_CSP, OAUTH2_REDIRECT_HTML, OAUTH2_REDIRECT_URL
 
 __all__ = ["ASSETS_DIR", "router"]
 

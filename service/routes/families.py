@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
-from service.auth import require_scope
-from service.schemas import ErrorPublic
-from training.spaces import SPACES, TASKS, get_space
+from hyperprior.service.auth import require_scope
+from hyperprior.service.schemas import ErrorPublic
+from hyperprior.training.spaces import SPACES, TASKS, get_space
 
 router = APIRouter(tags=["families"])
 

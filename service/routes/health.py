@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from db import migrate
-from db.errors import DatabaseUnavailableError, SchemaOutOfDateError
-from service.auth import public
-from service.deps import StoreDep
+from hyperprior.db import migrate
+from hyperprior.db.errors import DatabaseUnavailableError, SchemaOutOfDateError
+from hyperprior.service.auth import public
+from hyperprior.service.deps import StoreDep
 
 router = APIRouter(tags=["health"])
 

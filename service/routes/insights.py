@@ -2,11 +2,11 @@
 
 * ``GET /v1/stats/timeline``: runs per UTC hour, day, week or month (whichever suits
   the history's span) by family and by source, and new datasets per period (one
-  grouped query, see `db.store.Store.timeline`).
+  grouped query, see `hyperprior.db.store.Store.timeline`).
 * ``POST /v1/insights/partial-dependence``: for a described dataset, the partial
   dependence of predicted quality on each hyperparameter of a family and the
   hyperparameter importances, from the family's active surrogate
-  (`training.insights.partial_dependence`).
+  (`hyperprior.training.insights.partial_dependence`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.auth import require_scope
-from service.deps import StoreDep
-from service.routes.suggestions import DatasetDescription, SurrogateRef
-from training.insights import Insights, InsightsError, partial_dependence
-from training.suggest import SuggestionError
+from hyperprior.service.auth import require_scope
+from hyperprior.service.deps import StoreDep
+from hyperprior.service.routes.suggestions import DatasetDescription, SurrogateRef
+from hyperprior.training.insights import Insights, InsightsError, partial_dependence
+from hyperprior.training.suggest import SuggestionError
 
 router = APIRouter(tags=["insights"])
 

@@ -3,7 +3,7 @@
 One path takes two bodies: ``multipart/form-data`` with a CSV or Parquet ``file`` and
 its ``target`` column, or JSON naming a ``dataset`` of the catalog (data the service
 already has). Either way the answer is 202 with the job's id and URL; the job runs in a
-worker process (see `service.jobs`) and ``GET`` shows its progress, then its result.
+worker process (see `hyperprior.service.jobs`) and ``GET`` shows its progress, then its result.
 A cancelled job stops before its next trial; the trials it measured stay in the history.
 """
 
@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from db.entities import Job
-from db.errors import InvalidStateError, NotFoundError
-from db.store import Store
-from service import uploads
-from service.auth import (
+from hyperprior.db.entities import Job
+from hyperprior.db.errors import InvalidStateError, NotFoundError
+from hyperprior.db.store import Store
+from hyperprior.service import uploads
+from hyperprior.service.auth import (
     Principal,
     WriteDep,
     check_job_quota,
@@ -32,10 +32,10 @@ from service.auth import (
     job_admission,
     require_scope,
 )
-from service.deps import SettingsDep, StoreDep
-from service.jobs import JOB_KIND, JobRunner, RefinementRequest, refine_request_public
-from service.schemas import ErrorPublic
-from service.settings import Settings
+from hyperprior.service.deps import SettingsDep, StoreDep
+from hyperprior.service.jobs import JOB_KIND, JobRunner, RefinementRequest, refine_request_public
+from hyperprior.service.schemas import ErrorPublic
+from hyperprior.service.settings import Settings
 
 router = APIRouter(tags=["refinements"])
 
@@ -222,7 +222,7 @@ def _check_bounds(options: _Options, settings: Settings) -> None:
 
 
 def _from_catalog(body: RefinementCreate) -> RefinementRequest:
-    from training.datasets import get_entry
+    from hyperprior.training.datasets import get_entry
 
     try:
         entry = get_entry(body.dataset)

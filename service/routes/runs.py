@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from db.errors import InvalidArgumentError
-from db.store import Store
-from service.auth import require_scope
-from service.deps import SettingsDep, StoreDep
-from service.schemas import (
+from hyperprior.db.errors import InvalidArgumentError
+from hyperprior.db.store import Store
+from hyperprior.service.auth import require_scope
+from hyperprior.service.deps import SettingsDep, StoreDep
+from hyperprior.service.schemas import (
     MAX_ID,
     ErrorPublic,
     IngestResultPublic,
@@ -21,7 +21,7 @@ from service.schemas import (
     RunsCreate,
     RunsPublic,
 )
-from training.ingest import check_new_runs
+from hyperprior.training.ingest import check_new_runs
 
 router = APIRouter(tags=["runs"])
 

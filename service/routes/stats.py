@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from service.auth import require_scope
-from service.deps import StoreDep
-from service.schemas import StatsPublic
+from hyperprior.service.auth import require_scope
+from hyperprior.service.deps import StoreDep
+from hyperprior.service.schemas import StatsPublic
 
 router = APIRouter(tags=["stats"])
 

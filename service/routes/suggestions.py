@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.auth import require_scope
-from service.schemas import MetaFeaturesCreate, Name, PlainName
-from training.ranking import ranking_note
-from training.suggest import (
+from hyperprior.service.auth import require_scope
+from hyperprior.service.schemas import MetaFeaturesCreate, Name, PlainName
+from hyperprior.training.ranking import ranking_note
+from hyperprior.training.suggest import (
     SuggestionEngine,
     SuggestionError,
     SuggestionRequest,

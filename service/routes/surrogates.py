@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from db.entities import Surrogate
-from service.auth import require_scope
-from service.deps import StoreDep
-from service.schemas import MAX_ID, ErrorPublic, PlainName
+from hyperprior.db.entities import Surrogate
+from hyperprior.service.auth import require_scope
+from hyperprior.service.deps import StoreDep
+from hyperprior.service.schemas import MAX_ID, ErrorPublic, PlainName
 
 router = APIRouter(tags=["surrogates"])
 

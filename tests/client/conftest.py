@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from client import Client
-from db.store import Store
-from service.app import create_app
-from service.auth import issue_key
-from service.settings import Settings
+from hyperprior.client import Client
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import issue_key
+from hyperprior.service.settings import Settings
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from client import Client, ConflictError, NotFoundError, Refinement, ValidationError
-from db.store import Store
-from service.app import create_app
-from service.auth import issue_key
-from service.settings import Settings
-from training.retrain import install_shipped
-from training.seed import SEED_DIR
+from hyperprior.client import Client, ConflictError, NotFoundError, Refinement, ValidationError
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import issue_key
+from hyperprior.service.settings import Settings
+from hyperprior.training.retrain import install_shipped
+from hyperprior.training.seed import SEED_DIR
 
 
 @pytest.fixture

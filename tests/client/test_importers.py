@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from client.importers import RunTableError, runs_from_csv, runs_from_mlflow
-from db.store import Store
-from service.cli import main
+from hyperprior.client.importers import RunTableError, runs_from_csv, runs_from_mlflow
+from hyperprior.db.store import Store
+from hyperprior.service.cli import main
 
 HEADER = (
     "dataset,task,n_rows,n_features,n_classes,mf_missing_cells_frac,family,"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from client import Client, HyperpriorWarning, NotFoundError, ValidationError
-from client.importers import check_runs, runs_from_csv
-from service.cli import main
+from hyperprior.client import Client, HyperpriorWarning, NotFoundError, ValidationError
+from hyperprior.client.importers import check_runs, runs_from_csv
+from hyperprior.service.cli import main
 
 MakeRun = Callable[..., dict[str, Any]]
 

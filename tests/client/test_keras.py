@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from client import Client, HyperpriorWarning
-from db.store import Store
+from hyperprior.client import Client, HyperpriorWarning
+from hyperprior.db.store import Store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402  (TensorFlow is a core dependency: no skipping here)
 
-from client.keras_callback import HyperpriorCallback  # noqa: E402
+from hyperprior.client.keras_callback import HyperpriorCallback  # noqa: E402
 
 
 class StopAfter(keras.callbacks.Callback):

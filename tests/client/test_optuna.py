@@ -9,17 +9,17 @@ import pandas as pd
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from client import Client, HyperpriorWarning
-from client.optuna_integration import (
+from hyperprior.client import Client, HyperpriorWarning
+from hyperprior.client.optuna_integration import (
     RecordingCallback,
     enqueue_suggestions,
     map_config,
     run_id_for,
 )
-from db.store import Store
-from service.cli import main
-from training.retrain import install_shipped
-from training.seed import SEED_DIR
+from hyperprior.db.store import Store
+from hyperprior.service.cli import main
+from hyperprior.training.retrain import install_shipped
+from hyperprior.training.seed import SEED_DIR
 
 SPACE = {
     # Narrower than hyperprior's box: suggestions are clipped into it.

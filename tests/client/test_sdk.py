@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from client import (
+from hyperprior.client import (
     AuthError,
     Client,
     ConflictError,
@@ -22,8 +22,8 @@ from client import (
     ValidationError,
     infer_task,
 )
-from client.errors import error_for_status
-from db.store import Store
+from hyperprior.client.errors import error_for_status
+from hyperprior.db.store import Store
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 MakeRun = Callable[..., dict[str, Any]]

@@ -8,10 +8,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from db import migrate
-from db.engine import make_engine
-from db.errors import SchemaOutOfDateError
-from db.models import metadata
+from hyperprior.db import migrate
+from hyperprior.db.engine import make_engine
+from hyperprior.db.errors import SchemaOutOfDateError
+from hyperprior.db.models import metadata
 
 
 def test_upgrade_head_matches_the_models(blank_db_url: str) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from db.engine import make_engine
-from db.errors import (
+from hyperprior.db.engine import make_engine
+from hyperprior.db.errors import (
     AlreadyExistsError,
     ConflictError,
     DatabaseUnavailableError,
@@ -21,7 +21,7 @@ from db.errors import (
     NotFoundError,
     UnknownDatasetError,
 )
-from db.store import DatasetSpec, NewRun, Store
+from hyperprior.db.store import DatasetSpec, NewRun, Store
 
 IRIS = DatasetSpec("iris", "multiclass", {"n_rows": 150, "n_features": 4, "n_classes": 3})
 WINE = DatasetSpec(

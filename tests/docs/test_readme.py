@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from service.cli import build_parser
-from service.settings import Settings
+from hyperprior.service.cli import build_parser
+from hyperprior.service.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

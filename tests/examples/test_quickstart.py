@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from db import migrate
-from db.engine import make_engine
-from db.store import Store
-from training.retrain import install_shipped
-from training.seed import SEED_DIR, load_seed
+from hyperprior.db import migrate
+from hyperprior.db.engine import make_engine
+from hyperprior.db.store import Store
+from hyperprior.training.retrain import install_shipped
+from hyperprior.training.seed import SEED_DIR, load_seed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.py"
 

@@ -8,11 +8,11 @@ import datetime as dt
 import uuid
 from dataclasses import replace
 
-from db.entities import NewRun
-from db.store import Store
-from training.retrain import install_shipped
-from training.seed import SEED_DIR, load_seed
-from training.surrogate import load
+from hyperprior.db.entities import NewRun
+from hyperprior.db.store import Store
+from hyperprior.training.retrain import install_shipped
+from hyperprior.training.seed import SEED_DIR, load_seed
+from hyperprior.training.surrogate import load
 
 SURROGATES = SEED_DIR / "surrogates"
 DAY = 86_400.0

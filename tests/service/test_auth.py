@@ -15,11 +15,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-import service.routes.stats as stats_routes
-from db.errors import DatabaseUnavailableError
-from db.store import Store
-from service.app import create_app
-from service.auth import (
+import hyperprior.service.routes.stats as stats_routes
+from hyperprior.db.errors import DatabaseUnavailableError
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import (
     KEY_PREFIX,
     Principal,
     UndeclaredScopeError,
@@ -34,10 +34,10 @@ from service.auth import (
     require_scope,
     served_routes,
 )
-from service.cli import main
-from service.commands.serve import _explain_access
-from service.security import API_CSP, DOCS_CSP
-from service.settings import Settings
+from hyperprior.service.cli import main
+from hyperprior.service.commands.serve import _explain_access
+from hyperprior.service.security import API_CSP, DOCS_CSP
+from hyperprior.service.settings import Settings
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 RANK = {"public": 0, "read": 1, "write": 2, "admin": 3}

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from db.errors import DatabaseUnavailableError
-from db.store import Store
-from service.app import create_app
-from service.auth import AuthError, Guard, issue_key
-from service.settings import Settings
+from hyperprior.db.errors import DatabaseUnavailableError
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import AuthError, Guard, issue_key
+from hyperprior.service.settings import Settings
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 TTL = 10.0

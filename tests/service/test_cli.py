@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.cli import main
+from hyperprior.service.cli import main
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.cli import main
-from training.refine import RefineProgress
+from hyperprior.service.cli import main
+from hyperprior.training.refine import RefineProgress
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_suggest_on_an_empty_database_says_to_seed(
     assert "holds no runs" in (err := _one_error_line(capsys))
     assert "hyperprior db seed" in err
     # With --refine it goes on (the default is worth measuring) but says the same.
-    import service.jobs as jobs
+    import hyperprior.service.jobs as jobs
 
     monkeypatch.setattr(jobs, "refine_command", _fake_refinement({"C": 1.0})[0])
     refine = ["--refine", "--no-progress", "--database-url", db_url]
@@ -170,8 +170,8 @@ def test_refine_that_verifies_nothing_exits_2_with_the_reason(
     capsys: pytest.CaptureFixture[str],
     no_progress: bool,
 ) -> None:
-    import service.commands.suggest as suggest
-    import service.jobs as jobs
+    import hyperprior.service.commands.suggest as suggest
+    import hyperprior.service.jobs as jobs
 
     data = _write(tmp_path / "data.csv", [0, 1] * 20)
     answer = {"suggestions": [], "warnings": [], "surrogate": None}
@@ -198,8 +198,8 @@ def test_refine_that_verifies_nothing_exits_2_with_the_reason(
 def test_refine_that_verifies_a_config_exits_0(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import service.commands.suggest as suggest
-    import service.jobs as jobs
+    import hyperprior.service.commands.suggest as suggest
+    import hyperprior.service.jobs as jobs
 
     data = _write(tmp_path / "data.csv", [0, 1] * 20)
     monkeypatch.setattr(
@@ -226,10 +226,10 @@ def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     # certainly meets the closed pipe.
     code = (
         "import sys\n"
-        "import service.commands.bootstrap as b\n"
+        "import hyperprior.service.commands.bootstrap as b\n"
         "once = b._print_entries\n"
         "b._print_entries = lambda *a, **k: [once(*a, **k) for _ in range(30)]\n"
-        "from service.cli import main\n"
+        "from hyperprior.service.cli import main\n"
         "sys.exit(main(['bootstrap', '--list']))\n"
     )
     script = Path(tmp_path) / "writer.py"

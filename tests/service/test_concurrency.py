@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from db.engine import make_engine
-from db.store import DatasetSpec, NewRun, Store
-from service.auth import issue_key
-from service.devserver import serve_subprocess
+from hyperprior.db.engine import make_engine
+from hyperprior.db.store import DatasetSpec, NewRun, Store
+from hyperprior.service.auth import issue_key
+from hyperprior.service.devserver import serve_subprocess
 
 BATCH_SIZE = 50
 RESENDS = 3

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from db.entities import DatasetSpec, NewRun
-from db.store import Store
-from service.app import create_app
-from service.auth import issue_key
-from service.routes.dashboard import STATIC_DIR
-from service.security import API_CSP
-from service.settings import Settings
-from training.retrain import install_shipped
-from training.seed import SEED_DIR
+from hyperprior.db.entities import DatasetSpec, NewRun
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import issue_key
+from hyperprior.service.routes.dashboard import STATIC_DIR
+from hyperprior.service.security import API_CSP
+from hyperprior.service.settings import Settings
+from hyperprior.training.retrain import install_shipped
+from hyperprior.training.seed import SEED_DIR
 
 META = {"n_rows": 5000, "n_features": 20, "n_classes": 2}
 
@@ -209,7 +209,7 @@ def test_timeline_of_a_long_history_is_weekly_then_monthly(
      (841, "month")],
 )  # fmt: skip
 def test_timeline_scale_keeps_the_bars_few_but_not_one(days: int, scale: str) -> None:
-    from service.routes.insights import timeline_scale
+    from hyperprior.service.routes.insights import timeline_scale
 
     first = dt.date(2025, 1, 1)
     assert timeline_scale(first, first + dt.timedelta(days=days - 1)) == scale

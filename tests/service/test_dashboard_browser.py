@@ -33,11 +33,11 @@ from dashboard_seed import REFINEMENTS, USER_FAMILY, SteppingClock, seed_history
 from waiting import wait_until
 from websockets.sync.client import ClientConnection, connect
 
-from db.engine import make_engine
-from db.store import Store
-from service.app import create_app
-from service.settings import Settings
-from training.spaces import get_space
+from hyperprior.db.engine import make_engine
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.settings import Settings
+from hyperprior.training.spaces import get_space
 
 ARTIFACTS = Path(os.environ.get("HYPERPRIOR_TEST_ARTIFACTS", "build/test-artifacts"))
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -155,7 +155,7 @@ class Served:
 @pytest.fixture
 def seeded_server(tmp_path: Path) -> Iterator[Served]:
     """A real uvicorn (in a thread) serving the app on a seeded SQLite database."""
-    from db import migrate
+    from hyperprior.db import migrate
 
     url = f"sqlite:///{tmp_path / 'dashboard.db'}"
     engine = make_engine(url)
@@ -387,7 +387,7 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served)
 @pytest.fixture
 def docs_server(tmp_path: Path) -> Iterator[str]:
     """A real uvicorn serving the app on an empty, migrated SQLite database."""
-    from db import migrate
+    from hyperprior.db import migrate
 
     url = f"sqlite:///{tmp_path / 'docs.db'}"
     engine = make_engine(url)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import lightgbm
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from hyperprior.service.app import create_app
+from hyperprior.service.settings import Settings
 
 
 def _client(tmp_path) -> TestClient:  # type: ignore[no-untyped-def]
-    from db.migrate import upgrade
+    from hyperprior.db.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'f.db'}"
     upgrade(url)

@@ -40,14 +40,14 @@ from fastapi.testclient import TestClient
 from pg_server import ThrowawayPostgres, throwaway_postgres
 from sqlalchemy import Connection, Engine, event, text
 
-from db import migrate
-from db.engine import make_engine
-from db.errors import DatabaseUnavailableError
-from db.store import Store
-from service.app import create_app
-from service.auth import issue_key
-from service.devserver import serve_subprocess
-from service.settings import Settings
+from hyperprior.db import migrate
+from hyperprior.db.engine import make_engine
+from hyperprior.db.errors import DatabaseUnavailableError
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import issue_key
+from hyperprior.service.devserver import serve_subprocess
+from hyperprior.service.settings import Settings
 
 pytestmark = pytest.mark.postgres
 
@@ -402,6 +402,6 @@ def test_a_connection_dropped_mid_ingest_is_503_and_the_pool_recovers(
 
 def store_runs(payloads: list[dict[str, Any]]) -> list[Any]:
     """The store's NewRun objects for JSON runs (what the route builds)."""
-    from service.schemas import RunCreate
+    from hyperprior.service.schemas import RunCreate
 
     return [RunCreate.model_validate(p).to_new_run() for p in payloads]

@@ -21,10 +21,10 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from db.store import Store
-from service.app import create_app
-from service.auth import issue_key, served_routes
-from service.settings import Settings
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import issue_key, served_routes
+from hyperprior.service.settings import Settings
 
 MakeRun = Callable[..., dict[str, Any]]
 JSON = {"content-type": "application/json"}

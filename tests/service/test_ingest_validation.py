@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.auth import issue_key
-from service.settings import Settings
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import issue_key
+from hyperprior.service.settings import Settings
 
 MakeRun = Callable[..., dict[str, Any]]
 

@@ -18,13 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from db.store import Store
-from service.app import create_app
-from service.settings import Settings
-from training.features import build_training_set
-from training.suggest import Portfolio, with_portfolio
-from training.surrogate import Surrogate, SurrogateParams, fit
-from training.synthetic_history import SyntheticHistory
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.settings import Settings
+from hyperprior.training.features import build_training_set
+from hyperprior.training.suggest import Portfolio, with_portfolio
+from hyperprior.training.surrogate import Surrogate, SurrogateParams, fit
+from hyperprior.training.synthetic_history import SyntheticHistory
 
 FAMILY = "lightgbm"
 PARAMS = SurrogateParams(n_members=2, n_rounds=25, num_leaves=7, min_data_in_leaf=10)
@@ -95,7 +95,7 @@ def test_a_tampered_model_is_refused_logged_and_the_previous_one_keeps_serving(
 
     second = register(store, surrogate)  # activated (first retired), then altered
     tamper(store, second)
-    with caplog.at_level(logging.ERROR, logger="training.suggest"):
+    with caplog.at_level(logging.ERROR, logger="hyperprior.training.suggest"):
         assert watcher.poll_once() == []  # nothing was reloaded
 
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -108,7 +108,7 @@ def test_a_tampered_model_is_refused_logged_and_the_previous_one_keeps_serving(
 
     # Refused once, not at every poll: the log does not fill with the same error.
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="training.suggest"):
+    with caplog.at_level(logging.ERROR, logger="hyperprior.training.suggest"):
         assert watcher.poll_once() == []
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert suggest(client)["surrogate"]["id"] == first
@@ -128,7 +128,7 @@ def test_an_app_started_on_a_tampered_model_answers_without_it_and_says_so(
     tamper(store, tampered)
     settings = Settings(database_url="sqlite://", retrain_in_process=False, surrogate_poll_s=3600)
     with (
-        caplog.at_level(logging.ERROR, logger="training.suggest"),
+        caplog.at_level(logging.ERROR, logger="hyperprior.training.suggest"),
         TestClient(create_app(settings, store=store)) as client,
     ):
         answer = suggest(client)

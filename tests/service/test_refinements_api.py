@@ -16,14 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 from waiting import wait_until
 
-from db.engine import make_engine
-from db.store import Store
-from service.app import create_app
-from service.auth import issue_key
-from service.settings import Settings
-from training.datasets import load_dataset
-from training.retrain import install_shipped
-from training.seed import SEED_DIR
+from hyperprior.db.engine import make_engine
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import issue_key
+from hyperprior.service.settings import Settings
+from hyperprior.training.datasets import load_dataset
+from hyperprior.training.retrain import install_shipped
+from hyperprior.training.seed import SEED_DIR
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -455,7 +455,7 @@ def test_suggest_refine_runs_locally_and_records_to_the_database(
 ) -> None:
     import json
 
-    from service.cli import main
+    from hyperprior.service.cli import main
 
     path = tmp_path / "wine.csv"
     path.write_bytes(csv_bytes(wine_frame()))
@@ -480,8 +480,8 @@ def test_suggest_refine_runs_locally_and_records_to_the_database(
 def test_http_recorder_sends_verification_runs_to_the_service(
     connect: Callable[..., TestClient], tmp_path: Path
 ) -> None:
-    from service.jobs import HttpRecorder, refine_file
-    from training.metafeatures import compute_metafeatures
+    from hyperprior.service.jobs import HttpRecorder, refine_file
+    from hyperprior.training.metafeatures import compute_metafeatures
 
     client = connect()
     frame = wine_frame()

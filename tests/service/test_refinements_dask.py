@@ -24,7 +24,7 @@ from test_refinements_api import FINAL, submit_long_job
 from test_refinements_api import connect as connect  # the fixture
 from waiting import wait_until
 
-from service.settings import Settings
+from hyperprior.service.settings import Settings
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 GUARD = 120.0  # seconds: only for a test that would otherwise hang
@@ -61,7 +61,7 @@ def test_compose_runs_dask_as_an_opt_in_profile_the_api_and_bootstrap_use() -> N
 def test_bootstrap_takes_the_scheduler_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, db_url: str
 ) -> None:
-    import training.executor
+    import hyperprior.training.executor
 
     captured: dict[str, Any] = {}
 
@@ -70,8 +70,8 @@ def test_bootstrap_takes_the_scheduler_from_the_environment(
         raise SystemExit(0)
 
     monkeypatch.setenv("HYPERPRIOR_DASK_SCHEDULER", "tcp://scheduler.invalid:8786")
-    monkeypatch.setattr(training.executor, "make_executor", fake_make_executor)
-    from service.cli import main
+    monkeypatch.setattr(hyperprior.training.executor, "make_executor", fake_make_executor)
+    from hyperprior.service.cli import main
 
     with pytest.raises(SystemExit):
         main(["bootstrap", "--datasets", "sklearn/iris", "--families", "linear", "--configs", "1",

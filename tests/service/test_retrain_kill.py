@@ -27,14 +27,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from db.engine import make_engine
-from db.models import SqlLock
-from db.store import Store
-from service.app import create_app
-from service.settings import Settings
-from training.retrain import retrain
-from training.surrogate import SurrogateParams
-from training.synthetic_history import SyntheticHistory, new_runs
+from hyperprior.db.engine import make_engine
+from hyperprior.db.models import SqlLock
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.settings import Settings
+from hyperprior.training.retrain import retrain
+from hyperprior.training.surrogate import SurrogateParams
+from hyperprior.training.synthetic_history import SyntheticHistory, new_runs
 
 FAMILY = "lightgbm"
 FAST = SurrogateParams(n_members=2, n_rounds=25, num_leaves=7, min_data_in_leaf=10, cv_folds=3)
@@ -94,7 +94,7 @@ def test_kill_9_of_a_retrain_leaves_the_active_model_serving_and_the_next_retrai
             [
                 sys.executable,
                 "-m",
-                "service.cli",
+                "hyperprior.service.cli",
                 "retrain",
                 "--family",
                 FAMILY,

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from db.engine import make_engine
-from db.errors import DatabaseUnavailableError, SchemaOutOfDateError
-from service.app import create_app
-from service.auth import issue_key
-from service.settings import Settings
+from hyperprior.db.engine import make_engine
+from hyperprior.db.errors import DatabaseUnavailableError, SchemaOutOfDateError
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import issue_key
+from hyperprior.service.settings import Settings
 
 MakeRun = Callable[..., dict[str, Any]]
 JSON = {"content-type": "application/json"}

@@ -25,14 +25,14 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from db.engine import make_engine
-from db.store import Store
-from service.app import create_app
-from service.auth import generate_key, hash_key
-from service.settings import Settings
-from training.retrain import retrain
-from training.surrogate import SurrogateParams
-from training.synthetic_history import SyntheticHistory, new_runs
+from hyperprior.db.engine import make_engine
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import generate_key, hash_key
+from hyperprior.service.settings import Settings
+from hyperprior.training.retrain import retrain
+from hyperprior.training.surrogate import SurrogateParams
+from hyperprior.training.synthetic_history import SyntheticHistory, new_runs
 
 #: Generated requests per operation and phase: enough to find the classic bugs (huge
 #: numbers, odd strings, wrong types) while the whole module stays well under a minute.

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from db.engine import make_engine
-from db.store import Store
-from service.cli import main
-from training.seed import SEED_DIR
+from hyperprior.db.engine import make_engine
+from hyperprior.db.store import Store
+from hyperprior.service.cli import main
+from hyperprior.training.seed import SEED_DIR
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from db.store import Store
-from service.app import create_app
-from service.settings import Settings
-from training.retrain import retrain
-from training.surrogate import SurrogateParams
-from training.synthetic_history import SyntheticHistory, new_runs
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.settings import Settings
+from hyperprior.training.retrain import retrain
+from hyperprior.training.surrogate import SurrogateParams
+from hyperprior.training.synthetic_history import SyntheticHistory, new_runs
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -165,7 +165,7 @@ def test_a_newly_activated_model_is_picked_up_without_restart(history_store: Sto
         def serving() -> Any:
             return client.post("/v1/suggestions", json=_body()).json()["surrogate"]
 
-        from service.scheduler import wait_until
+        from hyperprior.service.scheduler import wait_until
 
         assert wait_until(lambda: serving() is not None, timeout=10)
         assert serving()["id"] == result.candidate_id

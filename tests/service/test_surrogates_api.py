@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from db.store import Store
-from service.app import create_app
-from service.auth import issue_key
-from service.cli import main
-from service.scheduler import RetrainScheduler, next_fire, validate_cron
-from service.settings import Settings
-from training.retrain import retrain
-from training.surrogate import SurrogateParams
-from training.synthetic_history import SyntheticHistory, new_runs
+from hyperprior.db.store import Store
+from hyperprior.service.app import create_app
+from hyperprior.service.auth import issue_key
+from hyperprior.service.cli import main
+from hyperprior.service.scheduler import RetrainScheduler, next_fire, validate_cron
+from hyperprior.service.settings import Settings
+from hyperprior.training.retrain import retrain
+from hyperprior.training.surrogate import SurrogateParams
+from hyperprior.training.synthetic_history import SyntheticHistory, new_runs
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 

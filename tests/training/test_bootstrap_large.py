@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.confidence import candidate_rows, evaluate_policies
-from training.features import build_training_set
-from training.suggest import Portfolio
-from training.surrogate import SurrogateParams
-from training.synthetic_history import SyntheticHistory
+from hyperprior.training.confidence import candidate_rows, evaluate_policies
+from hyperprior.training.features import build_training_set
+from hyperprior.training.suggest import Portfolio
+from hyperprior.training.surrogate import SurrogateParams
+from hyperprior.training.synthetic_history import SyntheticHistory
 
 FAMILY = "lightgbm"
 FULL = 4  # full-fidelity configs of the large dataset (the default first)

@@ -8,19 +8,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.confidence import (
+from hyperprior.training.confidence import (
     Calibration,
     fit_calibration,
     group_folds,
     learn_distance_threshold,
 )
-from training.datasets import dataset_group
-from training.features import build_training_set
-from training.retrain import with_confidence
-from training.spaces import get_space
-from training.suggest import Portfolio, SuggestionPolicy, SuggestionRequest, with_portfolio
-from training.surrogate import Surrogate, SurrogateParams, cross_validate, fit
-from training.synthetic_history import SyntheticHistory
+from hyperprior.training.datasets import dataset_group
+from hyperprior.training.features import build_training_set
+from hyperprior.training.retrain import with_confidence
+from hyperprior.training.spaces import get_space
+from hyperprior.training.suggest import (
+    Portfolio,
+    SuggestionPolicy,
+    SuggestionRequest,
+    with_portfolio,
+)
+from hyperprior.training.surrogate import Surrogate, SurrogateParams, cross_validate, fit
+from hyperprior.training.synthetic_history import SyntheticHistory
 
 FAMILY = "lightgbm"
 PARAMS = SurrogateParams(n_members=3, n_rounds=40, num_leaves=15, min_data_in_leaf=10)

@@ -19,7 +19,7 @@ import pytest
 from dask_cluster import TESTS, Cluster, EndlessTrial, dask_cluster, endless, idle
 from waiting import wait_until
 
-from training.executor import DaskExecutor, WorkerFailure
+from hyperprior.training.executor import DaskExecutor, WorkerFailure
 
 GUARD = 120.0  # seconds: only for a test that would otherwise hang
 
@@ -82,7 +82,7 @@ def test_trials_of_a_client_that_died_stop(
         import sys
         sys.path[:0] = [{str(TESTS)!r}]
         from dask_cluster import EndlessTrial, endless
-        from training.executor import DaskExecutor
+        from hyperprior.training.executor import DaskExecutor
 
         executor = DaskExecutor({cluster.address!r})
         trials = [EndlessTrial({str(tmp_path)!r}, name) for name in ("x", "y")]

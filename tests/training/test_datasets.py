@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.datasets import (
+from hyperprior.training.datasets import (
     CATALOG_COLUMNS,
     SYNTHETIC,
     TWIN_GROUPS,
@@ -21,11 +21,21 @@ from training.datasets import (
     list_datasets,
     load_dataset,
 )
-from training.datasets._cleaning import MAX_CLASSES, MIN_CLASS_ROWS, clean, clean_features
-from training.datasets._groups import declared_group, package_group
-from training.datasets._sources import load_raw
-from training.datasets.synthetic import STRUCTURED, make_synthetic, parse_knobs, parse_name
-from training.datasets.verify import Verdict, catalog_row, read_candidates, verify_entry
+from hyperprior.training.datasets._cleaning import (
+    MAX_CLASSES,
+    MIN_CLASS_ROWS,
+    clean,
+    clean_features,
+)
+from hyperprior.training.datasets._groups import declared_group, package_group
+from hyperprior.training.datasets._sources import load_raw
+from hyperprior.training.datasets.synthetic import (
+    STRUCTURED,
+    make_synthetic,
+    parse_knobs,
+    parse_name,
+)
+from hyperprior.training.datasets.verify import Verdict, catalog_row, read_candidates, verify_entry
 
 # A few entries per task, chosen to cover every source, declared drop columns,
 # rare classes, a target rule, tables sorted by target and the largest sizes.

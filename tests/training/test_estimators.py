@@ -12,10 +12,10 @@ from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from client import Client, HyperpriorWarning, LGBMClassifier, make_estimator
-from client import RandomForestRegressor as RFRegressor
-from training.estimators import KerasMLPEstimator
-from training.spaces import SPACES
+from hyperprior.client import Client, HyperpriorWarning, LGBMClassifier, make_estimator
+from hyperprior.client import RandomForestRegressor as RFRegressor
+from hyperprior.training.estimators import KerasMLPEstimator
+from hyperprior.training.spaces import SPACES
 
 FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 # Small enough to fit in a blink; keras_mlp's 20 default epochs are cut to 3.

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_classification, make_regression
 
-from training.families import (
+from hyperprior.training.families import (
     FAMILIES,
     TrialResult,
     UnknownFamilyError,
@@ -19,7 +19,7 @@ from training.families import (
     get_family,
     primary_metric,
 )
-from training.families.base import (
+from hyperprior.training.families.base import (
     MIN_ROWS_PER_CLASS,
     TASK_METRICS,
     evaluate_family,
@@ -28,8 +28,8 @@ from training.families.base import (
     score_predictions,
     subsample_rows,
 )
-from training.preprocess import prepare_frame, tree_preprocessor
-from training.spaces import TASKS
+from hyperprior.training.preprocess import prepare_frame, tree_preprocessor
+from hyperprior.training.spaces import TASKS
 
 # Small but real configs: the point is that each family runs, not that it is good.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -244,7 +244,7 @@ def test_diverging_keras_fit_fails(datasets: Any) -> None:
 
 
 def test_keras_crash_fails(datasets: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from training.families import keras_mlp
+    from hyperprior.training.families import keras_mlp
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise MemoryError("out of memory building the model")
@@ -260,7 +260,7 @@ def test_keras_folds_reusing_one_model_score_as_fresh_builds(
 ) -> None:
     # The folds of a trial share one compiled network, reset to its initial state;
     # rebuilding it for every fold must give the same scores (no dropout: same RNG use).
-    from training.families import keras_mlp
+    from hyperprior.training.families import keras_mlp
 
     X, y = datasets["multiclass"]
     config = {**CONFIGS["keras_mlp"], "optimizer": "adam", "epochs": 6}
@@ -280,7 +280,7 @@ def test_keras_folds_reusing_one_model_score_as_fresh_builds(
 
 
 def test_keras_model_retrained_by_a_later_fit_refuses_to_predict(datasets: Any) -> None:
-    from training.families.keras_mlp import build
+    from hyperprior.training.families.keras_mlp import build
 
     X, y = datasets["binary"]
     codes = (y == y.iloc[0]).astype(int).to_numpy()
@@ -293,7 +293,7 @@ def test_keras_model_retrained_by_a_later_fit_refuses_to_predict(datasets: Any) 
 
 
 def test_keras_fidelity_scales_epochs() -> None:
-    from training.families.keras_mlp import build, effective_epochs
+    from hyperprior.training.families.keras_mlp import build, effective_epochs
 
     assert effective_epochs(20, 0.25) == 5
     assert effective_epochs(5, 0.01) == 1
@@ -358,7 +358,7 @@ def test_lightgbm_sees_pandas_categoricals() -> None:
 
 
 def test_linear_default_uses_the_library_solver() -> None:
-    from training.families.linear import build
+    from hyperprior.training.families.linear import build
 
     space = get_family("linear").space
     model = build(space.default("binary"), "binary", 2, 0, 1.0).named_steps["model"]

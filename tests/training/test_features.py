@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.features import (
+from hyperprior.training.features import (
     FAILED_QUALITY,
     TASKS,
     build_training_set,
@@ -20,8 +20,8 @@ from training.features import (
     oriented_scores,
     relevance_labels,
 )
-from training.spaces import SPACES, get_space
-from training.synthetic_history import SyntheticHistory
+from hyperprior.training.spaces import SPACES, get_space
+from hyperprior.training.synthetic_history import SyntheticHistory
 
 FAMILIES = sorted(SPACES)
 

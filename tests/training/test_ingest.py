@@ -1,4 +1,4 @@
-"""training.ingest: which configs are refused, which are stored and flagged."""
+"""hyperprior.training.ingest: which configs are refused, which are stored and flagged."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from db.entities import DatasetSpec, NewRun
-from training.ingest import InvalidConfigError, check_config, check_new_runs
+from hyperprior.db.entities import DatasetSpec, NewRun
+from hyperprior.training.ingest import InvalidConfigError, check_config, check_new_runs
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.metafeatures import (
+from hyperprior.training.metafeatures import (
     CORE,
     DESCRIPTIONS,
     REQUIRED,
     compute_metafeatures,
     validate_metafeatures,
 )
-from training.spaces import TASKS
+from hyperprior.training.spaces import TASKS
 
 
 @pytest.fixture

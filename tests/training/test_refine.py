@@ -10,11 +10,16 @@ from typing import Any
 import pytest
 from pool_helpers import crash, sleep_ignoring_alarms, times
 
-from db.store import Store
-from training.bootstrap import dataset_spec
-from training.datasets import load_dataset
-from training.executor import InlineExecutor, IsolatedPoolExecutor, TrialExecutor, WorkerFailure
-from training.refine import (
+from hyperprior.db.store import Store
+from hyperprior.training.bootstrap import dataset_spec
+from hyperprior.training.datasets import load_dataset
+from hyperprior.training.executor import (
+    InlineExecutor,
+    IsolatedPoolExecutor,
+    TrialExecutor,
+    WorkerFailure,
+)
+from hyperprior.training.refine import (
     Candidate,
     RefineProgress,
     RefineSettings,
@@ -24,11 +29,11 @@ from training.refine import (
     relative_cost,
     rung_fidelities,
 )
-from training.retrain import install_shipped
-from training.seed import SEED_DIR
-from training.spaces import get_space
-from training.suggest import SuggestionEngine, SuggestionRequest
-from training.trials import TrialData, VerificationTrial
+from hyperprior.training.retrain import install_shipped
+from hyperprior.training.seed import SEED_DIR
+from hyperprior.training.spaces import get_space
+from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
+from hyperprior.training.trials import TrialData, VerificationTrial
 
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
@@ -270,7 +275,7 @@ def test_keras_mlp_refinement_uses_epochs_as_fidelity() -> None:
 def test_refinement_on_dask(cancer: TrialData) -> None:
     from distributed import LocalCluster
 
-    from training.executor import DaskExecutor
+    from hyperprior.training.executor import DaskExecutor
 
     with LocalCluster(
         n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None

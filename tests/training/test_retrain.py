@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from db import migrate
-from db.engine import make_engine
-from db.store import Store
-from training import retrain as retrain_module
-from training.retrain import export_active, install_shipped, retrain
-from training.suggest import surrogate_from_record
-from training.surrogate import SurrogateIntegrityError, SurrogateParams
-from training.synthetic_history import SyntheticHistory, new_runs
+from hyperprior.db import migrate
+from hyperprior.db.engine import make_engine
+from hyperprior.db.store import Store
+from hyperprior.training import retrain as retrain_module
+from hyperprior.training.retrain import export_active, install_shipped, retrain
+from hyperprior.training.suggest import surrogate_from_record
+from hyperprior.training.surrogate import SurrogateIntegrityError, SurrogateParams
+from hyperprior.training.synthetic_history import SyntheticHistory, new_runs
 
 FAMILY = "lightgbm"
 GOOD = SurrogateParams(n_members=2, n_rounds=25, num_leaves=7, min_data_in_leaf=10, cv_folds=3)
@@ -159,8 +159,8 @@ def test_export_and_install_shipped_surrogates(history_store: Store, tmp_path: P
 def test_a_request_naming_another_metric_is_ranked_by_it(store: Store) -> None:
     import numpy as np
 
-    from training.retrain import retrain_family
-    from training.suggest import SuggestionEngine, SuggestionRequest
+    from hyperprior.training.retrain import retrain_family
+    from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
 
     history = SyntheticHistory(FAMILY, seed=21)
     space = history._space()
@@ -216,7 +216,7 @@ def test_a_request_naming_another_metric_is_ranked_by_it(store: Store) -> None:
 
 
 def test_targets_need_enough_datasets(store: Store) -> None:
-    from training.retrain import retrain_family, targets_with_data
+    from hyperprior.training.retrain import retrain_family, targets_with_data
 
     frame = SyntheticHistory(FAMILY, seed=21).frame(6, 8, n_reduced=0)
     frame["metrics"] = [{"log_loss": 0.5, "mae": 1.0} for _ in range(len(frame))]

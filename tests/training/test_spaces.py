@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from training.spaces import (
+from hyperprior.training.spaces import (
     INACTIVE,
     SPACES,
     TASKS,

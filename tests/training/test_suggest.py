@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.features import build_training_set
-from training.spaces import get_space
-from training.suggest import (
+from hyperprior.training.features import build_training_set
+from hyperprior.training.spaces import get_space
+from hyperprior.training.suggest import (
     PolicySettings,
     Portfolio,
     SuggestionEngine,
@@ -21,8 +21,8 @@ from training.suggest import (
     SuggestionRequest,
     with_portfolio,
 )
-from training.surrogate import Surrogate, SurrogateParams, fit
-from training.synthetic_history import FrameReader, SyntheticHistory
+from hyperprior.training.surrogate import Surrogate, SurrogateParams, fit
+from hyperprior.training.synthetic_history import FrameReader, SyntheticHistory
 
 FAMILY = "lightgbm"
 PARAMS = SurrogateParams(n_members=3, n_rounds=40, num_leaves=15, min_data_in_leaf=10)

@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from training.suggest import (  # noqa: E402
+from hyperprior.training.suggest import (  # noqa: E402
     Portfolio,
     SuggestionPolicy,
     SuggestionRequest,
     SuggestionResult,
 )
-from training.surrogate import Surrogate, from_text  # noqa: E402
+from hyperprior.training.surrogate import Surrogate, from_text  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "suggest_golden"
 ANSWERS = DATA / "answers.json"
@@ -55,7 +55,7 @@ def make_policy(family: str) -> SuggestionPolicy:
 
 def requests() -> list[SuggestionRequest]:
     """Fixed requests: every task, several seeds and sizes, fixed params, far data."""
-    from training.synthetic_history import SyntheticHistory
+    from hyperprior.training.synthetic_history import SyntheticHistory
 
     out = []
     for family in FAMILIES:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.features import ConfigBlock, encode_configs
-from training.spaces import get_space
-from training.suggest import _chain, _encode_points, _prefetch
+from hyperprior.training.features import ConfigBlock, encode_configs
+from hyperprior.training.spaces import get_space
+from hyperprior.training.suggest import _chain, _encode_points, _prefetch
 
 FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 TASKS = ("binary", "multiclass", "regression")

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.features import TrainingSet, build_training_set
-from training.surrogate import (
+from hyperprior.training.features import TrainingSet, build_training_set
+from hyperprior.training.surrogate import (
     SurrogateIntegrityError,
     SurrogateParams,
     combine_members,
@@ -26,7 +26,7 @@ from training.surrogate import (
     sha256_text,
     spread_weights,
 )
-from training.synthetic_history import SyntheticHistory
+from hyperprior.training.synthetic_history import SyntheticHistory
 
 FAST = SurrogateParams(n_members=3, n_rounds=25, num_leaves=7, min_data_in_leaf=10, cv_folds=4)
 

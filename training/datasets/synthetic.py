@@ -15,7 +15,7 @@ A synthetic dataset is named ``synthetic/<kind>-<task>-<rows>x<features>[-s<seed
 (``synthetic/imbalanced-binary-20000x20-s0``), structured kinds optionally followed by
 knobs, one letter and a number each (``synthetic/xor-binary-4000x10-s1-k3-f0.05``: 3
 informative features, 5% of labels flipped). The name alone determines the data, so
-:func:`training.datasets.load_dataset` accepts any such name, not only those of
+:func:`hyperprior.training.datasets.load_dataset` accepts any such name, not only those of
 :data:`SYNTHETIC` or of the catalog (``catalog.csv`` lists the structured ones the
 bootstrap runs, with ``source`` ``synthetic``).
 """
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.datasets._types import TASKS, CatalogEntry, LoadedDataset
+from hyperprior.training.datasets._types import TASKS, CatalogEntry, LoadedDataset
 
 KINDS: dict[str, str] = {
     "high-dim": "far more features than rows; 10 informative, the rest noise",

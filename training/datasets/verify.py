@@ -1,9 +1,9 @@
 """Check every candidate dataset and (with ``--write``) rebuild ``catalog.csv``.
 
-Run as ``python -m training.datasets.verify [--write] [--only TEXT]``.
+Run as ``python -m hyperprior.training.datasets.verify [--write] [--only TEXT]``.
 
 For each row of ``candidates.csv`` it loads the table offline, cleans it exactly as
-:func:`training.datasets.load_dataset` does, checks the target fits the task, and
+:func:`hyperprior.training.datasets.load_dataset` does, checks the target fits the task, and
 checks there is signal: a 3-fold CV of a small LightGBM against a trivial baseline in
 the task's metric (ROC AUC, accuracy, R^2). A candidate is kept only if the model
 clearly beats the baseline and no single feature predicts the target almost perfectly
@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.datasets import (
+from hyperprior.training.datasets import (
     CATALOG_COLUMNS,
     CATALOG_PATH,
     declared_group,
     load_entry_with_log,
     parse_drop_columns,
 )
-from training.datasets._types import CatalogEntry, LoadedDataset
+from hyperprior.training.datasets._types import CatalogEntry, LoadedDataset
 
 CANDIDATES_PATH = Path(__file__).with_name("candidates.csv")
 
@@ -90,7 +90,7 @@ def read_candidates(path: Path = CANDIDATES_PATH) -> list[CatalogEntry]:
 
     Returns:
         One entry per row; ``name`` defaults to ``source/ref``, ``group`` to the
-        package's (or the twin group declared in ``training.datasets._groups``).
+        package's (or the twin group declared in ``hyperprior.training.datasets._groups``).
     """
     with path.open(newline="", encoding="utf-8") as handle:
         return [

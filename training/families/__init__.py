@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.families import keras_mlp, lightgbm, linear, random_forest
-from training.families.base import (
+from hyperprior.training.families import keras_mlp, lightgbm, linear, random_forest
+from hyperprior.training.families.base import (
     PRIMARY_METRICS,
     TASK_METRICS,
     Family,
@@ -30,7 +30,7 @@ from training.families.base import (
     failed_result,
     primary_metric,
 )
-from training.spaces import UnknownFamilyError
+from hyperprior.training.spaces import UnknownFamilyError
 
 __all__ = [
     "FAMILIES",

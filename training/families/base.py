@@ -3,7 +3,7 @@
 A family module only says how to build an unfitted estimator (preprocessing included)
 from a config; :func:`evaluate_family` does the rest the same way for every family:
 
-- the data is cleaned once with :func:`training.preprocess.prepare_frame`; rows whose
+- the data is cleaned once with :func:`hyperprior.training.preprocess.prepare_frame`; rows whose
   target is missing are dropped; class labels become codes ``0..k-1``;
 - k-fold CV: ``StratifiedKFold`` for classification (k reduced to the smallest class
   count when a class has fewer than k rows), ``KFold`` for regression, both shuffled
@@ -31,8 +31,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from training.preprocess import prepare_frame
-from training.spaces import Space, check_task, is_classification
+from hyperprior.training.preprocess import prepare_frame
+from hyperprior.training.spaces import Space, check_task, is_classification
 
 __all__ = [
     "MIN_ROWS_PER_CLASS",
@@ -130,7 +130,7 @@ class Family:
     """A model family: its space and how to build an estimator from a config.
 
     Attributes:
-        name: Family name, as in :data:`training.spaces.SPACES`.
+        name: Family name, as in :data:`hyperprior.training.spaces.SPACES`.
         space: Its search space.
         build: ``build(config, task, n_classes, seed, fidelity)`` -> an unfitted
             scikit-learn-style estimator (preprocessing included) whose ``fit`` takes
@@ -364,7 +364,7 @@ def evaluate_family(
     """Cross-validate one config of ``family`` on ``(X, y)``; never raises.
 
     See the module docstring for the protocol, and
-    :func:`training.families.evaluate` for the arguments.
+    :func:`hyperprior.training.families.evaluate` for the arguments.
     """
     if family.setup is not None:
         try:

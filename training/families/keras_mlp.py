@@ -1,6 +1,6 @@
 """A Keras multilayer perceptron on imputed, scaled, one-hot features.
 
-Config keys (see ``training.spaces.KERAS_MLP`` for ranges and defaults):
+Config keys (see ``hyperprior.training.spaces.KERAS_MLP`` for ranges and defaults):
 
 - ``learning_rate``: of the optimizer.
 - ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``rmsprop`` (Keras defaults otherwise:
@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from training.families.base import Family
-from training.preprocess import dense_preprocessor
-from training.spaces import SPACES
+from hyperprior.training.families.base import Family
+from hyperprior.training.preprocess import dense_preprocessor
+from hyperprior.training.spaces import SPACES
 
 __all__ = ["FAMILY", "KerasMLP", "build", "effective_epochs", "import_keras"]
 

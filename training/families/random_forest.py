@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from training.families.base import Family
-from training.preprocess import tree_preprocessor
-from training.spaces import SPACES
+from hyperprior.training.families.base import Family
+from hyperprior.training.preprocess import tree_preprocessor
+from hyperprior.training.spaces import SPACES
 
 
 def fixed_params(seed: int) -> dict[str, Any]:
