@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,14 +208,14 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text().strip():
+
+        def port_open() -> bool:
             if process.poll() is not None:
                 stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
                 pytest.fail(f"Chromium exited with {process.returncode}: {stderr[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("Chromium did not open its DevTools port within 30 s")
-            time.sleep(0.05)
+            return port_file.exists() and bool(port_file.read_text().strip())
+
+        wait_until(port_open, 120, "Chromium to open its DevTools port")
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as answer:
             targets = json.load(answer)
@@ -290,14 +290,17 @@ def check_axes_and_colours(browser: DevTools, grouping: str) -> dict[str, Any]:
 
 def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served) -> None:
     browser.call("Page.navigate", url=seeded_server.url + "/")
-    deadline = time.monotonic() + 60
     state: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        state = browser.evaluate(_CHART_MARKS)
-        if state.get("ready") and state["pd_charts"] > 0:
-            break
-        time.sleep(0.2)
-    assert state.get("ready"), f"the page never finished loading: {state}"
+
+    def drawn(done: Callable[[dict[str, Any]], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            state.clear()
+            state.update(browser.evaluate(_CHART_MARKS))
+            return done(state)
+
+        return check
+
+    wait_until(drawn(lambda s: s.get("ready") and s["pd_charts"] > 0), 120, "the page to load")
     assert state["status"].startswith("updated"), state
     assert seeded_server.sources == 4  # the seed's bootstrap runs and three other sources
     assert state["runs"] == f"{seeded_server.runs:,}"
@@ -344,13 +347,8 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served)
            document.getElementById("pd-task").value = "regression";
            document.getElementById("pd-form").requestSubmit(); })()"""
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        state = browser.evaluate(_CHART_MARKS)
-        if state["importance"] == 2:  # linear regression: alpha and l1_ratio
-            break
-        time.sleep(0.2)
-    assert state["importance"] == 2, json.dumps(state)
+    # linear regression: alpha and l1_ratio
+    wait_until(drawn(lambda s: s["importance"] == 2), 120, "linear's explanation")
     legend = browser.evaluate(
         "[...document.querySelectorAll('svg[data-chart=timeline] .legend text')]"
         ".map(t => t.textContent)"
@@ -365,7 +363,8 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served)
            document.getElementById("pd-task").value = "binary";
            document.getElementById("pd-form").requestSubmit(); })()"""
     )
-    time.sleep(1.0)
+    lightgbm_params = len(get_space("lightgbm").params)
+    wait_until(drawn(lambda s: s["importance"] == lightgbm_params), 120, "lightgbm's explanation")
     browser.call("Runtime.evaluate", expression="1")  # collect pending events
     assert browser.problems() == []
 

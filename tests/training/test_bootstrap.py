@@ -272,7 +272,8 @@ def test_local_pool_close_kills_trials_in_flight() -> None:
     with pytest.raises(BrokenProcessPool):
         list(results)
     timer.join()
-    assert time.monotonic() - started < 30
+    # Stopped, not finished: less than the trials' own 60 s (no bound on the machine's speed).
+    assert time.monotonic() - started < 60
     assert len(processes) == 2
     assert not any(p.is_alive() for p in processes)
 

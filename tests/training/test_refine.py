@@ -323,7 +323,8 @@ def test_pool_kills_a_trial_past_its_time_limit_and_replaces_the_worker(
     [(_, outcome)] = list(pool.map_unordered(sleep_ignoring_alarms, [30.0]))
     assert isinstance(outcome, WorkerFailure)
     assert outcome.reason == "timeout"
-    assert time.monotonic() - started < 10
+    # Killed, not finished: less than the trial's own 30 s (no bound on the machine's speed).
+    assert time.monotonic() - started < 30
     pool.time_limit_seconds = None
     assert sorted(r for _, r in pool.map_unordered(times, [1, 2, 3], shared=10)) == [10, 20, 30]
 
