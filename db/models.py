@@ -30,6 +30,17 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The allowed values of the CHECK constraints are the vocabulary's, re-exported here.
+from hyperprior.vocabulary import (
+    DIRECTIONS,
+    JOB_KINDS,
+    JOB_STATUSES,
+    RUN_SOURCES,
+    RUN_STATUSES,
+    SURROGATE_STATUSES,
+    TASKS,
+)
+
 __all__ = [
     "DIRECTIONS",
     "JOB_KINDS",
@@ -51,13 +62,6 @@ __all__ = [
     "utcnow",
 ]
 
-TASKS = ("binary", "multiclass", "regression")
-DIRECTIONS = ("maximize", "minimize")
-RUN_STATUSES = ("ok", "failed")
-RUN_SOURCES = ("user", "bootstrap", "verification", "import")
-SURROGATE_STATUSES = ("candidate", "active", "retired")
-JOB_KINDS = ("refine", "retrain", "bootstrap")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",

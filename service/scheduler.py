@@ -25,13 +25,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hyperprior.service.settings import Settings
+from hyperprior.training.families import FAMILIES
 from hyperprior.training.retrain import RetrainResult, retrain_family
 from hyperprior.training.suggest import SuggestionEngine
 from hyperprior.training.surrogate import SurrogateParams
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FAMILIES: tuple[str, ...] = ("lightgbm", "random_forest", "linear", "keras_mlp")
+# Every family registered when the scheduler is imported.
+DEFAULT_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 
 
 class SurrogateWatcher:

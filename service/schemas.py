@@ -27,6 +27,8 @@ from pydantic import (
 
 from hyperprior.db.entities import Dataset, DatasetSpec, NewRun, Run, Stats
 from hyperprior.db.store import MAX_RUN_METRICS
+from hyperprior.training.families import FAMILIES
+from hyperprior.vocabulary import Direction, RunSource, RunStatus, Task
 
 __all__ = [
     "MAX_ID",
@@ -47,10 +49,19 @@ __all__ = [
     "check_name",
 ]
 
-Task = Literal["binary", "multiclass", "regression"]
-Direction = Literal["maximize", "minimize"]
-Source = Literal["user", "bootstrap", "verification", "import"]
-RunStatus = Literal["ok", "failed"]
+Source = RunSource
+
+
+def family_literal() -> Any:
+    """``Literal[...]`` of the registered family names, in registry order.
+
+    Built from :data:`hyperprior.training.families.FAMILIES` when called: a family
+    registered before the service's modules are imported is in every schema.
+    """
+    return Literal[tuple(FAMILIES)]
+
+
+FamilyName = family_literal()
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 
 #: Ids are INTEGER columns (32 bits on PostgreSQL): larger ones cannot exist.

@@ -27,6 +27,7 @@ from typing import Any
 
 from hyperprior.db.store import DatasetSpec, NewRun, Store
 from hyperprior.training.executor import TrialExecutor, time_limit
+from hyperprior.training.families import FAMILIES
 from hyperprior.vocabulary import canonical_json
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 # Changing this namespace would orphan every stored bootstrap run: keep it fixed.
 RUN_NAMESPACE = uuid.UUID("6f1c3a52-52f4-4c55-9a39-3c1d0f1f6e21")
 
-DEFAULT_FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
+DEFAULT_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Configs that build models: :func:`make_estimator` for every built-in family.
+"""Configs that build models: :func:`make_estimator` for every registered family.
 
 A suggestion's config is the tuned keyword arguments; what the family adds when it
 measures a config (preprocessing, the linear solver, the Keras network itself) is not
@@ -25,6 +25,9 @@ back as the same labels.
   network the family builds (``fit``, ``predict``, ``predict_proba``). TensorFlow is
   imported at ``fit``, not before.
 
+Each family builds its own (``Family.estimator``, in its module); this module adds the
+cleaning step in front.
+
 Unlike a trial, the estimator is not limited to one thread: ``n_jobs`` is left at the
 library default (LightGBM and the forests use every core).
 
@@ -45,7 +48,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.metaestimators import available_if
 
 from hyperprior.training.families import get_family
-from hyperprior.training.spaces import check_task, is_classification
+from hyperprior.training.families.keras_mlp import KerasMLPEstimator
+from hyperprior.training.spaces import check_task
 
 __all__ = [
     "KerasMLPEstimator",
@@ -96,135 +100,8 @@ def make_estimator(
     fam = get_family(family)
     check_task(task)
     cfg = fam.space.validate(config, task)
-    seed = random_state
-    model: Any
-    if family == "lightgbm":
-        import lightgbm as lgb
-
-        from hyperprior.training.preprocess import tree_preprocessor
-
-        cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
-        model = cls(**cfg, verbose=-1, random_state=seed)
-        return Pipeline(
-            [
-                ("prepare", _prepare_step()),
-                ("pre", tree_preprocessor(pandas_categorical=True)),
-                ("model", model),
-            ]
-        )
-    if family == "random_forest":
-        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-        from hyperprior.training.preprocess import tree_preprocessor
-
-        forest = RandomForestRegressor if task == "regression" else RandomForestClassifier
-        return Pipeline(
-            [
-                ("prepare", _prepare_step()),
-                ("pre", tree_preprocessor()),
-                ("model", forest(**cfg, random_state=seed)),
-            ]
-        )
-    if family == "linear":
-        # The family's own build: solver by penalty, scaling, standardised target.
-        built = fam.build(cfg, task, 0, 0 if seed is None else seed, 1.0)
-        return Pipeline([("prepare", _prepare_step()), *built.steps])
-    if family == "keras_mlp":
-        from hyperprior.training.preprocess import dense_preprocessor
-
-        return Pipeline(
-            [
-                ("prepare", _prepare_step()),
-                ("pre", dense_preprocessor()),
-                ("model", KerasMLPEstimator(config=cfg, task=task, random_state=seed)),
-            ]
-        )
-    raise ValueError(f"make_estimator does not know how to build family {family!r}")
-
-
-class KerasMLPEstimator(BaseEstimator):
-    """The ``keras_mlp`` family's network as a scikit-learn estimator.
-
-    Takes numeric features (put :func:`make_estimator`'s preprocessing in front for
-    raw tables) and any labels; ``epochs``, ``batch_size`` and the rest come from the
-    config, exactly as the family trains it in a trial.
-
-    Args:
-        config: A ``keras_mlp`` config (missing keys: the family's defaults).
-        task: ``binary``, ``multiclass`` or ``regression``.
-        random_state: Seed of ``keras.utils.set_random_seed`` (``None``: 0).
-    """
-
-    def __init__(
-        self,
-        config: Mapping[str, Any] | None = None,
-        task: str = "binary",
-        random_state: int | None = 0,
-    ) -> None:
-        self.config = config
-        self.task = task
-        self.random_state = random_state
-
-    @property
-    def _estimator_type(self) -> str:  # scikit-learn < 1.6 asks this
-        return "regressor" if self.task == "regression" else "classifier"
-
-    def __sklearn_tags__(self) -> Any:
-        # A classifier or a regressor depending on the task (scikit-learn >= 1.6).
-        from sklearn.utils import ClassifierTags, RegressorTags
-
-        tags = super().__sklearn_tags__()
-        if self.task == "regression":
-            tags.estimator_type = "regressor"
-            tags.regressor_tags = RegressorTags()
-        else:
-            tags.estimator_type = "classifier"
-            tags.classifier_tags = ClassifierTags()
-        return tags
-
-    def fit(self, X: Any, y: Any) -> KerasMLPEstimator:
-        """Train the network on ``X`` (numeric) and ``y`` (labels or values)."""
-        from hyperprior.training.families import keras_mlp
-        from hyperprior.training.spaces import SPACES
-
-        check_task(self.task)
-        cfg = SPACES["keras_mlp"].validate(dict(self.config or {}), self.task)
-        y_arr = np.asarray(y)
-        if is_classification(self.task):
-            self.classes_, codes = np.unique(y_arr, return_inverse=True)
-            n_classes = len(self.classes_)
-            if n_classes < 2:
-                raise ValueError(f"classification needs at least 2 classes, y has {n_classes}")
-            if self.task == "binary" and n_classes != 2:
-                raise ValueError(f"task 'binary' needs exactly 2 classes, y has {n_classes}")
-            target: np.ndarray = codes
-        else:
-            n_classes = 0
-            target = y_arr.astype(np.float64)
-        seed = 0 if self.random_state is None else int(self.random_state)
-        self.network_ = keras_mlp.KerasMLP(cfg, self.task, n_classes, seed, int(cfg["epochs"]))
-        self.network_.fit(np.asarray(X, dtype=np.float32), target)
-        # The family shares one compiled network between the folds of a trial; a model
-        # handed to a user must own its network, so it leaves that cache.
-        keras_mlp._REUSE.clear()
-        self.n_features_in_ = np.asarray(X).shape[1]
-        return self
-
-    @available_if(lambda self: self.task != "regression")
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, columns in the order of ``classes_``."""
-        return self.network_.predict_proba(X)
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Labels (as given to ``fit``), or values."""
-        if is_classification(self.task):
-            return np.asarray(self.classes_[self.network_.predict(X)])
-        return np.asarray(self.network_.predict(X))
-
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Accuracy (classification) or R² (regression), as scikit-learn's mixins do."""
-        mixin = RegressorMixin if self.task == "regression" else ClassifierMixin
-        return float(mixin.score(self, X, y, sample_weight=sample_weight))
+    built = fam.make_estimator(cfg, task, random_state)
+    return Pipeline([("prepare", _prepare_step()), *built.steps])
 
 
 # ------------------------------------------------------------------ drop-in estimators
@@ -321,9 +198,7 @@ class _SuggestedEstimator(BaseEstimator):
         finally:
             if self.client is None and client is not None:
                 client.close()
-        from hyperprior.training.spaces import SPACES
-
-        return {**SPACES[self._family].default(task), **fixed}, "fallback"
+        return {**get_family(self._family).space.default(task), **fixed}, "fallback"
 
     def _validated(self, X: Any, y: Any = None, *, reset: bool) -> Any:
         """scikit-learn's input checks; DataFrames keep their columns and dtypes.

@@ -73,12 +73,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hyperprior.vocabulary import canonical_json
+from hyperprior.vocabulary import TASKS, canonical_json
 
 FEATURES_VERSION = 2
 """Bumped whenever the columns or their meaning change; stored with every surrogate."""
 
-TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
 NORMALISATIONS: tuple[str, ...] = ("rank", "minmax")
 FAILED_QUALITY = 0.0
 MIN_GROUP_RUNS = 3
@@ -124,35 +123,18 @@ def canonical_config(config: Mapping[str, Any]) -> str:
     return canonical_json(dict(config))
 
 
-
 # ---------------------------------------------------------------------------------------
 # Interactions of hyperparameters with the data
 
 
-def _log(x: np.ndarray) -> np.ndarray:
+def safe_log(x: np.ndarray) -> np.ndarray:
+    """``log(x)`` where ``x > 0``, NaN elsewhere (no warnings)."""
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), np.nan)
 
 
-def _count_or_fraction(value: np.ndarray, total: np.ndarray) -> np.ndarray:
-    # scikit-learn reads a float in (0, 1) as a fraction of the total, an int as a count.
-    value = np.asarray(value, dtype=np.float64)
-    return np.where((value > 0) & (value < 1), value * total, value)
-
-
-# Raw codes of max_features names (numbers are fractions of the features).
-_MAX_FEATURES_CODES = {"sqrt": -1.0, "log2": -2.0}
-
-
-def _max_features_count(code: np.ndarray, features: np.ndarray) -> np.ndarray:
-    code = np.asarray(code, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(
-            code == -1.0,
-            np.sqrt(features),
-            np.where(code == -2.0, np.log2(np.maximum(features, 1.0)), code * features),
-        )
+_log = safe_log
 
 
 @dataclass(frozen=True)
@@ -162,7 +144,9 @@ class Interaction:
     ``fn`` gets a mapping with the raw parameters named in ``params`` plus ``rows``
     (the training rows the run saw: n_rows, times the fidelity for families whose
     fidelity cuts rows), ``epoch_fraction`` (the fidelity for families whose fidelity
-    cuts epochs, else 1) and ``features`` (n_features), each a float array.
+    cuts epochs, else 1), ``features`` (n_features) and the landmarkers ``lm_1nn``,
+    ``lm_linear``, ``lm_nb``, ``lm_stump``, each a float array. Each family lists its
+    own (``Family.interactions``).
     """
 
     name: str
@@ -170,102 +154,7 @@ class Interaction:
     fn: Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 
-INTERACTIONS: tuple[Interaction, ...] = (
-    # Tree boosters.
-    Interaction(
-        "log_min_child_per_row",
-        ("min_child_samples",),
-        lambda v: _log(v["min_child_samples"]) - _log(v["rows"]),
-    ),
-    Interaction(
-        "leaves_per_log_rows",
-        ("num_leaves",),
-        lambda v: _log(v["num_leaves"]) / _log(np.maximum(v["rows"], 2.0)),
-    ),
-    Interaction(
-        "log_leaves_per_feature",
-        ("num_leaves",),
-        lambda v: _log(v["num_leaves"]) - _log(v["features"]),
-    ),
-    Interaction(
-        "log_rows_per_leaf_over_min_child",
-        ("num_leaves", "min_child_samples"),
-        lambda v: _log(v["rows"]) - _log(v["num_leaves"]) - _log(v["min_child_samples"]),
-    ),
-    Interaction(
-        "log_rounds_x_lr",
-        ("n_estimators", "learning_rate"),
-        lambda v: _log(v["n_estimators"] * v["learning_rate"]),
-    ),
-    Interaction(
-        "log_features_per_tree",
-        ("colsample_bytree",),
-        lambda v: _log(v["colsample_bytree"] * v["features"]),
-    ),
-    Interaction(
-        "log_rows_per_tree",
-        ("subsample",),
-        lambda v: _log(v["subsample"] * v["rows"]),
-    ),
-    # Forests.
-    Interaction(
-        "log_min_leaf_per_row",
-        ("min_samples_leaf",),
-        lambda v: _log(_count_or_fraction(v["min_samples_leaf"], v["rows"])) - _log(v["rows"]),
-    ),
-    Interaction(
-        "log_min_split_per_row",
-        ("min_samples_split",),
-        lambda v: _log(_count_or_fraction(v["min_samples_split"], v["rows"])) - _log(v["rows"]),
-    ),
-    Interaction(
-        "log_max_features_count",
-        ("max_features",),
-        lambda v: _log(_max_features_count(v["max_features"], v["features"])),
-    ),
-    Interaction(
-        "log_rows_per_bootstrap",
-        ("max_samples",),
-        lambda v: _log(v["max_samples"] * v["rows"]),
-    ),
-    Interaction(
-        "depth_per_log_rows",
-        ("max_depth",),
-        lambda v: np.asarray(v["max_depth"], dtype=np.float64) / _log(np.maximum(v["rows"], 2.0)),
-    ),
-    # Linear models: the penalty's effect scales with the number of rows.
-    Interaction("log_C_x_rows", ("C",), lambda v: _log(v["C"]) + _log(v["rows"])),
-    Interaction("log_alpha_per_row", ("alpha",), lambda v: _log(v["alpha"]) - _log(v["rows"])),
-    # Neural nets.
-    Interaction(
-        "log_batch_per_row",
-        ("batch_size",),
-        lambda v: _log(v["batch_size"]) - _log(v["rows"]),
-    ),
-    Interaction(
-        "log_steps",
-        ("epochs", "batch_size"),
-        lambda v: _log(v["epochs"] * v["epoch_fraction"]) + _log(v["rows"]) - _log(v["batch_size"]),
-    ),
-    Interaction(
-        "log_steps_x_lr",
-        ("epochs", "batch_size", "learning_rate"),
-        lambda v: (
-            _log(v["epochs"] * v["epoch_fraction"] * v["learning_rate"])
-            + _log(v["rows"])
-            - _log(v["batch_size"])
-        ),
-    ),
-    Interaction(
-        "log_units_per_feature",
-        ("units",),
-        lambda v: _log(v["units"]) - _log(v["features"]),
-    ),
-    Interaction(
-        "log_units_per_feature",
-        ("hidden_units",),
-        lambda v: _log(v["hidden_units"]) - _log(v["features"]),
-    ),
+DATA_INTERACTIONS: tuple[Interaction, ...] = (
     # The data's signal, for every family: how far a 1-NN gets beyond a linear model
     # (curved, low-noise boundaries: capacity pays) and beyond a stump at all.
     Interaction("signal_1nn_minus_linear", (), lambda v: v["lm_1nn"] - v["lm_linear"]),
@@ -275,6 +164,7 @@ INTERACTIONS: tuple[Interaction, ...] = (
         lambda v: np.fmax(np.fmax(v["lm_1nn"], v["lm_linear"]), v["lm_nb"]) - v["lm_stump"],
     ),
 )
+"""Interactions of the data alone, appended to every family's own."""
 
 
 def _param_names(space: Any) -> tuple[str, ...]:
@@ -293,13 +183,28 @@ def _param_names(space: Any) -> tuple[str, ...]:
 
 @lru_cache(maxsize=32)
 def interactions_for(family: str) -> tuple[Interaction, ...]:
-    """The interactions whose parameters all exist in ``family``'s space (first by name)."""
-    known = set(_param_names(_space(family)))
+    """``family``'s own interactions, then :data:`DATA_INTERACTIONS` (first by name).
+
+    Raises:
+        ValueError: an interaction names a parameter the family's space does not have.
+    """
+    from hyperprior.training.families import get_family
+
+    fam = get_family(family)
+    known = set(_param_names(fam.space))
     chosen: dict[str, Interaction] = {}
-    for ix in INTERACTIONS:
-        if ix.name not in chosen and all(p in known for p in ix.params):
-            chosen[ix.name] = ix
+    for ix in (*fam.interactions, *DATA_INTERACTIONS):
+        missing = [p for p in ix.params if p not in known]
+        if missing:
+            raise ValueError(f"{family}: interaction {ix.name} needs unknown {missing}")
+        chosen.setdefault(ix.name, ix)
     return tuple(chosen.values())
+
+
+def clear_caches() -> None:
+    """Forget the per-family columns (after the family registry changed)."""
+    for cached in (fidelity_unit, interactions_for, _feature_names, _string_codes):
+        cached.cache_clear()
 
 
 def feature_names(family: str) -> list[str]:
@@ -392,13 +297,24 @@ def _raw_column(configs: Sequence[Mapping[str, Any]], param: Any) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=64)
+def _string_codes(name: str) -> Mapping[str, float]:
+    """What string values of parameter ``name`` stand for (``Family.raw_codes``)."""
+    from hyperprior.training.families import FAMILIES
+
+    for fam in FAMILIES.values():
+        if name in fam.raw_codes:
+            return fam.raw_codes[name]
+    return {}
+
+
 def _raw_value(value: Any, name: str) -> float | None:
     if isinstance(value, bool | np.bool_):
         return float(value)
     if isinstance(value, int | float | np.integer | np.floating):
         return float(value)
-    if name == "max_features" and isinstance(value, str):
-        return _MAX_FEATURES_CODES.get(value)
+    if isinstance(value, str):
+        return _string_codes(name).get(value)
     return None
 
 

@@ -54,7 +54,12 @@ from hyperprior.training.executor import (
     WorkerFailure,
     make_executor,
 )
-from hyperprior.training.families import TrialResult, get_family, primary_metric
+from hyperprior.training.families import (
+    TrialResult,
+    UnknownFamilyError,
+    get_family,
+    primary_metric,
+)
 from hyperprior.training.spaces import get_space
 from hyperprior.training.trials import (
     TrialData,
@@ -341,25 +346,13 @@ def fill_candidates(
 def relative_cost(family: str, config: Mapping[str, Any], default: Mapping[str, Any]) -> float:
     """A config's expected cost relative to the default's (a prior, before measuring).
 
-    Tree ensembles scale with their number of trees, the MLP with epochs times steps
-    per epoch; the rest is taken to cost the same as the default. Clipped to
-    ``[0.1, 50]``.
+    The family's own cost model (``Family.cost``: tree ensembles scale with their number
+    of trees, the MLP with epochs times steps per epoch); a family without one, or an
+    unknown family, is taken to cost the same as the default. Clipped to ``[0.1, 50]``.
     """
-
-    def ratio(key: str) -> float:
-        try:
-            return float(config.get(key, default[key])) / float(default[key])
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            return 1.0
-
-    if family in ("lightgbm", "random_forest"):
-        # Affine: every fit has a fixed part (binning, preprocessing, predicting).
-        rel = 0.3 + 0.7 * ratio("n_estimators")
-    elif family == "keras_mlp":
-        # Steps per epoch go as 1/batch_size, but larger batches cost more per step.
-        rel = ratio("epochs") / max(ratio("batch_size"), 1e-9) ** 0.7
-        rel *= max(ratio("units") * ratio("n_layers"), 1.0) ** 0.5
-    else:
+    try:
+        rel = get_family(family).relative_cost(config, default)
+    except UnknownFamilyError:
         rel = 1.0
     return min(50.0, max(0.1, rel))
 
@@ -387,7 +380,6 @@ def _rung_sizes(n: int, rungs: int, eta: int) -> list[int]:
 
 def _canonical(config: Mapping[str, Any]) -> str:
     return canonical_json(dict(config))
-
 
 
 def make_refine_executor(

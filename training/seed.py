@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import pandas as pd
 
 from hyperprior.db.store import DatasetSpec, NewRun, Store
 from hyperprior.training.bootstrap import BootstrapConfig
+from hyperprior.vocabulary import canonical_json, finite_or_none
 
 SEED_DIR = Path(__file__).resolve().parent / "seed"
 
@@ -93,9 +93,7 @@ def export_seed(
     for name, group in frame.groupby("dataset_name", sort=True):
         first = group.iloc[0]
         mf = {
-            c[3:]: float(first[c])
-            for c in mf_cols
-            if first[c] is not None and not (isinstance(first[c], float) and math.isnan(first[c]))
+            c[3:]: float(first[c]) for c in mf_cols if finite_or_none(first[c]) is not None
         }
         ds_rows.append(
             {"name": name, "task": first["task"], "meta_features": json.dumps(mf, sort_keys=True)}
@@ -107,7 +105,7 @@ def export_seed(
             "id": frame["id"].astype(str),
             "dataset": frame["dataset_name"],
             "family": frame["family"],
-            "config": [json.dumps(c, sort_keys=True) for c in frame["config"]],
+            "config": [canonical_json(c) for c in frame["config"]],
             "metric": frame["metric"],
             "direction": frame["direction"],
             "score": frame["score"].astype(float),
@@ -211,12 +209,6 @@ def read_seed(directory: Path = SEED_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_parquet(ds_path), pd.read_parquet(runs_path)
 
 
-def _none_if_nan(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
 def load_seed(
     store: Store,
     directory: Path = SEED_DIR,
@@ -252,12 +244,12 @@ def load_seed(
                 config=json.loads(r["config"]),
                 metric=r["metric"],
                 direction=r["direction"],
-                score=_none_if_nan(r["score"]),
+                score=finite_or_none(r["score"]),
                 fidelity=float(r["fidelity"]),
                 cost_seconds=float(r["cost_seconds"]),
                 source=r["source"],
                 status=r["status"],
-                error=_none_if_nan(r["error"]),
+                error=finite_or_none(r["error"]),
                 dataset=specs[r["dataset"]],
                 metrics=json.loads(m) if isinstance(m := r.get("metrics"), str) else None,
             )

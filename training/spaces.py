@@ -1,4 +1,10 @@
-"""Search spaces of the built-in model families.
+"""Search spaces: the parameter types, the unit-cube encoding and Sobol sampling.
+
+Each family defines its own :class:`Space` in its module
+(:mod:`hyperprior.training.families`); :data:`SPACES` and :func:`get_space` read them
+from the family registry. One module of about 800 lines, not split: the parameter
+types, their encoding and :class:`Space` are one contract (what ``validate`` accepts,
+``encode`` must place and ``decode`` must give back), best read together.
 
 A *config* is the estimator's own keyword arguments for the tuned parameters, so
 ``lightgbm.LGBMClassifier(**config)`` just works. Fixed arguments that are not
@@ -45,12 +51,14 @@ nearest integer (``batch_size`` to a power of two), and clips everything to the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
+from hyperprior.vocabulary import CLASSIFICATION_TASKS, TASKS
 
 __all__ = [
     "INACTIVE",
@@ -68,8 +76,7 @@ __all__ = [
     "is_classification",
 ]
 
-TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
-CLASSIFICATION: tuple[str, ...] = ("binary", "multiclass")
+CLASSIFICATION = CLASSIFICATION_TASKS
 
 INACTIVE = 0.5
 """Unit-cube value of an inactive parameter (see the module docstring)."""
@@ -766,294 +773,59 @@ def _safe_key(value: Any) -> tuple[str, Any] | None:
         return None
 
 
-# ---------------------------------------------------------------------------- families
+# ---------------------------------------------------------------------------- registry
 
-_CLS = CLASSIFICATION
-_REG = ("regression",)
+# Each family's space is defined in its module (hyperprior.training.families.<name>);
+# these read the registry, imported on first use because the family modules import
+# this one.
 
-LIGHTGBM = Space(
-    family="lightgbm",
-    description="LightGBM gradient-boosted trees (LGBMClassifier / LGBMRegressor).",
-    notes=(
-        "The family adds verbose=-1, n_jobs=1 and random_state=seed. Bagging is on "
-        "when subsample_freq=1; subsample exists only then, because LightGBM ignores "
-        "it with subsample_freq=0."
-    ),
-    params=(
-        Int("n_estimators", 16, 2048, log=True, default=100, minimum=1, doc="Boosting rounds."),
-        Float(
-            "learning_rate",
-            0.005,
-            0.5,
-            log=True,
-            default=0.1,
-            minimum=0,
-            exclusive_minimum=True,
-            doc="Shrinkage per round.",
-        ),
-        Int(
-            "num_leaves",
-            4,
-            512,
-            log=True,
-            default=31,
-            minimum=2,
-            maximum=131072,
-            doc="Maximum leaves per tree.",
-        ),
-        Int(
-            "min_child_samples",
-            2,
-            200,
-            log=True,
-            default=20,
-            minimum=0,
-            doc="Minimum rows in a leaf.",
-        ),
-        Categorical(
-            "subsample_freq", (0, 1), default=0, doc="1: bag rows every iteration; 0: no bagging."
-        ),
-        Float(
-            "subsample",
-            0.5,
-            1.0,
-            default=1.0,
-            minimum=0,
-            maximum=1.0,
-            exclusive_minimum=True,
-            condition=("subsample_freq", (1,)),
-            doc="Fraction of rows per iteration (only with subsample_freq=1).",
-        ),
-        Float(
-            "colsample_bytree",
-            0.3,
-            1.0,
-            default=1.0,
-            minimum=0,
-            maximum=1.0,
-            exclusive_minimum=True,
-            doc="Fraction of features per tree.",
-        ),
-        Float(
-            "reg_alpha",
-            1e-8,
-            10.0,
-            log=True,
-            default=0.0,
-            minimum=0,
-            doc="L1 regularisation of leaf values (default 0 lies below the box).",
-        ),
-        Float(
-            "reg_lambda",
-            1e-8,
-            10.0,
-            log=True,
-            default=0.0,
-            minimum=0,
-            doc="L2 regularisation of leaf values (default 0 lies below the box).",
-        ),
-    ),
-)
 
-RANDOM_FOREST = Space(
-    family="random_forest",
-    description="scikit-learn RandomForestClassifier / RandomForestRegressor.",
-    notes=(
-        "The family adds n_jobs=1 and random_state=seed. max_features is categorical "
-        "because the library defaults ('sqrt' for classification, 1.0 for regression) "
-        "are not fractions; choices run from fewest to most features. max_depth runs "
-        "from shallow to unlimited (None). max_samples exists only with bootstrap=True."
-    ),
-    params=(
-        Int("n_estimators", 16, 512, log=True, default=100, minimum=1, doc="Number of trees."),
-        Categorical(
-            "max_features",
-            ("log2", "sqrt", 0.25, 0.5, 0.75, 1.0),
-            task_defaults={"binary": "sqrt", "multiclass": "sqrt", "regression": 1.0},
-            doc="Features considered per split (name or fraction).",
-        ),
-        Int(
-            "min_samples_leaf", 1, 64, log=True, default=1, minimum=1, doc="Minimum rows in a leaf."
-        ),
-        Int(
-            "min_samples_split",
-            2,
-            64,
-            log=True,
-            default=2,
-            minimum=2,
-            doc="Minimum rows to split a node.",
-        ),
-        Categorical(
-            "max_depth",
-            (4, 8, 12, 16, 24, None),
-            default=None,
-            doc="Maximum depth; None grows until leaves are pure.",
-        ),
-        Categorical("bootstrap", (False, True), default=True, doc="Bootstrap rows per tree."),
-        Float(
-            "max_samples",
-            0.1,
-            1.0,
-            default=None,
-            minimum=0,
-            maximum=1.0,
-            exclusive_minimum=True,
-            none_means=1.0,
-            condition=("bootstrap", (True,)),
-            doc="Fraction of rows per bootstrap sample; None is all rows.",
-        ),
-    ),
-)
+class _RegistrySpaces(Mapping[str, Space]):
+    """A live, read-only view: family name -> space, in registry order."""
 
-LINEAR = Space(
-    family="linear",
-    description=(
-        "Regularised linear models on scaled features: LogisticRegression for "
-        "classification, ElasticNet (on a standardised target) for regression."
-    ),
-    notes=(
-        "Classification: the family picks solver='lbfgs' for a pure L2 penalty "
-        "(l1_ratio=0, the library default) and 'saga' otherwise, with max_iter=1000 and "
-        "random_state=seed. Regression: ElasticNet(max_iter=1000, random_state=seed) "
-        "inside TransformedTargetRegressor(StandardScaler()), so alpha means the same "
-        "on every dataset. C applies to classification only, alpha to regression only."
-    ),
-    params=(
-        Float(
-            "C",
-            1e-4,
-            1e4,
-            log=True,
-            default=1.0,
-            minimum=0,
-            exclusive_minimum=True,
-            tasks=_CLS,
-            doc="Inverse regularisation strength (classification).",
-        ),
-        Float(
-            "alpha",
-            1e-5,
-            10.0,
-            log=True,
-            default=1.0,
-            minimum=0,
-            tasks=_REG,
-            doc="Regularisation strength on the standardised target (regression).",
-        ),
-        Float(
-            "l1_ratio",
-            0.0,
-            1.0,
-            minimum=0.0,
-            maximum=1.0,
-            task_defaults={"binary": 0.0, "multiclass": 0.0, "regression": 0.5},
-            doc="Elastic-net mixing: 0 is pure L2, 1 pure L1.",
-        ),
-        Categorical(
-            "class_weight",
-            (None, "balanced"),
-            default=None,
-            tasks=_CLS,
-            doc="Reweight classes inversely to their frequency.",
-        ),
-    ),
-)
+    def __getitem__(self, family: str) -> Space:
+        from hyperprior.training.families import FAMILIES
 
-KERAS_MLP = Space(
-    family="keras_mlp",
-    description="A Keras multilayer perceptron (Dense layers of equal width).",
-    notes=(
-        "Keys (not a single estimator's kwargs; the family builds the model): "
-        "learning_rate and optimizer (Adam, AdamW, SGD or RMSprop, each with its Keras "
-        "defaults otherwise), batch_size and epochs of Model.fit (no early stopping), "
-        "n_layers hidden Dense layers of `units` units with `activation`, optional "
-        "BatchNormalization before the activation, Dropout `dropout` after it, L2 "
-        "kernel regularisation `l2`. Defaults: Keras' own where it has one (Adam "
-        "learning_rate=0.001, fit batch_size=32, no regularisation or dropout, relu); "
-        "Keras has no default architecture or useful epoch count (fit uses epochs=1), "
-        "so 2 x 64 units and 20 epochs stand in. Fidelity scales epochs."
-    ),
-    params=(
-        Float(
-            "learning_rate",
-            1e-4,
-            3e-2,
-            log=True,
-            default=1e-3,
-            minimum=0,
-            exclusive_minimum=True,
-            doc="Optimizer learning rate.",
-        ),
-        Int(
-            "batch_size",
-            16,
-            1024,
-            log=True,
-            default=32,
-            minimum=1,
-            power_of_two=True,
-            doc="Mini-batch size (decoded to a power of two).",
-        ),
-        Int(
-            "epochs",
-            5,
-            200,
-            log=True,
-            default=20,
-            minimum=1,
-            doc="Training epochs at full fidelity.",
-        ),
-        Int("n_layers", 1, 4, default=2, minimum=1, maximum=16, doc="Hidden layers."),
-        Int("units", 16, 1024, log=True, default=64, minimum=1, doc="Units per hidden layer."),
-        Float(
-            "dropout",
-            0.0,
-            0.5,
-            default=0.0,
-            minimum=0.0,
-            maximum=0.95,
-            doc="Dropout rate after each hidden layer.",
-        ),
-        Float(
-            "l2",
-            1e-8,
-            1e-1,
-            log=True,
-            default=0.0,
-            minimum=0,
-            doc="L2 penalty on hidden kernels (default 0 lies below the box).",
-        ),
-        Categorical(
-            "optimizer", ("adam", "adamw", "sgd", "rmsprop"), default="adam", doc="Optimizer."
-        ),
-        Categorical(
-            "activation", ("relu", "gelu", "tanh", "selu"), default="relu", doc="Hidden activation."
-        ),
-        Categorical(
-            "batch_norm",
-            (False, True),
-            default=False,
-            doc="BatchNormalization in each hidden layer.",
-        ),
-    ),
-)
+        return FAMILIES[family].space
 
-SPACES: Mapping[str, Space] = MappingProxyType(
-    {s.family: s for s in (LIGHTGBM, RANDOM_FOREST, LINEAR, KERAS_MLP)}
-)
-"""The built-in families' spaces, by family name."""
+    def __iter__(self) -> Iterator[str]:
+        from hyperprior.training.families import FAMILIES
+
+        return iter(FAMILIES)
+
+    def __len__(self) -> int:
+        from hyperprior.training.families import FAMILIES
+
+        return len(FAMILIES)
+
+    def __repr__(self) -> str:
+        return f"SPACES({', '.join(self)})"
+
+
+SPACES: Mapping[str, Space] = _RegistrySpaces()
+"""The registered families' spaces, by family name (read from ``FAMILIES``)."""
+
+# The built-in spaces under their old names, read from their modules on first access.
+_BY_CONSTANT = {
+    "LIGHTGBM": "lightgbm",
+    "RANDOM_FOREST": "random_forest",
+    "LINEAR": "linear",
+    "KERAS_MLP": "keras_mlp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BY_CONSTANT:
+        return get_space(_BY_CONSTANT[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_space(family: str) -> Space:
-    """The space of a built-in family.
+    """The space of a registered family.
 
     Raises:
         UnknownFamilyError: (a ``KeyError`` and ``ValueError``) listing the known ones.
     """
-    try:
-        return SPACES[family]
-    except (KeyError, TypeError):
-        raise UnknownFamilyError(
-            f"unknown family {family!r}; known families: {', '.join(SPACES)}"
-        ) from None
+    from hyperprior.training.families import get_family
+
+    return get_family(family).space

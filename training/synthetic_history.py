@@ -23,6 +23,7 @@ import pandas as pd
 from scipy.stats import qmc
 
 from hyperprior.training.features import N_FEATURES, N_ROWS
+from hyperprior.vocabulary import TASKS
 
 _NAMESPACE = uuid.UUID("0b7b6d1e-2f6f-4b7e-9a43-58c2f1d0a9b1")
 
@@ -115,7 +116,7 @@ class SyntheticHistory:
         n_reduced: int = 8,
         noise: float = 0.03,
         failure_rate: float = 0.02,
-        tasks: Sequence[str] = ("binary", "multiclass", "regression"),
+        tasks: Sequence[str] = TASKS,
         start: int = 0,
     ) -> pd.DataFrame:
         """A run history shaped like ``Store.runs_frame`` (ok and failed runs).

@@ -12,8 +12,8 @@ from typing import Any
 
 from hyperprior.service.commands import CommandError, plural
 from hyperprior.service.commands.db import add_database_url_option, database_url, require_database
-
-_FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
+from hyperprior.training.families import FAMILIES
+from hyperprior.vocabulary import TASKS
 
 
 def _csv(kind: type, allowed: tuple[str, ...] | None = None) -> Any:
@@ -53,8 +53,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--families",
-        type=_csv(str, _FAMILIES),
-        default=_FAMILIES,
+        type=_csv(str, tuple(FAMILIES)),
+        default=tuple(FAMILIES),
         metavar="F[,F...]",
         help="model families to run",
     )
@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
         "catalog); default: the whole catalog, cheapest first",
     )
     parser.add_argument(
-        "--task", choices=["binary", "multiclass", "regression"], help="only datasets of this task"
+        "--task", choices=TASKS, help="only datasets of this task"
     )
     parser.add_argument("--min-rows", type=int, help="only datasets with at least this many rows")
     parser.add_argument("--max-rows", type=int, help="only datasets with at most this many rows")

@@ -10,8 +10,7 @@ from typing import Any
 
 from hyperprior.service.commands import CommandError, plural
 from hyperprior.service.commands.db import add_database_url_option, database_url, require_database
-
-_FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
+from hyperprior.training.families import FAMILIES
 
 
 def register(subparsers: Any) -> None:
@@ -30,7 +29,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--family",
         action="append",
-        choices=_FAMILIES,
+        choices=tuple(FAMILIES),
         help="retrain only this family (repeatable; default: all)",
     )
     parser.add_argument(
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     require_database(url)
     migrate.verify_schema(url)
     store = Store(make_engine(url))
-    families = tuple(args.family or _FAMILIES)
+    families = tuple(args.family or FAMILIES)
     tolerance = settings.retrain_tolerance if args.tolerance is None else args.tolerance
     if tolerance < 0:
         raise CommandError("--tolerance must be >= 0")

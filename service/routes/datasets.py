@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
 from hyperprior.service.auth import require_scope
 from hyperprior.service.deps import StoreDep
 from hyperprior.service.schemas import MAX_ID, DatasetPublic, DatasetsPublic, ErrorPublic, PlainName
+from hyperprior.vocabulary import Task
 
 router = APIRouter(tags=["datasets"])
 
@@ -16,7 +17,7 @@ router = APIRouter(tags=["datasets"])
 @router.get("/datasets", dependencies=[Depends(require_scope("read"))])
 def list_datasets(
     store: StoreDep,
-    task: Literal["binary", "multiclass", "regression"] | None = None,
+    task: Task | None = None,
     name: PlainName | None = None,
     cursor: Annotated[str | None, Query(min_length=1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -21,8 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from hyperprior.service.auth import require_scope
 from hyperprior.service.deps import StoreDep
 from hyperprior.service.routes.suggestions import DatasetDescription, SurrogateRef
+from hyperprior.training.families import FAMILIES
 from hyperprior.training.insights import Insights, InsightsError, partial_dependence
 from hyperprior.training.suggest import SuggestionError
+from hyperprior.vocabulary import Task
 
 router = APIRouter(tags=["insights"])
 
@@ -126,8 +128,8 @@ class PartialDependenceCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(description="lightgbm, random_forest, linear or keras_mlp.")
-    task: Literal["binary", "multiclass", "regression"]
+    family: str = Field(description=f"One of {', '.join(FAMILIES)}.")
+    task: Task
     dataset: DatasetDescription
     grid: int = Field(default=16, ge=2, le=64, strict=True, description="Points per number.")
     n_background: int = Field(

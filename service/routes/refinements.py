@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -34,14 +34,13 @@ from hyperprior.service.auth import (
 )
 from hyperprior.service.deps import SettingsDep, StoreDep
 from hyperprior.service.jobs import JOB_KIND, JobRunner, RefinementRequest, refine_request_public
-from hyperprior.service.schemas import ErrorPublic
+from hyperprior.service.schemas import ErrorPublic, FamilyName
 from hyperprior.service.settings import Settings
+from hyperprior.vocabulary import JobStatus, Task
 
 router = APIRouter(tags=["refinements"])
 
-Family = Literal["lightgbm", "random_forest", "linear", "keras_mlp"]
-Task = Literal["binary", "multiclass", "regression"]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Family = FamilyName
 #: Room for the multipart envelope and the form fields around the file.
 _FORM_OVERHEAD = 256 * 1024
 _MAX_CONFIGS = 10

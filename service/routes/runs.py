@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -22,6 +22,7 @@ from hyperprior.service.schemas import (
     RunsPublic,
 )
 from hyperprior.training.ingest import check_new_runs
+from hyperprior.vocabulary import RunSource, RunStatus
 
 router = APIRouter(tags=["runs"])
 
@@ -68,8 +69,8 @@ def list_runs(
     store: StoreDep,
     dataset_id: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None,
     family: PlainName | None = None,
-    source: Literal["user", "bootstrap", "verification", "import"] | None = None,
-    status: Literal["ok", "failed"] | None = None,
+    source: RunSource | None = None,
+    status: RunStatus | None = None,
     since: Annotated[
         IsoDateTime | None, Query(description="ISO 8601; without offset means UTC.")
     ] = None,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from hyperprior.service.auth import require_scope
 from hyperprior.service.schemas import MetaFeaturesCreate, Name, PlainName
+from hyperprior.training.families import FAMILIES
 from hyperprior.training.ranking import ranking_note
 from hyperprior.training.suggest import (
     SuggestionEngine,
@@ -16,6 +17,7 @@ from hyperprior.training.suggest import (
     SuggestionRequest,
     SuggestionResult,
 )
+from hyperprior.vocabulary import Task
 
 router = APIRouter(tags=["suggestions"])
 
@@ -45,8 +47,8 @@ class SuggestionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(description="lightgbm, random_forest, linear or keras_mlp.")
-    task: Literal["binary", "multiclass", "regression"]
+    family: str = Field(description=f"One of {', '.join(FAMILIES)}.")
+    task: Task
     metric: Name | None = Field(
         default=None,
         description=(

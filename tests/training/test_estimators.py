@@ -15,9 +15,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from hyperprior.client import Client, HyperpriorWarning, LGBMClassifier, make_estimator
 from hyperprior.client import RandomForestRegressor as RFRegressor
 from hyperprior.training.estimators import KerasMLPEstimator
+from hyperprior.training.families import BUILT_IN
 from hyperprior.training.spaces import SPACES
 
-FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
+FAMILIES = tuple(f.name for f in BUILT_IN)
 # Small enough to fit in a blink; keras_mlp's 20 default epochs are cut to 3.
 SMALL = {
     "lightgbm": {"n_estimators": 20},

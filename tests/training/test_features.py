@@ -170,3 +170,40 @@ def test_training_set_summary_and_subset() -> None:
     half = ts.subset(ts.dataset == ts.dataset[0])
     assert set(half.dataset) == {ts.dataset[0]}
     assert build_training_set(frame.iloc[:0], "random_forest").X.shape == (0, len(ts.feature_names))
+
+
+def test_each_family_keeps_its_interaction_columns() -> None:
+    # The shipped surrogates were trained on these columns, in this order.
+    from hyperprior.training.features import interactions_for
+
+    data = ["signal_1nn_minus_linear", "learnable_beyond_stump"]
+    assert [ix.name for ix in interactions_for("lightgbm")] == [
+        "log_min_child_per_row",
+        "leaves_per_log_rows",
+        "log_leaves_per_feature",
+        "log_rows_per_leaf_over_min_child",
+        "log_rounds_x_lr",
+        "log_features_per_tree",
+        "log_rows_per_tree",
+        *data,
+    ]
+    assert [ix.name for ix in interactions_for("random_forest")] == [
+        "log_min_leaf_per_row",
+        "log_min_split_per_row",
+        "log_max_features_count",
+        "log_rows_per_bootstrap",
+        "depth_per_log_rows",
+        *data,
+    ]
+    assert [ix.name for ix in interactions_for("linear")] == [
+        "log_C_x_rows",
+        "log_alpha_per_row",
+        *data,
+    ]
+    assert [ix.name for ix in interactions_for("keras_mlp")] == [
+        "log_batch_per_row",
+        "log_steps",
+        "log_steps_x_lr",
+        "log_units_per_feature",
+        *data,
+    ]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
+from hyperprior.vocabulary import TASKS  # noqa: F401 (the catalog imports it from here)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,16 @@
-"""Model families: build an estimator from a config and score it by cross-validation.
+"""Model families, the unit of extension: the registry, and scoring a config by CV.
+
+Each module here defines one family (its space and defaults, estimator, fidelity, cost
+prior and surrogate interactions) as a :class:`Family`; :data:`FAMILIES` lists them and
+is the only list of family names: CLI choices, API schemas, the scheduler's and the
+bootstrap's defaults derive from it. Adding a family is a module, a line below and its
+tests (README, "Adding a family").
 
 Public API::
 
     FAMILIES: Mapping[str, Family]      # lightgbm, random_forest, linear, keras_mlp
     get_family(name) -> Family          # UnknownFamilyError (KeyError and ValueError)
+    register(family) / unregister(name) # families defined elsewhere (plugins, tests)
     primary_metric(task) -> str         # roc_auc | accuracy | r2, always maximised
     evaluate(family, config, X, y, task, *, fidelity=1.0, folds=5, seed=0) -> TrialResult
 
@@ -34,6 +41,7 @@ from hyperprior.training.spaces import UnknownFamilyError
 
 __all__ = [
     "FAMILIES",
+    "BUILT_IN",
     "PRIMARY_METRICS",
     "TASK_METRICS",
     "Family",
@@ -42,12 +50,53 @@ __all__ = [
     "evaluate",
     "get_family",
     "primary_metric",
+    "register",
+    "unregister",
 ]
 
-FAMILIES: Mapping[str, Family] = MappingProxyType(
-    {f.name: f for f in (lightgbm.FAMILY, random_forest.FAMILY, linear.FAMILY, keras_mlp.FAMILY)}
+BUILT_IN: tuple[Family, ...] = (
+    lightgbm.FAMILY,
+    random_forest.FAMILY,
+    linear.FAMILY,
+    keras_mlp.FAMILY,
 )
-"""The built-in families, by name."""
+"""The families that ship with hyperprior, in the order they are listed everywhere."""
+
+_REGISTRY: dict[str, Family] = {f.name: f for f in BUILT_IN}
+
+FAMILIES: Mapping[str, Family] = MappingProxyType(_REGISTRY)
+"""The registered families, by name: the built-in ones, then any :func:`register`-ed."""
+
+
+def register(family: Family) -> Family:
+    """Add a family defined outside this package (a plugin, a test).
+
+    Import-time derivations (CLI choices, the API's ``Literal`` of family names, the
+    scheduler's defaults) see it only when it is registered before they are imported.
+
+    Raises:
+        ValueError: a family of that name is registered already.
+    """
+    if family.name in _REGISTRY:
+        raise ValueError(f"family {family.name!r} is registered already")
+    _REGISTRY[family.name] = family
+    _clear_caches()
+    return family
+
+
+def unregister(name: str) -> None:
+    """Remove a family added by :func:`register` (the built-in ones stay)."""
+    if any(f.name == name for f in BUILT_IN):
+        raise ValueError(f"{name!r} is a built-in family")
+    _REGISTRY.pop(name, None)
+    _clear_caches()
+
+
+def _clear_caches() -> None:
+    # Feature columns are cached by family name; a later family of that name gets its own.
+    from hyperprior.training import features
+
+    features.clear_caches()
 
 
 def get_family(name: str) -> Family:

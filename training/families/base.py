@@ -1,7 +1,9 @@
-"""What every family shares: the trial result, metrics, folds, fidelity and the CV loop.
+"""What every family shares: the :class:`Family` record, the trial result, metrics,
+folds, fidelity and the CV loop.
 
-A family module only says how to build an unfitted estimator (preprocessing included)
-from a config; :func:`evaluate_family` does the rest the same way for every family:
+A family module defines its space, how to build an unfitted estimator (preprocessing
+included) from a config, its cost prior and its surrogate interactions, as one
+:class:`Family`; :func:`evaluate_family` does the rest the same way for every family:
 
 - the data is cleaned once with :func:`hyperprior.training.preprocess.prepare_frame`; rows whose
   target is missing are dropped; class labels become codes ``0..k-1``;
@@ -25,12 +27,13 @@ import numbers
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from hyperprior.training.features import Interaction
 from hyperprior.training.preprocess import prepare_frame
 from hyperprior.training.spaces import Space, check_task, is_classification
 
@@ -39,8 +42,12 @@ __all__ = [
     "MIN_TRAIN_ROWS",
     "PRIMARY_METRICS",
     "TASK_METRICS",
+    "CostFn",
+    "EstimatorFn",
     "Family",
+    "Interaction",
     "TrialResult",
+    "cost_ratio",
     "evaluate_family",
     "failed_result",
     "make_folds",
@@ -123,15 +130,20 @@ class TrialResult:
 
 
 BuildFn = Callable[[Mapping[str, Any], str, int, int, float], Any]
+EstimatorFn = Callable[[Mapping[str, Any], str, "int | None"], Any]
+CostFn = Callable[[Mapping[str, Any], Mapping[str, Any]], float]
 
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: its space and how to build an estimator from a config.
+    """A model family: everything hyperprior knows about it, in one object.
+
+    A family module defines one of these as ``FAMILY`` and
+    :mod:`hyperprior.training.families` lists it; nothing else names the family.
 
     Attributes:
-        name: Family name, as in :data:`hyperprior.training.spaces.SPACES`.
-        space: Its search space.
+        name: Family name, the key of :data:`hyperprior.training.families.FAMILIES`.
+        space: Its search space (parameters, ranges, library defaults).
         build: ``build(config, task, n_classes, seed, fidelity)`` -> an unfitted
             scikit-learn-style estimator (preprocessing included) whose ``fit`` takes
             a frame from ``prepare_frame`` and label codes or float targets.
@@ -139,6 +151,16 @@ class Family:
             ``"epochs"`` (``build`` scales the epochs; every row is used).
         description: One line for the docs.
         setup: Called once before the clock starts (heavy imports), or ``None``.
+        estimator: ``estimator(config, task, random_state)`` -> the unfitted
+            ``Pipeline`` a user fits (``make_estimator``); ``None``: ``build`` at full
+            fidelity (seed 0 for ``None``).
+        cost: ``cost(config, default)`` -> a config's expected cost relative to the
+            default's, before measuring (refinement's budget prior); ``None``: 1.
+        interactions: The family's hyperparameter-by-data surrogate features
+            (``ix_*`` columns, in this order; the data-only ones are added for every
+            family by :func:`hyperprior.training.features.interactions_for`).
+        raw_codes: Numbers that string choices stand for in ``interactions``
+            (``{"max_features": {"sqrt": -1.0}}``); other strings are NaN there.
     """
 
     name: str
@@ -147,6 +169,32 @@ class Family:
     fidelity_unit: Literal["rows", "epochs"]
     description: str = ""
     setup: Callable[[], None] | None = None
+    estimator: EstimatorFn | None = None
+    cost: CostFn | None = None
+    interactions: tuple[Interaction, ...] = ()
+    raw_codes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.space.family != self.name:
+            raise ValueError(f"family {self.name!r} has the space of {self.space.family!r}")
+
+    def relative_cost(self, config: Mapping[str, Any], default: Mapping[str, Any]) -> float:
+        """Expected cost of ``config`` relative to ``default`` (unclipped; 1 without a model)."""
+        return 1.0 if self.cost is None else float(self.cost(config, default))
+
+    def make_estimator(self, config: Mapping[str, Any], task: str, random_state: int | None) -> Any:
+        """The unfitted ``Pipeline`` (preprocessing, model) for a validated config."""
+        if self.estimator is not None:
+            return self.estimator(config, task, random_state)
+        return self.build(config, task, 0, 0 if random_state is None else random_state, 1.0)
+
+
+def cost_ratio(config: Mapping[str, Any], default: Mapping[str, Any], key: str) -> float:
+    """``config[key] / default[key]`` (the default's value where missing); 1 if undefined."""
+    try:
+        return float(config.get(key, default[key])) / float(default[key])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 1.0
 
 
 # ---------------------------------------------------------------------------- data

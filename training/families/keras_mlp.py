@@ -1,6 +1,6 @@
 """A Keras multilayer perceptron on imputed, scaled, one-hot features.
 
-Config keys (see ``hyperprior.training.spaces.KERAS_MLP`` for ranges and defaults):
+Config keys (see :data:`SPACE` for ranges and defaults):
 
 - ``learning_rate``: of the optimizer.
 - ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``rmsprop`` (Keras defaults otherwise:
@@ -38,13 +38,139 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.metaestimators import available_if
 
-from hyperprior.training.families.base import Family
+from hyperprior.training.families.base import Family, cost_ratio
+from hyperprior.training.features import Interaction, safe_log
 from hyperprior.training.preprocess import dense_preprocessor
-from hyperprior.training.spaces import SPACES
+from hyperprior.training.spaces import Categorical, Float, Int, Space, check_task, is_classification
 
-__all__ = ["FAMILY", "KerasMLP", "build", "effective_epochs", "import_keras"]
+__all__ = [
+    "FAMILY",
+    "INTERACTIONS",
+    "SPACE",
+    "KerasMLP",
+    "KerasMLPEstimator",
+    "build",
+    "effective_epochs",
+    "estimator",
+    "import_keras",
+    "relative_cost",
+]
+
+SPACE = Space(
+    family="keras_mlp",
+    description="A Keras multilayer perceptron (Dense layers of equal width).",
+    notes=(
+        "Keys (not a single estimator's kwargs; the family builds the model): "
+        "learning_rate and optimizer (Adam, AdamW, SGD or RMSprop, each with its Keras "
+        "defaults otherwise), batch_size and epochs of Model.fit (no early stopping), "
+        "n_layers hidden Dense layers of `units` units with `activation`, optional "
+        "BatchNormalization before the activation, Dropout `dropout` after it, L2 "
+        "kernel regularisation `l2`. Defaults: Keras' own where it has one (Adam "
+        "learning_rate=0.001, fit batch_size=32, no regularisation or dropout, relu); "
+        "Keras has no default architecture or useful epoch count (fit uses epochs=1), "
+        "so 2 x 64 units and 20 epochs stand in. Fidelity scales epochs."
+    ),
+    params=(
+        Float(
+            "learning_rate",
+            1e-4,
+            3e-2,
+            log=True,
+            default=1e-3,
+            minimum=0,
+            exclusive_minimum=True,
+            doc="Optimizer learning rate.",
+        ),
+        Int(
+            "batch_size",
+            16,
+            1024,
+            log=True,
+            default=32,
+            minimum=1,
+            power_of_two=True,
+            doc="Mini-batch size (decoded to a power of two).",
+        ),
+        Int(
+            "epochs",
+            5,
+            200,
+            log=True,
+            default=20,
+            minimum=1,
+            doc="Training epochs at full fidelity.",
+        ),
+        Int("n_layers", 1, 4, default=2, minimum=1, maximum=16, doc="Hidden layers."),
+        Int("units", 16, 1024, log=True, default=64, minimum=1, doc="Units per hidden layer."),
+        Float(
+            "dropout",
+            0.0,
+            0.5,
+            default=0.0,
+            minimum=0.0,
+            maximum=0.95,
+            doc="Dropout rate after each hidden layer.",
+        ),
+        Float(
+            "l2",
+            1e-8,
+            1e-1,
+            log=True,
+            default=0.0,
+            minimum=0,
+            doc="L2 penalty on hidden kernels (default 0 lies below the box).",
+        ),
+        Categorical(
+            "optimizer", ("adam", "adamw", "sgd", "rmsprop"), default="adam", doc="Optimizer."
+        ),
+        Categorical(
+            "activation", ("relu", "gelu", "tanh", "selu"), default="relu", doc="Hidden activation."
+        ),
+        Categorical(
+            "batch_norm",
+            (False, True),
+            default=False,
+            doc="BatchNormalization in each hidden layer.",
+        ),
+    ),
+)
+
+
+INTERACTIONS: tuple[Interaction, ...] = (
+    Interaction(
+        "log_batch_per_row",
+        ("batch_size",),
+        lambda v: safe_log(v["batch_size"]) - safe_log(v["rows"]),
+    ),
+    # The number of SGD steps (fidelity cuts epochs, not rows).
+    Interaction(
+        "log_steps",
+        ("epochs", "batch_size"),
+        lambda v: (
+            safe_log(v["epochs"] * v["epoch_fraction"])
+            + safe_log(v["rows"])
+            - safe_log(v["batch_size"])
+        ),
+    ),
+    Interaction(
+        "log_steps_x_lr",
+        ("epochs", "batch_size", "learning_rate"),
+        lambda v: (
+            safe_log(v["epochs"] * v["epoch_fraction"] * v["learning_rate"])
+            + safe_log(v["rows"])
+            - safe_log(v["batch_size"])
+        ),
+    ),
+    Interaction(
+        "log_units_per_feature",
+        ("units",),
+        lambda v: safe_log(v["units"]) - safe_log(v["features"]),
+    ),
+)
+"""Surrogate features: batch size, SGD steps and width relative to the data."""
 
 _PREDICT_CHUNK = 8192
 _STEPS_PER_EXECUTION = 32
@@ -266,15 +392,123 @@ def build(config: Mapping[str, Any], task: str, n_classes: int, seed: int, fidel
     )
 
 
+class KerasMLPEstimator(BaseEstimator):
+    """The ``keras_mlp`` family's network as a scikit-learn estimator.
+
+    Takes numeric features (put :func:`estimator`'s preprocessing in front for
+    raw tables) and any labels; ``epochs``, ``batch_size`` and the rest come from the
+    config, exactly as the family trains it in a trial.
+
+    Args:
+        config: A ``keras_mlp`` config (missing keys: the family's defaults).
+        task: ``binary``, ``multiclass`` or ``regression``.
+        random_state: Seed of ``keras.utils.set_random_seed`` (``None``: 0).
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        task: str = "binary",
+        random_state: int | None = 0,
+    ) -> None:
+        self.config = config
+        self.task = task
+        self.random_state = random_state
+
+    @property
+    def _estimator_type(self) -> str:  # scikit-learn < 1.6 asks this
+        return "regressor" if self.task == "regression" else "classifier"
+
+    def __sklearn_tags__(self) -> Any:
+        # A classifier or a regressor depending on the task (scikit-learn >= 1.6).
+        from sklearn.utils import ClassifierTags, RegressorTags
+
+        tags = super().__sklearn_tags__()
+        if self.task == "regression":
+            tags.estimator_type = "regressor"
+            tags.regressor_tags = RegressorTags()
+        else:
+            tags.estimator_type = "classifier"
+            tags.classifier_tags = ClassifierTags()
+        return tags
+
+    def fit(self, X: Any, y: Any) -> KerasMLPEstimator:
+        """Train the network on ``X`` (numeric) and ``y`` (labels or values)."""
+        check_task(self.task)
+        cfg = SPACE.validate(dict(self.config or {}), self.task)
+        y_arr = np.asarray(y)
+        if is_classification(self.task):
+            self.classes_, codes = np.unique(y_arr, return_inverse=True)
+            n_classes = len(self.classes_)
+            if n_classes < 2:
+                raise ValueError(f"classification needs at least 2 classes, y has {n_classes}")
+            if self.task == "binary" and n_classes != 2:
+                raise ValueError(f"task 'binary' needs exactly 2 classes, y has {n_classes}")
+            target: np.ndarray = codes
+        else:
+            n_classes = 0
+            target = y_arr.astype(np.float64)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        self.network_ = KerasMLP(cfg, self.task, n_classes, seed, int(cfg["epochs"]))
+        self.network_.fit(np.asarray(X, dtype=np.float32), target)
+        # The family shares one compiled network between the folds of a trial; a model
+        # handed to a user must own its network, so it leaves that cache.
+        _REUSE.clear()
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    @available_if(lambda self: self.task != "regression")
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        return self.network_.predict_proba(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Labels (as given to ``fit``), or values."""
+        if is_classification(self.task):
+            return np.asarray(self.classes_[self.network_.predict(X)])
+        return np.asarray(self.network_.predict(X))
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy (classification) or R² (regression), as scikit-learn's mixins do."""
+        mixin = RegressorMixin if self.task == "regression" else ClassifierMixin
+        return float(mixin.score(self, X, y, sample_weight=sample_weight))
+
+
+def estimator(config: Mapping[str, Any], task: str, random_state: int | None) -> Any:
+    """The estimator a user fits: dense preprocessing, then :class:`KerasMLPEstimator`."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline(
+        [
+            ("pre", dense_preprocessor()),
+            ("model", KerasMLPEstimator(config=config, task=task, random_state=random_state)),
+        ]
+    )
+
+
+def relative_cost(config: Mapping[str, Any], default: Mapping[str, Any]) -> float:
+    """Epochs times steps per epoch (``1/batch_size``, but a larger batch costs more per
+    step), times the network's size (square root)."""
+
+    def ratio(key: str) -> float:
+        return cost_ratio(config, default, key)
+
+    rel = ratio("epochs") / max(ratio("batch_size"), 1e-9) ** 0.7
+    return rel * max(ratio("units") * ratio("n_layers"), 1.0) ** 0.5
+
+
 def _setup() -> None:
     import_keras()
 
 
 FAMILY = Family(
     name="keras_mlp",
-    space=SPACES["keras_mlp"],
+    space=SPACE,
     build=build,
     fidelity_unit="epochs",
-    description=SPACES["keras_mlp"].description,
+    description=SPACE.description,
     setup=_setup,
+    estimator=estimator,
+    cost=relative_cost,
+    interactions=INTERACTIONS,
 )

@@ -3,7 +3,7 @@
 Categoricals reach LightGBM as pandas ``category`` columns, so it uses its native
 categorical splits; numeric ``NaN`` is left to its missing-value handling. The family
 adds ``verbose=-1``, ``n_jobs=1`` and ``random_state=seed`` to the config. Fidelity is
-the fraction of training rows per fold.
+the fraction of training rows per fold. Its cost grows with the number of trees.
 """
 
 from __future__ import annotations
@@ -11,9 +11,141 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hyperprior.training.families.base import Family
+import numpy as np
+
+from hyperprior.training.families.base import Family, cost_ratio
+from hyperprior.training.features import Interaction, safe_log
 from hyperprior.training.preprocess import tree_preprocessor
-from hyperprior.training.spaces import SPACES
+from hyperprior.training.spaces import Categorical, Float, Int, Space
+
+__all__ = ["FAMILY", "INTERACTIONS", "SPACE", "build", "estimator", "fixed_params", "relative_cost"]
+
+SPACE = Space(
+    family="lightgbm",
+    description="LightGBM gradient-boosted trees (LGBMClassifier / LGBMRegressor).",
+    notes=(
+        "The family adds verbose=-1, n_jobs=1 and random_state=seed. Bagging is on "
+        "when subsample_freq=1; subsample exists only then, because LightGBM ignores "
+        "it with subsample_freq=0."
+    ),
+    params=(
+        Int("n_estimators", 16, 2048, log=True, default=100, minimum=1, doc="Boosting rounds."),
+        Float(
+            "learning_rate",
+            0.005,
+            0.5,
+            log=True,
+            default=0.1,
+            minimum=0,
+            exclusive_minimum=True,
+            doc="Shrinkage per round.",
+        ),
+        Int(
+            "num_leaves",
+            4,
+            512,
+            log=True,
+            default=31,
+            minimum=2,
+            maximum=131072,
+            doc="Maximum leaves per tree.",
+        ),
+        Int(
+            "min_child_samples",
+            2,
+            200,
+            log=True,
+            default=20,
+            minimum=0,
+            doc="Minimum rows in a leaf.",
+        ),
+        Categorical(
+            "subsample_freq", (0, 1), default=0, doc="1: bag rows every iteration; 0: no bagging."
+        ),
+        Float(
+            "subsample",
+            0.5,
+            1.0,
+            default=1.0,
+            minimum=0,
+            maximum=1.0,
+            exclusive_minimum=True,
+            condition=("subsample_freq", (1,)),
+            doc="Fraction of rows per iteration (only with subsample_freq=1).",
+        ),
+        Float(
+            "colsample_bytree",
+            0.3,
+            1.0,
+            default=1.0,
+            minimum=0,
+            maximum=1.0,
+            exclusive_minimum=True,
+            doc="Fraction of features per tree.",
+        ),
+        Float(
+            "reg_alpha",
+            1e-8,
+            10.0,
+            log=True,
+            default=0.0,
+            minimum=0,
+            doc="L1 regularisation of leaf values (default 0 lies below the box).",
+        ),
+        Float(
+            "reg_lambda",
+            1e-8,
+            10.0,
+            log=True,
+            default=0.0,
+            minimum=0,
+            doc="L2 regularisation of leaf values (default 0 lies below the box).",
+        ),
+    ),
+)
+
+
+INTERACTIONS: tuple[Interaction, ...] = (
+    Interaction(
+        "log_min_child_per_row",
+        ("min_child_samples",),
+        lambda v: safe_log(v["min_child_samples"]) - safe_log(v["rows"]),
+    ),
+    Interaction(
+        "leaves_per_log_rows",
+        ("num_leaves",),
+        lambda v: safe_log(v["num_leaves"]) / safe_log(np.maximum(v["rows"], 2.0)),
+    ),
+    Interaction(
+        "log_leaves_per_feature",
+        ("num_leaves",),
+        lambda v: safe_log(v["num_leaves"]) - safe_log(v["features"]),
+    ),
+    Interaction(
+        "log_rows_per_leaf_over_min_child",
+        ("num_leaves", "min_child_samples"),
+        lambda v: (
+            safe_log(v["rows"]) - safe_log(v["num_leaves"]) - safe_log(v["min_child_samples"])
+        ),
+    ),
+    Interaction(
+        "log_rounds_x_lr",
+        ("n_estimators", "learning_rate"),
+        lambda v: safe_log(v["n_estimators"] * v["learning_rate"]),
+    ),
+    Interaction(
+        "log_features_per_tree",
+        ("colsample_bytree",),
+        lambda v: safe_log(v["colsample_bytree"] * v["features"]),
+    ),
+    Interaction(
+        "log_rows_per_tree",
+        ("subsample",),
+        lambda v: safe_log(v["subsample"] * v["rows"]),
+    ),
+)
+"""Surrogate features: a tree splits on one column at a time, so ratios such as
+``min_child_samples / rows`` must be given to it."""
 
 
 def fixed_params(seed: int) -> dict[str, Any]:
@@ -42,10 +174,28 @@ def build(config: Mapping[str, Any], task: str, n_classes: int, seed: int, fidel
     return Pipeline([("pre", tree_preprocessor(pandas_categorical=True)), ("model", model)])
 
 
+def estimator(config: Mapping[str, Any], task: str, random_state: int | None) -> Any:
+    """The estimator a user fits: as :func:`build`, but on every core (``n_jobs`` default)."""
+    import lightgbm as lgb
+    from sklearn.pipeline import Pipeline
+
+    cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
+    model = cls(**dict(config), verbose=-1, random_state=random_state)
+    return Pipeline([("pre", tree_preprocessor(pandas_categorical=True)), ("model", model)])
+
+
+def relative_cost(config: Mapping[str, Any], default: Mapping[str, Any]) -> float:
+    """Affine in the number of trees: every fit has a fixed part (binning, predicting)."""
+    return 0.3 + 0.7 * cost_ratio(config, default, "n_estimators")
+
+
 FAMILY = Family(
     name="lightgbm",
-    space=SPACES["lightgbm"],
+    space=SPACE,
     build=build,
     fidelity_unit="rows",
-    description=SPACES["lightgbm"].description,
+    description=SPACE.description,
+    estimator=estimator,
+    cost=relative_cost,
+    interactions=INTERACTIONS,
 )
