@@ -104,8 +104,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from hyperprior.training.families import BUILT_IN  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
-FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
+FAMILIES = tuple(f.name for f in BUILT_IN)
 
 
 def load_runs(args: argparse.Namespace) -> pd.DataFrame:

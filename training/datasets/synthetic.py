@@ -90,7 +90,7 @@ STRUCTURED: dict[str, tuple[str, tuple[str, ...], dict[str, float]]] = {
     "checkerboard": (
         "checkerboard of m cells per axis over k features: cell-index sum mod 2 (mod c "
         "for multiclass); regression: a random level per cell",
-        ("binary", "multiclass", "regression"),
+        TASKS,
         {"k": 2, "m": 4, "c": 3, "f": 0.0, "n": 0.1},
     ),
     "spirals": (
@@ -144,14 +144,14 @@ STRUCTURED: dict[str, tuple[str, tuple[str, ...], dict[str, float]]] = {
         "bag-of-words counts over a Zipf vocabulary (one feature per word), documents of "
         "about l words, a share d of each drawn from its class's topic; regression: a "
         "sparse linear score of word frequencies",
-        ("binary", "multiclass", "regression"),
+        TASKS,
         {"c": 2, "l": 60, "d": 0.2, "n": 0.1},
     ),
     "curves": (
         "smooth curves sampled at one feature per point, class-dependent shape (three "
         "bumps moved per class), random shift up to h, scale and jitter n; regression: "
         "the frequency of a noisy wave",
-        ("binary", "multiclass", "regression"),
+        TASKS,
         {"c": 2, "n": 0.1, "h": 0.1},
     ),
 }
