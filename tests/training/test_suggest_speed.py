@@ -10,7 +10,7 @@ import pytest
 
 from hyperprior.training.features import ConfigBlock, encode_configs
 from hyperprior.training.spaces import get_space
-from hyperprior.training.suggest import _chain, _encode_points, _prefetch
+from hyperprior.training.suggest.candidates import _chain, _encode_points, _prefetch
 
 FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 TASKS = ("binary", "multiclass", "regression")
