@@ -1,7 +1,7 @@
 # hyperprior API image. Build: docker build -t hyperprior .
 # Run alone (SQLite in the data volume): docker run -p 8000:8000 -v hyperprior:/data hyperprior
 #
-# The packages below are exactly the project's (pyproject's packages.find); they are
+# The packages below are exactly the project's (pyproject's [tool.setuptools]); they are
 # installed as a wheel, so nothing runs from the source tree. tests/test_image.py
 # builds a wheel from these COPY lines and runs every CLI command from it.
 FROM python:3.11-slim AS base
@@ -10,9 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# The server's dependencies at the exact versions (and hashes) of requirements.lock, in a
-# layer of their own so that a change to the code does not reinstall them; then the
-# project itself with --no-deps (pip check fails the build if the lock misses one).
+# The server's dependencies at the exact versions (and hashes) of requirements.lock (the
+# SDK's base dependencies and the server extra's), in a layer of their own so that a change
+# to the code does not reinstall them; then the project itself with --no-deps. The build
+# fails if the lock misses one: an offline install of the server extra finds every
+# requirement already there (pip check looks at base dependencies only), then pip check.
 COPY requirements.lock ./
 RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
@@ -21,7 +23,8 @@ COPY training ./training
 COPY service ./service
 COPY client ./client
 COPY hyperprior ./hyperprior
-RUN pip install --no-deps . && pip check && cd / && rm -rf /src \
+RUN pip install --no-deps . && pip install --quiet --no-index 'hyperprior[server]' \
+    && pip check && cd / && rm -rf /src \
     && useradd --create-home --uid 10001 hyperprior \
     && mkdir -p /data/uploads && chown -R hyperprior:hyperprior /data
 # Everything the service writes goes under /data: refinement uploads

@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-# The exact versions installed: requirements.lock (the server, used by the Dockerfile) and
-# requirements-test.lock (the server and the test extra, used here), both with hashes.
+# The exact versions installed: requirements.lock (the SDK and the server extra, used by the
+# Dockerfile) and requirements-test.lock (those and the test extra, used here), both with
+# hashes. pyproject's base dependencies are the SDK's only; the locks carry the server's.
 LOCK := requirements-test.lock
 # The versions a test log shows (also in pytest's header, tests/conftest.py).
 KEY_PACKAGES := lightgbm scikit-learn pandas numpy tensorflow-cpu fastapi sqlalchemy
@@ -25,7 +26,10 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
-	$(BIN)/python -m pip check || { echo "$(LOCK) does not satisfy pyproject.toml: run make lock" >&2; exit 1; }
+	@# Offline, the extras' requirements must all be there already (pip check sees only
+	@# the base dependencies, the SDK's).
+	$(BIN)/python -m pip install --quiet --no-index 'hyperprior[server,test]' && $(BIN)/python -m pip check \
+		|| { echo "$(LOCK) does not satisfy pyproject.toml: run make lock" >&2; exit 1; }
 	@$(BIN)/python -c 'import sys; from importlib.metadata import version; \
 		print("installed from $(LOCK):", ", ".join(p + " " + version(p) for p in sys.argv[1:]))' \
 		$(KEY_PACKAGES)
@@ -52,9 +56,9 @@ lint: $(VENV)/.installed
 ## Re-resolve both locks from pyproject.toml (keeping current pins unless UPGRADE says otherwise).
 lock:
 	test -x $(UV) || { $(PYTHON) -m venv $(VENV)/.tools && $(VENV)/.tools/bin/pip install --quiet uv==$(UV_VERSION); }
-	$(UV) pip compile --quiet pyproject.toml $(LOCK_ARGS) -o requirements.lock
-	$(UV) pip compile --quiet pyproject.toml --extra test -c requirements.lock $(LOCK_ARGS) \
-		-o requirements-test.lock
+	$(UV) pip compile --quiet pyproject.toml --extra server $(LOCK_ARGS) -o requirements.lock
+	$(UV) pip compile --quiet pyproject.toml --extra server --extra test -c requirements.lock \
+		$(LOCK_ARGS) -o requirements-test.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

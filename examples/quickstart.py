@@ -7,9 +7,10 @@ that database needs a history and a surrogate; load the shipped ones once with::
 
     hyperprior db upgrade && hyperprior db seed
 
-(or point ``HYPERPRIOR_URL`` at a running service, with ``HYPERPRIOR_API_KEY``).
-Without a history the suggestions are the library default, and refinement still
-verifies it against your own folds.
+(or point ``HYPERPRIOR_URL`` at a running service, with ``HYPERPRIOR_API_KEY``: then
+the SDK alone is enough, ``pip install hyperprior lightgbm``, LightGBM being the model
+this script trains; the service refines). Without a history the suggestions are the
+library default, and refinement still verifies it against your own folds.
 
 Environment: ``HYPERPRIOR_URL``/``HYPERPRIOR_API_KEY`` (use a service),
 ``HYPERPRIOR_DATABASE_URL`` (the local database, default ``./hyperprior.db``),
@@ -61,7 +62,12 @@ for warning in suggestions.warnings:
     print("note:", warning)
 
 # %% 6. Refine: verify them on your own folds by successive halving, within a budget
-refined = client.refine(X, y, "lightgbm", budget=BUDGET, n=5, name="breast_cancer", seed=0)
+# With a service the trials run there, as a job (the data is uploaded): the SDK alone
+# has no trial machinery. In-process they run here.
+on_service = bool(os.environ.get("HYPERPRIOR_URL"))
+refined = client.refine(
+    X, y, "lightgbm", budget=BUDGET, local=not on_service, n=5, name="breast_cancer", seed=0
+)
 print(f"best {refined.metric} {refined.score:.4f} (library default {refined.default_score:.4f})")
 for note in refined.notes:
     print("note:", note)

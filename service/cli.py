@@ -11,18 +11,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
+try:
+    from pydantic import ValidationError
 
-from hyperprior.db.errors import DatabaseUnavailableError, StoreError
-from hyperprior.service.commands import COMMANDS, CommandError
+    from hyperprior.db.errors import DatabaseUnavailableError, StoreError
+    from hyperprior.service.commands import COMMANDS, CommandError
+except ModuleNotFoundError as error:  # an SDK-only install: main() says which extra
+    _IMPORT_ERROR: ModuleNotFoundError | None = error
+else:
+    _IMPORT_ERROR = None
 
-__all__ = ["EXIT_DATABASE_UNAVAILABLE", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_DATABASE_UNAVAILABLE", "EXIT_USAGE", "SERVER_EXTRA", "build_parser", "main"]
 
 EXIT_USAGE = 2
 EXIT_DATABASE_UNAVAILABLE = 3
+SERVER_EXTRA = "the server needs its extra: pip install 'hyperprior[server]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +67,25 @@ def _error(message: str) -> None:
     print(f"hyperprior: error: {first_line}", file=sys.stderr)
 
 
+def _missing_server_extra() -> list[str]:
+    """The server extra's distributions that are not installed (none in a checkout)."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    try:
+        requirements = requires("hyperprior") or []
+    except PackageNotFoundError:
+        return []
+    missing = []
+    for requirement in requirements:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        if name and re.search(r"extra\s*==\s*['\"]server['\"]", requirement):
+            try:
+                version(name.group())
+            except PackageNotFoundError:
+                missing.append(name.group())
+    return missing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI.
 
@@ -69,6 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status.
     """
+    try:
+        return _main(argv)
+    except ModuleNotFoundError:
+        missing = _missing_server_extra()
+        if not missing:
+            raise
+        more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
+        _error(f"{SERVER_EXTRA} ({', '.join(missing[:2])}{more} not installed)")
+        return EXIT_USAGE
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    if _IMPORT_ERROR is not None:
+        raise _IMPORT_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on bad usage
     try:

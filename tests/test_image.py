@@ -8,7 +8,8 @@ project's dependencies cannot be installed offline, so that environment reads th
 the test interpreter's site-packages through a ``.pth`` line, which adds the directory
 only: the editable install of the checkout (a ``.pth`` import hook in that same
 directory) is not loaded. Every command then runs from a directory outside the checkout,
-so a package the image lacks fails here as it would in the image.
+so a package the image lacks fails here as it would in the image. The wheel and the venv
+are made by tests/wheel_venv.py (shared with tests/test_sdk_install.py).
 
 What a wheel cannot show (the non-root user, the data volume) is checked by reading the
 Dockerfile and docker-compose.yml.
@@ -16,16 +17,12 @@ Dockerfile and docker-compose.yml.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import shlex
-import shutil
 import subprocess
-import sys
 import sysconfig
 import tomllib
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,9 +30,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from wheel_venv import (
+    DOCKERFILE,
+    ROOT,
+    build_wheel,
+    dockerfile_copies,
+    install_wheel,
+    instructions,
+    run,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
 CSV_RUNS = (
     "dataset,task,n_rows,n_features,n_classes,family,param_learning_rate,param_num_leaves,"
     "metric,score\n"
@@ -65,107 +69,13 @@ print(json.dumps({"path": sys.path, "files": files}))
 """
 
 
-def _instructions(text: str) -> list[tuple[str, str]]:
-    """The Dockerfile's instructions as (keyword, arguments), continuations joined."""
-    joined = text.replace("\\\n", " ")
-    out = []
-    for line in joined.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            out.append((keyword.upper(), rest.strip()))
-    return out
-
-
-def dockerfile_copies() -> list[tuple[list[str], str]]:
-    """Each COPY of the build context: (sources, destination)."""
-    copies = []
-    for keyword, rest in _instructions(DOCKERFILE):
-        if keyword in ("COPY", "ADD"):
-            parts = shlex.split(rest)
-            assert keyword == "COPY", "ADD fetches and unpacks: the image should use COPY"
-            assert not [p for p in parts if p.startswith("--")], f"COPY {rest}: flags unexpected"
-            copies.append((parts[:-1], parts[-1]))
-    return copies
-
-
-def _dockerignore() -> Callable[[str, list[str]], set[str]]:
-    """A `shutil.copytree` ignore function for .dockerignore's patterns (the forms it uses)."""
-    patterns = [
-        line.strip()
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert not [p for p in patterns if p.startswith("!")], "exceptions are not handled here"
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        relative = Path(directory).resolve().relative_to(ROOT)
-        ignored = set()
-        for name in names:
-            path = (relative / name).as_posix()
-            for pattern in patterns:
-                anywhere = pattern.removeprefix("**/")
-                if fnmatch.fnmatch(path, pattern) or (
-                    pattern.startswith("**/") and fnmatch.fnmatch(name, anywhere)
-                ):
-                    ignored.add(name)
-        return ignored
-
-    return ignore
-
-
-def _run(
-    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtual environment with the wheel built from the Dockerfile's COPY sources."""
     base = tmp_path_factory.mktemp("image")
-    context = base / "context"
-    context.mkdir()
-    ignore = _dockerignore()
-    for sources, destination in dockerfile_copies():
-        for source in sources:
-            # The image's layout must be the checkout's: each source lands under its name.
-            assert destination in ("./", f"./{source}", source), (sources, destination)
-            path = ROOT / source
-            if path.is_dir():
-                shutil.copytree(path, context / source, ignore=ignore)
-            else:
-                shutil.copy2(path, context / source)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_"))}
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    built = _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "--wheel-dir", str(base / "dist"), str(context)],
-        base, env, timeout=300,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
-    (wheel,) = (base / "dist").glob("hyperprior-*.whl")
-
     venv = base / "venv"
-    made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], base, env)
-    assert made.returncode == 0, made.stderr
-    python = venv / "bin" / "python"
-    # Installed before the dependencies are visible, so that pip never sees (and never
-    # offers to uninstall) the checkout's editable install.
-    installed = _run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-         "--no-index", "--ignore-installed", str(wheel)],
-        base, env, timeout=300,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
-    purelib = _run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        base,
-        env,
-    ).stdout.strip()
-    (Path(purelib) / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    purelib = install_wheel(build_wheel(base), venv)
+    (purelib / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return venv
 
 
@@ -189,25 +99,25 @@ def test_the_dockerfile_copies_every_package_of_the_project() -> None:
 
 
 def test_the_image_runs_as_a_user_who_can_write_its_data_volume() -> None:
-    instructions = _instructions(DOCKERFILE)
-    users = [rest for keyword, rest in instructions if keyword == "USER"]
+    steps = instructions(DOCKERFILE)
+    users = [rest for keyword, rest in steps if keyword == "USER"]
     assert users, "no USER: the server would run as root"
     assert users[-1] not in ("root", "0"), "the server must not run as root"
     user = users[-1]
     env = dict(
         part.split("=", 1)
-        for keyword, rest in instructions
+        for keyword, rest in steps
         if keyword == "ENV"
         for part in shlex.split(rest)
     )
     data_dir = env.get("HYPERPRIOR_DATA_DIR")
     assert data_dir is not None, "HYPERPRIOR_DATA_DIR is not set: uploads go to ./data"
     assert data_dir.startswith("/"), "uploads need an absolute, writable directory"
-    volumes = [json.loads(rest) for keyword, rest in instructions if keyword == "VOLUME"]
+    volumes = [json.loads(rest) for keyword, rest in steps if keyword == "VOLUME"]
     assert any(data_dir in v for v in volumes), f"{data_dir} is not a VOLUME"
-    runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
+    runs = " ".join(rest for keyword, rest in steps if keyword == "RUN")
     assert f"chown -R {user}:{user} {data_dir}" in runs, f"{data_dir} is not owned by {user}"
-    workdirs = [rest for keyword, rest in instructions if keyword == "WORKDIR"]
+    workdirs = [rest for keyword, rest in steps if keyword == "WORKDIR"]
     # The default SQLite database (./hyperprior.db) is created in the working directory.
     assert workdirs[-1] == data_dir
 
@@ -222,7 +132,7 @@ def test_the_installed_wheel_imports_nothing_from_the_checkout(
     image: Path, outside: tuple[Path, dict[str, str]]
 ) -> None:
     cwd, env = outside
-    where = _run([str(image / "bin" / "python"), "-c", WHERE], cwd, env)
+    where = run([str(image / "bin" / "python"), "-c", WHERE], cwd, env)
     assert where.returncode == 0, where.stderr[-2000:]
     found = json.loads(where.stdout)
     site = str(image)
@@ -234,14 +144,14 @@ def test_every_command_answers_help_from_the_wheel(
     image: Path, outside: tuple[Path, dict[str, str]]
 ) -> None:
     cwd, env = outside
-    listed = _run([str(image / "bin" / "python"), "-c", LIST_COMMANDS], cwd, env)
+    listed = run([str(image / "bin" / "python"), "-c", LIST_COMMANDS], cwd, env)
     assert listed.returncode == 0, listed.stderr[-2000:]
     paths = json.loads(listed.stdout)
     for expected in (["import", "csv"], ["serve"], ["keys", "create"], ["db", "seed"]):
         assert expected in paths
 
     def helped(path: list[str]) -> tuple[list[str], subprocess.CompletedProcess[str]]:
-        return path, _run([str(image / "bin" / "hyperprior"), *path, "--help"], cwd, env)
+        return path, run([str(image / "bin" / "hyperprior"), *path, "--help"], cwd, env)
 
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(helped, paths))
@@ -263,20 +173,20 @@ def test_import_migrate_seed_and_suggest_from_the_wheel(
     runs.write_text(CSV_RUNS)
     database = ["--database-url", f"sqlite:///{tmp_path / 'image.db'}"]
 
-    dry = _run([hyperprior, "import", "csv", str(runs), "--dry-run", *database], cwd, env)
+    dry = run([hyperprior, "import", "csv", str(runs), "--dry-run", *database], cwd, env)
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "read 2 runs" in dry.stdout
     assert "nothing recorded" in dry.stdout
 
     for command in (["db", "upgrade"], ["db", "seed"]):
-        done = _run([hyperprior, *command, *database], cwd, env, timeout=300)
+        done = run([hyperprior, *command, *database], cwd, env, timeout=300)
         assert done.returncode == 0, (command, done.stderr[-2000:])
 
     rng = np.random.default_rng(0)
     data = pd.DataFrame(rng.normal(size=(200, 4)), columns=list("abcd"))
     data["y"] = (data["a"] + data["b"] > 0).astype(int)
     data.to_csv(tmp_path / "data.csv", index=False)
-    suggested = _run(
+    suggested = run(
         [hyperprior, "suggest", str(tmp_path / "data.csv"), "--target", "y",
          "--family", "lightgbm", "--n", "2", "--json", *database],
         cwd, env,

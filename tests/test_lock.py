@@ -1,7 +1,7 @@
 """The locks: what they pin, that the installed versions are theirs, and that the seed agrees.
 
-``requirements.lock`` pins the server's dependencies (the Dockerfile installs it);
-``requirements-test.lock`` pins the server's and the test extra's (``make`` installs it),
+``requirements.lock`` pins the SDK's and the server extra's dependencies (the Dockerfile
+installs it); ``requirements-test.lock`` pins those and the test extra's (``make`` installs it),
 both with hashes, made by ``make lock``. The shipped seed records the versions it was
 measured with (``training/seed/manifest.json``); they must be the lock's, so an upgrade
 of the lock and a re-seed go together.
@@ -16,22 +16,20 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
+from wheel_venv import closure as _closure
+from wheel_venv import normalize as _name
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_LOCK = ROOT / "requirements.lock"
 TEST_LOCK = ROOT / "requirements-test.lock"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# The base dependencies are the SDK's; the locks add the server extra's (`make lock`).
+SERVER_EXTRA = PYPROJECT["optional-dependencies"]["server"]
 KEY_PACKAGES = (
     "lightgbm", "scikit-learn", "pandas", "numpy", "tensorflow-cpu", "fastapi", "sqlalchemy",
 )  # fmt: skip
 # Measured by the seed: the packages that decide its scores (training/seed.py's _versions).
 SEED_PACKAGES = {"lightgbm", "scikit-learn", "tensorflow-cpu", "pandas", "numpy"}
-
-
-def _name(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _pins(lock: Path) -> dict[str, str]:
@@ -49,37 +47,13 @@ def _entries(lock: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _closure(requirements: list[str]) -> dict[str, list[Requirement]]:
-    """Every distribution the requirements need on this interpreter (installed metadata)."""
-    environment: dict[str, str] = dict(default_environment())
-    needed: dict[str, list[Requirement]] = {}
-    todo = [Requirement(r) for r in requirements]
-    seen: set[tuple[str, frozenset[str]]] = set()
-    while todo:
-        requirement = todo.pop()
-        name = _name(requirement.name)
-        needed.setdefault(name, []).append(requirement)
-        key = (name, frozenset(requirement.extras))
-        if key in seen:
-            continue
-        seen.add(key)
-        for line in metadata.requires(requirement.name) or []:
-            child = Requirement(line)
-            extras = {""} | set(requirement.extras)
-            if child.marker is None or any(
-                child.marker.evaluate({**environment, "extra": extra}) for extra in extras
-            ):
-                todo.append(child)
-    return needed
-
-
 @pytest.mark.parametrize(
     ("lock", "requirements"),
     [
-        pytest.param(SERVER_LOCK, PYPROJECT["dependencies"], id="server"),
+        pytest.param(SERVER_LOCK, PYPROJECT["dependencies"] + SERVER_EXTRA, id="server"),
         pytest.param(
             TEST_LOCK,
-            PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["test"],
+            PYPROJECT["dependencies"] + SERVER_EXTRA + PYPROJECT["optional-dependencies"]["test"],
             id="test",
         ),
     ],
@@ -149,6 +123,12 @@ def test_make_and_the_dockerfile_install_from_the_locks() -> None:
     assert re.search(r"(?m)^LOCK := requirements-test\.lock$", makefile)
     assert "pip install --quiet --require-hashes -r $(LOCK)" in makefile
     assert "pip install --quiet --no-deps -e ." in makefile
+    # pyproject's base dependencies are the SDK's alone: both locks add the server extra.
+    assert re.search(r"compile --quiet pyproject.toml --extra server \$\(LOCK_ARGS\)", makefile)
+    assert re.search(r"compile --quiet pyproject.toml --extra server --extra test ", makefile)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install --require-hashes -r requirements.lock" in dockerfile
     assert "pip install --no-deps ." in dockerfile
+    # pip check sees base dependencies only: an offline install of the extras checks theirs.
+    assert "pip install --quiet --no-index 'hyperprior[server,test]' &&" in makefile
+    assert "pip install --quiet --no-index 'hyperprior[server]'" in dockerfile

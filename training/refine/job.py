@@ -1,50 +1,11 @@
-"""Refinement: successive halving of suggested configs on the user's own data.
-
-A suggestion from history is a prior; short verification runs on the user's data make
-it an answer. :func:`refine` takes the surrogate's top-k configs (best first), adds the
-family's library default as a control, and within a wall-clock budget:
-
-1. **Anchors.** Measures the default and the top suggestion at full fidelity first.
-   Together they are the least a refinement must deliver (the answer is never worse
-   than the default on the user's own folds, and the zero-shot pick is verified), and
-   their costs calibrate the plan.
-2. **Plan.** Classic successive halving with ``eta = 3``: rung fidelities
-   ``eta**-s, ..., 1/3, 1`` (fraction of training rows per fold, or of epochs for
-   ``keras_mlp``), every candidate on the lowest rung, the best third (rounded up)
-   promoted each time. ``s`` is fixed by the number of candidates and by a floor on the
-   lowest fidelity (at least ``min_rung_rows`` training rows, or ``min_epoch_fraction``
-   of the epochs), so for a seed the plan is deterministic. When the estimated cost
-   of the plan does not fit the remaining budget, the lowest-ranked suggestions are
-   dropped until it does.
-3. **Rungs.** Trials are handed to the executor lazily, each only if its estimated cost
-   fits the time left (minus a reserve for the full-fidelity rung); every trial's time
-   limit is the smaller of the per-trial limit and the budget left. Costs are estimated
-   from the candidate's own measured trials (affine in the fidelity), else from the
-   default's cost scaled by the config's size (``n_estimators``, epochs...). Between
-   rungs the remaining plan is re-estimated; if it no longer fits, the middle rungs are
-   skipped and the best candidates go straight to full fidelity.
-4. **Answer.** The best config among those measured at full fidelity (ties go to the
-   default), its score, the default's score, and every trial. All candidates share
-   the same folds and row subsamples (one seed), so their scores are paired.
-
-Every measured trial (ok or failed) is handed to ``record`` as a ``verification`` run
-with the dataset's meta-features, so the next retrain learns from it. A trial cut short
-by the *budget* measured nothing about the config and is reported but not recorded; a
-trial that exceeded the per-trial time limit or the memory limit is a failed run.
-
-Results are deterministic for a seed, except where timing decides: which trials the
-budget cuts off.
-"""
+"""The refinement job: anchors, rungs within the budget, the answer (see the package)."""
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hyperprior.db.store import DatasetSpec, NewRun
@@ -52,13 +13,25 @@ from hyperprior.training.executor import (
     InlineExecutor,
     TrialExecutor,
     WorkerFailure,
-    make_executor,
 )
 from hyperprior.training.families import (
     TrialResult,
-    UnknownFamilyError,
     get_family,
     primary_metric,
+)
+from hyperprior.training.refine.plan import (
+    _canonical,
+    _rung_sizes,
+    relative_cost,
+    rung_fidelities,
+)
+from hyperprior.training.refine.types import (
+    _FULL,
+    Candidate,
+    RefineProgress,
+    RefineResult,
+    RefineSettings,
+    TrialRecord,
 )
 from hyperprior.training.spaces import get_space
 from hyperprior.training.trials import (
@@ -67,353 +40,14 @@ from hyperprior.training.trials import (
     failure_result,
     is_timeout,
     run_verification_trial,
-    warm_up,
 )
-from hyperprior.vocabulary import canonical_json
-
-__all__ = [
-    "REFINE_NAMESPACE",
-    "Candidate",
-    "RefineProgress",
-    "RefineResult",
-    "RefineSettings",
-    "TrialRecord",
-    "candidates_from_suggestions",
-    "fill_candidates",
-    "make_refine_executor",
-    "refine",
-    "relative_cost",
-    "rung_fidelities",
-]
 
 log = logging.getLogger(__name__)
 
 # Changing this namespace would give re-recorded verification runs new ids: keep it fixed.
 REFINE_NAMESPACE = uuid.UUID("0d7c52a4-94a9-4d0e-9a51-6f4f3f4b2a7e")
 
-_FULL = 1.0
-_EPS = 1e-9
 _WARMUP_TIMEOUT = 120.0
-
-
-@dataclass(frozen=True)
-class RefineSettings:
-    """Knobs of a refinement.
-
-    Attributes:
-        eta: Halving rate: the best ``1/eta`` of a rung go up, at ``eta`` times the
-            fidelity.
-        folds: Cross-validation folds of every trial.
-        min_rung_rows: Floor of the lowest rung for row fidelities: at least this many
-            training rows per fold (rankings on a few dozen rows are noise).
-        min_epoch_fraction: Floor of the lowest rung for epoch fidelities.
-        trial_time_limit_seconds: Per-trial limit; a trial past it is a failed run.
-        safety: Share of the remaining budget a plan may be estimated to use.
-        overhead_share: Prior share of a trial's cost that does not shrink with the
-            fidelity (preprocessing, predicting the whole validation fold).
-    """
-
-    eta: int = 3
-    folds: int = 5
-    min_rung_rows: int = 100
-    min_epoch_fraction: float = 0.1
-    trial_time_limit_seconds: float | None = 600.0
-    safety: float = 0.85
-    overhead_share: float = 0.3
-
-    def __post_init__(self) -> None:
-        if self.eta < 2:
-            raise ValueError(f"eta must be at least 2, got {self.eta}")
-        if self.folds < 2:
-            raise ValueError(f"folds must be at least 2, got {self.folds}")
-        if not 0.0 < self.safety <= 1.0:
-            raise ValueError(f"safety must be in (0, 1], got {self.safety}")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A config to verify and where it came from.
-
-    Attributes:
-        config: Estimator keyword arguments.
-        origin: ``default`` (the library default, the control), ``suggestion`` (the
-            surrogate's or the portfolio's), ``user`` (given with the request) or
-            ``sample`` (a Sobol point, when there were too few suggestions).
-        rank: The suggestion's rank (1 is the surrogate's top pick), else None.
-        predicted_quality: The surrogate's prediction, when there was one.
-    """
-
-    config: dict[str, Any]
-    origin: str = "suggestion"
-    rank: int | None = None
-    predicted_quality: float | None = None
-
-    @property
-    def is_default(self) -> bool:
-        """Whether this is the control."""
-        return self.origin == "default"
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial of a refinement, measured or cut.
-
-    Attributes:
-        candidate: Index into :attr:`RefineResult.candidates`.
-        origin: The candidate's origin.
-        config: The candidate's config.
-        rung: Rung index (``len(rungs) - 1`` is full fidelity; anchors count as full).
-        fidelity: Fraction of rows (or epochs).
-        status: ``ok``, ``failed``, or ``cut`` (stopped by the budget, not recorded).
-        score: Mean primary metric over the folds, when ok.
-        seconds: Wall-clock seconds of the trial.
-        error: Why it failed or was cut.
-        run_id: Id of the recorded run (None when not recorded).
-    """
-
-    candidate: int
-    origin: str
-    config: dict[str, Any]
-    rung: int
-    fidelity: float
-    status: str
-    score: float | None
-    seconds: float
-    error: str | None = None
-    run_id: str | None = None
-
-
-@dataclass(frozen=True)
-class RefineProgress:
-    """Where a running refinement is (for job progress)."""
-
-    phase: str
-    rung: int
-    rungs: int
-    fidelity: float
-    trials_done: int
-    trials_planned: int
-    elapsed_seconds: float
-    budget_seconds: float
-    best_score: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class RefineResult:
-    """What a refinement found.
-
-    Attributes:
-        family: Model family.
-        task: The task.
-        metric: The primary metric every score is (maximised).
-        config: The best config measured at full fidelity; None when none was.
-        score: Its measured score.
-        winner: Index of the winning candidate (None when none).
-        default_config: The control.
-        default_score: The control's measured full-fidelity score (None if not measured).
-        candidates: Every candidate, control first.
-        trials: Every trial, in completion order.
-        rungs: Fidelities of the plan, lowest first (the last is 1).
-        budget_seconds: The budget.
-        elapsed_seconds: Wall-clock seconds used.
-        complete: Whether every planned trial ran.
-        notes: What was cut and why, in words.
-    """
-
-    family: str
-    task: str
-    metric: str
-    config: dict[str, Any] | None
-    score: float | None
-    winner: int | None
-    default_config: dict[str, Any]
-    default_score: float | None
-    candidates: tuple[Candidate, ...]
-    trials: tuple[TrialRecord, ...]
-    rungs: tuple[float, ...]
-    budget_seconds: float
-    elapsed_seconds: float
-    complete: bool
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def full_score(self, candidate: int) -> float | None:
-        """A candidate's measured full-fidelity score, if any."""
-        for trial in self.trials:
-            if trial.candidate == candidate and trial.fidelity >= _FULL and trial.status == "ok":
-                return trial.score
-        return None
-
-    @property
-    def top_suggestion(self) -> int | None:
-        """Index of the surrogate's top-ranked suggestion (the zero-shot pick; it is
-        the control itself when the surrogate ranked the default first)."""
-        ranked = [(c.rank, i) for i, c in enumerate(self.candidates) if c.rank is not None]
-        return min(ranked)[1] if ranked else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary: the answer, the control, the zero-shot pick, the table."""
-        top = self.top_suggestion
-        winner = None if self.winner is None else self.candidates[self.winner]
-        return {
-            "family": self.family,
-            "task": self.task,
-            "metric": self.metric,
-            "config": self.config,
-            "score": self.score,
-            "origin": None if winner is None else winner.origin,
-            "rank": None if winner is None else winner.rank,
-            "default_config": self.default_config,
-            "default_score": self.default_score,
-            "improvement": None
-            if self.score is None or self.default_score is None
-            else self.score - self.default_score,
-            "zero_shot": None
-            if top is None
-            else {"config": self.candidates[top].config, "score": self.full_score(top)},
-            "rungs": list(self.rungs),
-            "budget_seconds": self.budget_seconds,
-            "elapsed_seconds": self.elapsed_seconds,
-            "complete": self.complete,
-            "notes": list(self.notes),
-            "trials": [
-                {
-                    "candidate": t.candidate,
-                    "origin": t.origin,
-                    "config": t.config,
-                    "rung": t.rung,
-                    "fidelity": t.fidelity,
-                    "status": t.status,
-                    "score": t.score,
-                    "seconds": t.seconds,
-                    "error": t.error,
-                    "run_id": t.run_id,
-                }
-                for t in self.trials
-            ],
-        }
-
-
-# ------------------------------------------------------------------------ helpers
-
-
-def candidates_from_suggestions(suggestions: Sequence[Any]) -> list[Candidate]:
-    """Candidates from suggestions, best first.
-
-    Accepts :class:`hyperprior.training.suggest.Suggestion` objects or their JSON form (dicts
-    with ``config`` and optionally ``rank``, ``source``, ``predicted_quality``).
-    """
-    out = []
-    for position, s in enumerate(suggestions, start=1):
-        get = s.get if isinstance(s, Mapping) else functools.partial(getattr, s)
-        source = get("source", None)
-        config = s["config"] if isinstance(s, Mapping) else s.config
-        out.append(
-            Candidate(
-                config=dict(config),
-                origin="default" if source == "default" else "suggestion",
-                rank=int(get("rank", None) or position),
-                predicted_quality=get("predicted_quality", None),
-            )
-        )
-    return out
-
-
-def fill_candidates(
-    candidates: Sequence[Candidate], family: str, task: str, n: int, seed: int = 0
-) -> list[Candidate]:
-    """Top ``candidates`` up to ``n`` with a scrambled Sobol sample of the space.
-
-    Without a surrogate (cold start) the suggestions may be just the default; a
-    refinement asked to compare ``n`` configs then explores instead. The samples
-    (origin ``sample``) rank after every suggestion.
-    """
-    out = list(candidates)
-    missing = n - len(out)
-    if missing <= 0:
-        return out
-    last = max((c.rank for c in out if c.rank is not None), default=0)
-    sampled = get_space(family).sample(missing, seed, task)
-    out += [
-        Candidate(config, origin="sample", rank=last + i) for i, config in enumerate(sampled, 1)
-    ]
-    return out
-
-
-def relative_cost(family: str, config: Mapping[str, Any], default: Mapping[str, Any]) -> float:
-    """A config's expected cost relative to the default's (a prior, before measuring).
-
-    The family's own cost model (``Family.cost``: tree ensembles scale with their number
-    of trees, the MLP with epochs times steps per epoch); a family without one, or an
-    unknown family, is taken to cost the same as the default. Clipped to ``[0.1, 50]``.
-    """
-    try:
-        rel = get_family(family).relative_cost(config, default)
-    except UnknownFamilyError:
-        rel = 1.0
-    return min(50.0, max(0.1, rel))
-
-
-def rung_fidelities(n_candidates: int, floor: float, eta: int = 3) -> tuple[float, ...]:
-    """Fidelities of a successive-halving plan for ``n_candidates``, lowest first.
-
-    As many rungs as halving can fill (``floor(log_eta(n))`` below the top) and as the
-    lowest fidelity allows (not below ``floor``); always ends with 1.
-    """
-    if n_candidates < 1:
-        return (_FULL,)
-    by_n = int(math.floor(math.log(n_candidates) / math.log(eta) + _EPS))
-    by_floor = int(math.floor(math.log(1.0 / floor) / math.log(eta) + _EPS)) if floor < 1 else 0
-    s = max(0, min(by_n, by_floor))
-    return tuple(float(eta ** (i - s)) for i in range(s + 1))
-
-
-def _rung_sizes(n: int, rungs: int, eta: int) -> list[int]:
-    sizes = [n]
-    for _ in range(rungs - 1):
-        sizes.append(max(1, math.ceil(sizes[-1] / eta)))
-    return sizes
-
-
-def _canonical(config: Mapping[str, Any]) -> str:
-    return canonical_json(dict(config))
-
-
-def make_refine_executor(
-    family: str,
-    *,
-    workers: int | None = None,
-    memory_limit_mb: float | None = None,
-    dask_scheduler: str | None = None,
-) -> TrialExecutor:
-    """The executor a refinement runs its trials on.
-
-    Local trials run in worker processes under the memory limit (a config that blows
-    up kills its worker, not the caller), warmed up with the family's heavy imports;
-    ``workers=0`` runs them inline (no isolation; tests and debugging). With a Dask
-    scheduler address, trials go to the cluster.
-    """
-    if workers == 0 and not dask_scheduler:
-        return InlineExecutor()
-    return make_executor(
-        workers=workers,
-        dask_scheduler=dask_scheduler,
-        memory_limit_mb=memory_limit_mb,
-        on_failure=_pass_failure,
-        warmup=functools.partial(warm_up, family),
-        # Items carry their own limits; this only selects the isolated pool.
-        time_limit_seconds=None if memory_limit_mb is not None else 3600.0,
-    )
-
-
-def _pass_failure(item: Any, failure: WorkerFailure) -> WorkerFailure:
-    return failure
-
-
-# ------------------------------------------------------------------------ the job
 
 
 class _Refinement:
