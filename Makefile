@@ -51,7 +51,12 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	@# mypy cannot follow the editable install's package-dir mapping: it reads the installed
+	@# layout (hyperprior/db -> db/, ...) from a tree of links.
+	rm -rf $(VENV)/.mypy-tree && mkdir -p $(VENV)/.mypy-tree/hyperprior
+	for d in client db service training; do ln -s $(CURDIR)/$$d $(VENV)/.mypy-tree/hyperprior/$$d; done
+	ln -s $(CURDIR)/hyperprior/*.py $(VENV)/.mypy-tree/hyperprior/
+	cd $(VENV)/.mypy-tree && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p hyperprior
 
 ## Re-resolve both locks from pyproject.toml (keeping current pins unless UPGRADE says otherwise).
 lock:

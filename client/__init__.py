@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from hyperprior.client.client import Client, infer_task
 from hyperprior.client.errors import (
     AuthError,
     ConflictError,
@@ -41,14 +42,12 @@ from hyperprior.client.errors import (
     ServiceUnavailable,
     ValidationError,
 )
-from hyperprior.client.sdk import (
-    Client,
+from hyperprior.client.types import (
     Description,
     RecordResult,
     Refinement,
     Suggestion,
     Suggestions,
-    infer_task,
 )
 
 __all__ = [

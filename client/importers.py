@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hyperprior.client.sdk import Description, direction_of, family_params
+from hyperprior.client.types import Description, direction_of, family_params
+from hyperprior.vocabulary import DIRECTIONS, RUN_SOURCES, RUN_STATUSES, TASKS
 
 __all__ = [
     "CSV_REQUIRED",
@@ -68,9 +69,6 @@ __all__ = [
 IMPORT_NAMESPACE = uuid.UUID("a3e9c0f2-51d4-4b7e-8f0a-2c6d1e9b7a45")
 
 CSV_REQUIRED = ("dataset", "task", "n_rows", "n_features", "family", "metric", "score")
-_TASKS = ("binary", "multiclass", "regression")
-_STATUSES = ("ok", "failed")
-_SOURCES = ("import", "user", "bootstrap", "verification")
 _MAX_PROBLEMS = 20
 
 
@@ -232,7 +230,7 @@ def _read_table(handle: Any, label: str) -> list[dict[str, Any]]:
                 _problems.append((_line, column, f"{text!r}: {error}"))
                 return default
 
-        task = need("task", _choice(_TASKS))
+        task = need("task", _choice(TASKS))
         meta: dict[str, Any] = {
             "n_rows": need("n_rows", _count),
             "n_features": need("n_features", _count),
@@ -259,19 +257,17 @@ def _read_table(handle: Any, label: str) -> list[dict[str, Any]]:
             text = cell(column)
             if text:
                 config[column.removeprefix("param_")] = _parse_value(text)
-        status = optional("status", _choice(_STATUSES), "ok")
+        status = optional("status", _choice(RUN_STATUSES), "ok")
         metric = need("metric", str)
         score = optional("score", _number, None) if status == "failed" else need("score", _number)
-        direction = optional(
-            "direction", _choice(("maximize", "minimize")), direction_of(metric or "")
-        )
+        direction = optional("direction", _choice(DIRECTIONS), direction_of(metric or ""))
         fidelity = optional("fidelity", _number, 1.0)
         if fidelity is not None and not 0.0 < fidelity <= 1.0:
             row_problems.append((row_number, "fidelity", f"{fidelity:g} must be in (0, 1]"))
         cost = optional("cost_seconds", _number, 0.0)
         if cost is not None and cost < 0:
             row_problems.append((row_number, "cost_seconds", f"{cost:g} must be >= 0"))
-        source = optional("source", _choice(_SOURCES), "import")
+        source = optional("source", _choice(RUN_SOURCES), "import")
         run_id = optional("id", lambda t: str(uuid.UUID(t)), None)
         dataset = cell("dataset")
         family = cell("family")

@@ -30,8 +30,9 @@ from typing import Any
 
 import keras
 
+from hyperprior.client.client import Client
 from hyperprior.client.errors import HyperpriorError, HyperpriorWarning
-from hyperprior.client.sdk import Client, Description, RecordResult, direction_of
+from hyperprior.client.types import Description, RecordResult, direction_of
 
 __all__ = ["HyperpriorCallback"]
 

@@ -45,8 +45,9 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from hyperprior.client.client import Client
 from hyperprior.client.errors import HyperpriorError, HyperpriorWarning
-from hyperprior.client.sdk import Client, Description, family_params
+from hyperprior.client.types import Description, family_params
 
 if TYPE_CHECKING:
     import numpy as np

@@ -20,10 +20,10 @@ from typing import Any
 
 from hyperprior.service.commands import CommandError, plural
 from hyperprior.service.commands.db import add_database_url_option, database_url
+from hyperprior.vocabulary import DIRECTIONS, TASKS
 
 EXIT_UNAVAILABLE = 3
 EXIT_REFUSED = 4
-_TASKS = ("binary", "multiclass", "regression")
 
 _EPILOG = """\
 exit status: 0 imported (or nothing new), 2 bad input, 3 service or database
@@ -63,7 +63,7 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
 def _dataset_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the dataset the runs were measured on")
     group.add_argument("--dataset", required=True, metavar="NAME", help="the dataset's name")
-    group.add_argument("--task", choices=_TASKS, help="the task (inferred from --data)")
+    group.add_argument("--task", choices=TASKS, help="the task (inferred from --data)")
     group.add_argument("--data", type=Path, metavar="FILE", help="the data (.csv or .parquet)")
     group.add_argument("--target", metavar="COL", help="the target column of --data")
     group.add_argument("--n-rows", type=int, metavar="N", help="rows of the dataset")
@@ -135,9 +135,7 @@ def register(subparsers: Any) -> None:
     mlflow.add_argument("--experiment", help="only this experiment (name or id)")
     mlflow.add_argument("--family", required=True, help="the model family of the runs")
     mlflow.add_argument("--metric", required=True, help="the logged metric that is the score")
-    mlflow.add_argument(
-        "--direction", choices=("maximize", "minimize"), help="default: from the metric's name"
-    )
+    mlflow.add_argument("--direction", choices=DIRECTIONS, help="default: from the metric's name")
     _dataset_options(mlflow)
     _target_options(mlflow)
     mlflow.set_defaults(handler=run_mlflow)

@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
+import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hyperprior.service.commands import CommandError
 from hyperprior.service.commands.db import add_database_url_option, database_url, require_database
+from hyperprior.training.families import FAMILIES
 from hyperprior.training.metafeatures import infer_task
+from hyperprior.vocabulary import TASKS
 
-_FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
-_TASKS = ("binary", "multiclass", "regression")
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from hyperprior.client import Client, Suggestions
 
 
 def register(subparsers: Any) -> None:
@@ -33,9 +38,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("data", type=Path, help="a .csv or .parquet file")
     parser.add_argument("--target", required=True, help="the target column")
-    parser.add_argument("--family", required=True, choices=_FAMILIES, help="model family")
+    parser.add_argument("--family", required=True, choices=tuple(FAMILIES), help="model family")
     parser.add_argument(
-        "--task", choices=_TASKS, help="the task (default: inferred from the target)"
+        "--task", choices=TASKS, help="the task (default: inferred from the target)"
     )
     parser.add_argument("--n", type=int, default=5, help="how many suggestions (1-50)")
     parser.add_argument(
@@ -160,10 +165,8 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def build_request(args: argparse.Namespace) -> dict[str, Any]:
-    """The POST /v1/suggestions body for the file in ``args``."""
-    from hyperprior.training.metafeatures import compute_metafeatures
-
+def read_data(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.Series, str]:
+    """Features, target and task of the file in ``args``, checked before any work."""
     frame = read_table(args.data)
     if args.target not in frame.columns:
         raise CommandError(f"no column {args.target!r} in {args.data}")
@@ -172,93 +175,137 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     if X.shape[1] == 0 or y.notna().sum() < 2:
         raise CommandError(f"{args.data} needs feature columns and at least two target values")
     task = check_target(y, args.target, args.task, refine=bool(getattr(args, "refine", False)))
-    try:
-        meta = compute_metafeatures(X, y, task, seed=0)
-    except ValueError as error:  # what the checks above cannot foresee
-        raise CommandError(f"cannot describe {args.data}: {error}") from None
-    body: dict[str, Any] = {
-        "family": args.family,
-        "task": task,
-        "dataset": {
-            "name": args.data.stem,
-            "meta_features": {
-                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in meta.items()
-            },
-        },
-        "n": args.n,
-    }
-    if args.seed is not None:
-        body["seed"] = args.seed
-    if args.metric:
-        body["metric"] = args.metric
-    fixed = _parse_fixed(args.fixed)
-    if fixed:
-        body["fixed"] = fixed
-    return body
+    return X, y, task
 
 
-def _ask_service(url: str, body: dict[str, Any], api_key: str | None = None) -> dict[str, Any]:
-    import httpx
+def open_client(args: argparse.Namespace) -> Client:
+    """The SDK client the command asks: the service of ``--url``, else the local database
+    (which must exist and be at the newest schema: this command creates none)."""
+    from hyperprior.client import Client
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        response = httpx.post(
-            url.rstrip("/") + "/v1/suggestions", json=body, headers=headers, timeout=60.0
-        )
-    except httpx.HTTPError as error:
-        raise CommandError(f"cannot reach {url}: {error}") from None
-    if response.status_code != 200:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = response.text
-        if isinstance(detail, list):
-            detail = "; ".join(str(d.get("msg", d)) for d in detail)
-        raise CommandError(f"{url} answered {response.status_code}: {detail}")
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def _ask_locally(args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
+    if args.url:
+        return Client(args.url, api_key=args.api_key)
     from hyperprior.db import migrate
-    from hyperprior.db.engine import make_engine
-    from hyperprior.db.store import Store
-    from hyperprior.service.routes.suggestions import SuggestionCreate, to_public
-    from hyperprior.training.suggest import SuggestionEngine, SuggestionError, SuggestionRequest
 
     url = database_url(args)
     require_database(url)
     migrate.verify_schema(url)
-    store = Store(make_engine(url))
-    if store.find_active_surrogate(str(body["family"])) is None and store.stats().runs == 0:
+    return _sdk_call(args, lambda: Client.local(database_url=url))
+
+
+def ask(client: Client, args: argparse.Namespace, X: Any, y: Any, task: str) -> Suggestions:
+    """Describe the data (here: it never leaves this machine) and ask for suggestions."""
+    from hyperprior.client import HyperpriorError, HyperpriorWarning
+
+    try:
+        description = client.describe(X, y, task, name=args.data.stem)
+    except HyperpriorError as error:  # what the checks of read_data cannot foresee
+        cause = error.message.removeprefix("cannot describe the data: ")
+        raise CommandError(f"cannot describe {args.data}: {cause}") from None
+    with warnings.catch_warnings():
+        # An empty local history is said below, in the CLI's own words.
+        warnings.simplefilter("ignore", HyperpriorWarning)
+        suggestions = _sdk_call(
+            args,
+            lambda: client.suggest(
+                description,
+                None,
+                args.family,
+                n=args.n,
+                seed=args.seed,
+                fixed=_parse_fixed(args.fixed) or None,
+                metric=args.metric or None,
+            ),
+        )
+    if client.mode == "local" and suggestions.surrogate is None and client.stats()["runs"] == 0:
         problem = (
-            f"the database {url} holds no runs, so it can only suggest the library "
-            "default: load the shipped history with `hyperprior db seed`, or point "
+            f"the database {database_url(args)} holds no runs, so it can only suggest the "
+            "library default: load the shipped history with `hyperprior db seed`, or point "
             "--database-url at the service's database"
         )
         if not args.refine:
             raise CommandError(problem)
         # Refining the default alone still measures something and starts a history.
         print(f"hyperprior: warning: {problem}", file=sys.stderr)
-    request = SuggestionCreate.model_validate(body)
+    return suggestions
+
+
+def _sdk_call(args: argparse.Namespace, call: Callable[[], Any]) -> Any:
+    """``call()``, with the SDK's errors as one line: ``URL answered 422: ...``."""
+    from hyperprior.client import HyperpriorError
+
     try:
-        result = SuggestionEngine(store, store).suggest(
-            SuggestionRequest(
-                family=request.family,
-                task=request.task,
-                meta_features=request.dataset.meta_features.as_mapping(),
-                n=request.n,
-                seed=request.seed,
-                fixed=request.fixed,
-                metric=request.metric,
-                dataset_name=request.dataset.name,
-            )
-        )
-    except SuggestionError as error:
+        return call()
+    except HyperpriorError as error:
+        if args.url and error.status_code is not None:
+            raise CommandError(f"{args.url} answered {error}") from None
         raise CommandError(str(error)) from None
-    answer: dict[str, Any] = to_public(result).model_dump(mode="json")
+
+
+def refine_command(
+    client: Client,
+    args: argparse.Namespace,
+    X: Any,
+    y: Any,
+    suggestions: Suggestions,
+    progress: Callable[[Mapping[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """What ``hyperprior suggest ... --refine`` adds to its answer (as ``"refined"``).
+
+    Verifies the suggestions on the file by successive halving with `Client.refine`:
+    the data never leaves this machine (trials run in local worker processes under a
+    memory limit), and the measured runs are recorded where the suggestions came from.
+    """
+    if not args.budget > 0:
+        raise CommandError("--budget must be a positive number of seconds")
+    failures = _RecordFailures()
+    # One warning line below instead of a log line per run the history refused.
+    refine_log = logging.getLogger("hyperprior.training.refine")
+    refine_log.addHandler(failures)
+    try:
+        refined = _sdk_call(
+            args,
+            lambda: client.refine(
+                X,
+                y,
+                args.family,
+                args.budget,
+                n=args.n,
+                seed=args.seed or 0,
+                suggestions=suggestions,
+                fill=True,
+                workers=None,
+                memory_limit_mb=4096.0,
+                progress=progress,
+            ),
+        )
+    finally:
+        refine_log.removeHandler(failures)
+    answer = dict(refined.raw)
+    measured = sum(1 for t in answer["trials"] if t["status"] != "cut")
+    recorded = sum(1 for t in answer["trials"] if t.get("run_id"))
+    answer["recorded"] = {"to": args.url or "local database", "runs": recorded}
+    if recorded < measured:
+        print(
+            f"hyperprior: warning: {measured - recorded} of {measured} runs not recorded to "
+            f"{args.url or 'the local database'}: {failures.last}",
+            file=sys.stderr,
+        )
     return answer
+
+
+class _RecordFailures(logging.Handler):
+    """Keeps why the last run could not be recorded; other warnings print as before."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last = "see the notes"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("could not record") and record.args:
+            self.last = str(record.args[0] if isinstance(record.args, tuple) else record.args)
+        else:
+            print(record.getMessage(), file=sys.stderr)
 
 
 def format_table(answer: dict[str, Any]) -> str:
@@ -311,17 +358,17 @@ def run(args: argparse.Namespace) -> int:
     """Print suggestions for the file."""
     if not 1 <= args.n <= 50:
         raise CommandError("--n must be between 1 and 50")
-    body = build_request(args)
-    answer = _ask_service(args.url, body, args.api_key) if args.url else _ask_locally(args, body)
-    if args.refine:
-        from hyperprior.service.jobs import refine_command
-
-        with _progress_bar(args) as progress:
-            answer["refined"] = refine_command(args, body, answer, progress=progress)
+    X, y, task = read_data(args)
+    with open_client(args) as client:
+        suggestions = ask(client, args, X, y, task)
+        answer = suggestions.to_json()
+        if args.refine:
+            with _progress_bar(args) as progress:
+                answer["refined"] = refine_command(
+                    client, args, X, y, suggestions, progress=progress
+                )
     print(json.dumps(answer, indent=2) if args.json else format_table(answer))
     if args.refine and not args.json:
-        from hyperprior.service.jobs import format_refinement
-
         print(format_refinement(answer["refined"]))
     if args.refine and answer["refined"].get("config") is None:
         # Nothing verified is a failure, whatever was printed above: say why, exit 2.
@@ -330,8 +377,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_refinement(refined: Mapping[str, Any]) -> str:
+    """Human-readable lines for a refinement summary (the CLI's table output)."""
+
+    def score(value: Any) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    zero = refined.get("zero_shot") or {}
+    lines = [
+        f"refined on your data ({refined['metric']}, {len(refined['trials'])} trials, "
+        f"{refined['elapsed_seconds']:.1f} of {refined['budget_seconds']:g} s):",
+        f"  library default    {score(refined['default_score'])}",
+        f"  top suggestion     {score(zero.get('score'))}",
+        f"  refined            {score(refined['score'])}",
+    ]
+    if refined.get("config") is not None:
+        lines.append(
+            "  config  "
+            + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in refined["config"].items()
+            )
+        )
+    lines += [f"  note: {note}" for note in refined.get("notes", [])]
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
-def _progress_bar(args: argparse.Namespace) -> Iterator[Callable[[Any], None] | None]:
+def _progress_bar(
+    args: argparse.Namespace,
+) -> Iterator[Callable[[Mapping[str, Any]], None] | None]:
     """A tqdm bar of --refine's trials on stderr (off with --no-progress or --json)."""
     if args.no_progress or args.json:
         yield None
@@ -340,13 +415,13 @@ def _progress_bar(args: argparse.Namespace) -> Iterator[Callable[[Any], None] | 
 
     with tqdm(desc="refine", unit="trial", total=None, file=sys.stderr) as bar:
 
-        def update(progress: Any) -> None:
+        def update(progress: Mapping[str, Any]) -> None:
             # The plan grows and shrinks as trials finish: track its current size.
-            bar.total = max(progress.trials_planned, progress.trials_done)
-            bar.n = progress.trials_done
-            best = progress.best_score
+            bar.total = max(progress["trials_planned"], progress["trials_done"])
+            bar.n = progress["trials_done"]
+            best = progress["best_score"]
             bar.set_postfix(
-                rung=f"{progress.rung + 1}/{progress.rungs}",
+                rung=f"{progress['rung'] + 1}/{progress['rungs']}",
                 best="-" if best is None else f"{best:.4f}",
                 refresh=False,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -81,9 +82,9 @@ def test_suggest_on_an_empty_database_says_to_seed(
     assert "holds no runs" in (err := _one_error_line(capsys))
     assert "hyperprior db seed" in err
     # With --refine it goes on (the default is worth measuring) but says the same.
-    import hyperprior.service.jobs as jobs
+    import hyperprior.service.commands.suggest as suggest
 
-    monkeypatch.setattr(jobs, "refine_command", _fake_refinement({"C": 1.0})[0])
+    monkeypatch.setattr(suggest, "refine_command", _fake_refinement({"C": 1.0})[0])
     refine = ["--refine", "--no-progress", "--database-url", db_url]
     assert main([*argv, *refine]) == 0
     assert "hyperprior: warning: the database" in capsys.readouterr().err
@@ -144,10 +145,12 @@ def test_db_seed_creates_a_new_database(tmp_path: Path, capsys: pytest.CaptureFi
 def _fake_refinement(config: dict[str, Any] | None) -> Any:
     seen: dict[str, Any] = {}
 
-    def refine_command(args: Any, body: Any, answer: Any, progress: Any = None) -> dict[str, Any]:
+    def refine_command(
+        client: Any, args: Any, X: Any, y: Any, suggestions: Any, progress: Any = None
+    ) -> dict[str, Any]:
         seen["progress"] = progress
         if progress is not None:
-            progress(RefineProgress("rung", 0, 2, 0.5, 1, 4, 0.1, 10.0, 0.9))
+            progress(RefineProgress("rung", 0, 2, 0.5, 1, 4, 0.1, 10.0, 0.9).to_dict())
         return {
             "metric": "roc_auc",
             "trials": [],
@@ -163,6 +166,16 @@ def _fake_refinement(config: dict[str, Any] | None) -> Any:
     return refine_command, seen
 
 
+def _answer_with_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No database and no suggestions: only what the CLI does with a refinement is tested."""
+    import hyperprior.service.commands.suggest as suggest
+    from hyperprior.client import Description, Suggestions
+
+    nothing = Suggestions([], None, [], Description("data", "binary", {}), "lightgbm")
+    monkeypatch.setattr(suggest, "open_client", lambda args: contextlib.nullcontext(None))
+    monkeypatch.setattr(suggest, "ask", lambda client, args, X, y, task: nothing)
+
+
 @pytest.mark.parametrize("no_progress", [False, True])
 def test_refine_that_verifies_nothing_exits_2_with_the_reason(
     tmp_path: Path,
@@ -171,13 +184,11 @@ def test_refine_that_verifies_nothing_exits_2_with_the_reason(
     no_progress: bool,
 ) -> None:
     import hyperprior.service.commands.suggest as suggest
-    import hyperprior.service.jobs as jobs
 
     data = _write(tmp_path / "data.csv", [0, 1] * 20)
-    answer = {"suggestions": [], "warnings": [], "surrogate": None}
-    monkeypatch.setattr(suggest, "_ask_locally", lambda args, body: dict(answer))
+    _answer_with_nothing(monkeypatch)
     refine_command, seen = _fake_refinement(None)
-    monkeypatch.setattr(jobs, "refine_command", refine_command)
+    monkeypatch.setattr(suggest, "refine_command", refine_command)
 
     argv = ["suggest", str(data), "--target", "label", "--family", "lightgbm", "--refine"]
     assert main(argv + (["--no-progress"] if no_progress else [])) == 2
@@ -199,13 +210,10 @@ def test_refine_that_verifies_a_config_exits_0(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import hyperprior.service.commands.suggest as suggest
-    import hyperprior.service.jobs as jobs
 
     data = _write(tmp_path / "data.csv", [0, 1] * 20)
-    monkeypatch.setattr(
-        suggest, "_ask_locally", lambda args, body: {"suggestions": [], "surrogate": None}
-    )
-    monkeypatch.setattr(jobs, "refine_command", _fake_refinement({"num_leaves": 7})[0])
+    _answer_with_nothing(monkeypatch)
+    monkeypatch.setattr(suggest, "refine_command", _fake_refinement({"num_leaves": 7})[0])
 
     argv = ["suggest", str(data), "--target", "label", "--family", "lightgbm", "--refine"]
     assert main([*argv, "--no-progress"]) == 0

@@ -477,37 +477,35 @@ def test_suggest_refine_runs_locally_and_records_to_the_database(
     assert {r.family for r in runs.data} == {"linear"}
 
 
-def test_http_recorder_sends_verification_runs_to_the_service(
-    connect: Callable[..., TestClient], tmp_path: Path
+def test_suggest_refine_over_http_records_verification_runs_to_the_service(
+    connect: Callable[..., TestClient],
 ) -> None:
-    from hyperprior.service.jobs import HttpRecorder, refine_file
+    import argparse
+
+    from hyperprior.client import Client, Description, Suggestion, Suggestions
+    from hyperprior.service.commands.suggest import refine_command
     from hyperprior.training.metafeatures import compute_metafeatures
 
-    client = connect()
+    service = connect()
     frame = wine_frame()
-    path = tmp_path / "wine.parquet"
-    frame.to_parquet(path)
-    meta = compute_metafeatures(frame.drop(columns="target"), frame["target"], "multiclass")
-    body = {
-        "family": "linear",
-        "task": "multiclass",
-        "n": 2,
-        "dataset": {"name": "my-wine", "meta_features": meta},
-    }
-    answer = {"suggestions": [{"rank": 1, "config": {"C": 0.1}}, {"rank": 2, "config": {"C": 10}}]}
-    recorder = HttpRecorder(client)
-    refined = refine_file(
-        path,
-        target="target",
-        body=body,
-        answer=answer,
-        budget_seconds=5,
-        record=recorder,
-        workers=1,
+    X, y = frame.drop(columns="target"), frame["target"]
+    meta = compute_metafeatures(X, y, "multiclass")
+    # What `hyperprior suggest my-wine.csv --url URL --refine` verifies: the printed answer.
+    answer = Suggestions(
+        [
+            Suggestion(1, {"C": 0.1}, None, None, "surrogate"),
+            Suggestion(2, {"C": 10}, None, None, "surrogate"),
+        ],
+        None,
+        [],
+        Description("my-wine", "multiclass", meta),
+        "linear",
     )
-    assert recorder.errors == []
-    assert recorder.sent == len(refined["trials"])
-    runs = client.get("/v1/runs", params={"source": "verification"}).json()
-    assert runs["count"] == recorder.sent
-    dataset = client.get(f"/v1/datasets/{runs['data'][0]['dataset_id']}").json()
+    args = argparse.Namespace(budget=5.0, n=2, seed=None, family="linear", url="http://testserver")
+    refined = refine_command(Client(http=service), args, X, y, answer)
+    recorded = refined["recorded"]
+    assert recorded == {"to": "http://testserver", "runs": len(refined["trials"])}
+    runs = service.get("/v1/runs", params={"source": "verification"}).json()
+    assert runs["count"] == recorded["runs"]
+    dataset = service.get(f"/v1/datasets/{runs['data'][0]['dataset_id']}").json()
     assert dataset["name"] == "my-wine"
