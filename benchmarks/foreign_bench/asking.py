@@ -115,7 +115,7 @@ def request_body(data: Loaded, family: str, n: int = TOP_N) -> dict[str, Any]:
 
 
 def ask(engine: Any, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The answer local mode prints with ``--json`` (``the CLI's in-process client`` in-process)."""
+    """The answer local mode prints with ``--json`` (the CLI's in-process client)."""
     from hyperprior.service.routes.suggestions import SuggestionCreate, to_public
     from hyperprior.training.suggest import SuggestionRequest
 
