@@ -13,16 +13,14 @@ Offline: nothing is downloaded.
 from __future__ import annotations
 
 import shutil
-import threading
 import zipfile
 from collections.abc import Iterator
 from email.parser import Parser
 from pathlib import Path
 
 import pytest
-import uvicorn
 from packaging.requirements import Requirement
-from waiting import wait_until
+from serving import serve
 from wheel_venv import build_wheel, clean_env, closure, install_wheel, link_distributions, run
 
 from hyperprior.db import migrate
@@ -106,22 +104,10 @@ def service(tmp_path: Path) -> Iterator[tuple[str, str, Store]]:
         refine_workers=1,
         refine_folds=3,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=0, log_level="warning", access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    # A guard against a server that never starts, not a bound on how fast it does.
-    wait_until(lambda: server.started or not thread.is_alive(), 120, "uvicorn to start")
-    if not server.started:
-        pytest.fail("uvicorn did not start")
     try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", key, store
+        with serve(create_app(settings)) as base:
+            yield base, key, store
     finally:
-        server.should_exit = True
-        thread.join(30)
         engine.dispose()
 
 

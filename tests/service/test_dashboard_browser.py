@@ -18,18 +18,16 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from dashboard_seed import REFINEMENTS, USER_FAMILY, SteppingClock, seed_history
+from serving import serve
 from waiting import wait_until
 from websockets.sync.client import ClientConnection, connect
 
@@ -41,25 +39,6 @@ from hyperprior.training.spaces import get_space
 
 ARTIFACTS = Path(os.environ.get("HYPERPRIOR_TEST_ARTIFACTS", "build/test-artifacts"))
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-
-
-@contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    """``app`` on a real uvicorn on a free port of 127.0.0.1; its URL while it runs."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    # A guard against a server that never starts, not a bound on how fast it does.
-    wait_until(lambda: server.started or not thread.is_alive(), 120, "uvicorn to start")
-    if not server.started:
-        pytest.fail("uvicorn did not start")
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def _quiet_settings(url: str) -> Settings:
@@ -167,7 +146,7 @@ def seeded_server(tmp_path: Path) -> Iterator[Served]:
     n_surrogates = len(Store(engine).list_surrogates())
     settings = _quiet_settings(url)
     app = create_app(settings, store=Store(engine))
-    with _serve(app) as url:
+    with serve(app) as url:
         yield Served(
             url=url,
             runs=stats.runs,
@@ -391,7 +370,7 @@ def docs_server(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'docs.db'}"
     engine = make_engine(url)
     migrate.upgrade(engine)
-    with _serve(create_app(_quiet_settings(url), store=Store(engine))) as served:
+    with serve(create_app(_quiet_settings(url), store=Store(engine))) as served:
         yield served
     engine.dispose()
 
