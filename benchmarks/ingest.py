@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from hyperprior.service.devserver import serve_subprocess
+from hyperprior.vocabulary import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -46,7 +47,7 @@ def make_batches(n_batches: int, batch_size: int, seed: int = 0) -> list[bytes]:
     rng = random.Random(seed)
     datasets = []
     for i in range(20):
-        task = ("binary", "multiclass", "regression")[i % 3]
+        task = TASKS[i % 3]
         meta: dict[str, Any] = {
             "n_rows": rng.randint(200, 200_000),
             "n_features": rng.randint(3, 300),

@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hyperprior.vocabulary import TASKS
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_ROWS = 100_000
 TARGET_SECONDS = 2.0
-TASKS = ("binary", "multiclass", "regression")
 
 
 def make_frame(n_rows: int, task: str, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:

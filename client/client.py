@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
 
     from hyperprior.db.store import Store
 
-__all__ = ["MAX_BATCH", "Client", "infer_task"]
+__all__ = ["MAX_BATCH", "Client", "data_sha256", "infer_task"]
 
 #: Most runs sent in one ``POST /v1/runs``.
 MAX_BATCH = 1000
@@ -209,8 +210,13 @@ class Client:
         name: str | None = None,
         landmarkers: bool = True,
         seed: int = 0,
+        version: int | None = None,
     ) -> Description:
         """Meta-features of a dataset, computed locally (the data never leaves).
+
+        The description carries a sha256 of the data (``data_sha256``: rows in any
+        order, numbers as float64, column names ignored), so that the history tells
+        other data of the same shape and name apart from this one.
 
         Args:
             X: Features (a DataFrame, or an array: columns are then numbered).
@@ -221,6 +227,8 @@ class Client:
                 ``"dataset"``).
             landmarkers: Also fit the cheap landmark models (a second or so).
             seed: Seeds the subsamples.
+            version: The stored version of the name to record runs on (or create);
+                default: the one holding this data, else 1.
 
         Raises:
             ValidationError: An unknown task, no rows or columns, a target that does
@@ -243,7 +251,13 @@ class Client:
             raise ValidationError(f"cannot describe the data: {error}") from None
         if name is None:
             name = str(target.name) if isinstance(target.name, str) and target.name else "dataset"
-        return Description(name=name, task=task, meta_features=finite_values(meta))
+        return Description(
+            name=name,
+            task=task,
+            meta_features=finite_values(meta),
+            data_sha256=data_sha256(frame, target),
+            version=version,
+        )
 
     def _description(self, X: Any, y: Any, task: str | None, name: str | None) -> Description:
         if isinstance(X, Description):
@@ -342,12 +356,16 @@ class Client:
         so it is stored once whatever happened to the first attempt.
 
         Returns:
-            Counts of new and already stored runs, and the ids.
+            Counts of new and already stored runs, the run ids, and the ids of their
+            datasets (``dataset_id`` when there is one) to pass instead of a
+            description next time.
 
         Raises:
             ValidationError: A run is invalid (the message names its index and field);
                 its batch is not stored (earlier batches are).
-            ConflictError: A run id was already stored with other content.
+            ConflictError: A run id was already stored with other content, or a
+                description names a stored dataset with other data (the message says
+                what differs and which ``version`` to ask for instead).
             ServiceUnavailable: The service or database stayed down through the retries.
         """
         if not 1 <= batch_size <= MAX_BATCH:
@@ -355,6 +373,7 @@ class Client:
         payload = [run_json(run) for run in runs]
         inserted = duplicates = 0
         flagged: list[str] = []
+        dataset_ids: dict[int, None] = {}  # first appearance order
         counter = [0]
         for start in range(0, len(payload), batch_size):
             try:
@@ -364,12 +383,14 @@ class Client:
             inserted += int(answer["inserted"])
             duplicates += int(answer["duplicates"])
             flagged += [_offset_message(w, start) for w in answer.get("warnings") or []]
+            dataset_ids.update(dict.fromkeys(int(i) for i in answer.get("dataset_ids") or []))
         return RecordResult(
             inserted=inserted,
             duplicates=duplicates,
             ids=[str(r["id"]) for r in payload],
             requests=counter[0],
             warnings=flagged,
+            dataset_ids=list(dataset_ids),
         )
 
     # -- refine -------------------------------------------------------------------------
@@ -492,6 +513,8 @@ class Client:
                     name=description.name,
                     task=description.task,
                     meta_features=description.meta_features,
+                    version=description.version,
+                    data_sha256=description.data_sha256,
                 ),
                 record=self.record if record else None,
                 progress=None if progress is None else (lambda p: progress(p.to_dict())),
@@ -584,6 +607,49 @@ class Client:
         """
         return self._transport.cancel_refinement(refinement_id)
 
+    # -- families -----------------------------------------------------------------------
+
+    def declare_family(
+        self,
+        name: str,
+        space: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        defaults: Mapping[str, Mapping[str, Any]] | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Declare a model family of your own by its search space (``POST /v1/families``).
+
+        Its runs are then validated against the space, suggestions for it come from the
+        portfolio of its runs from the first one, and from a surrogate once the nightly
+        retrain sees runs on 10 datasets. The service never trains it itself.
+        Declaring the same space again is a no-op.
+
+        Args:
+            name: Lower-case letters, digits and ``_`` (``my_xgboost``); not a built-in name.
+            space: ``{"params": [...]}`` or the list of parameters: each
+                ``{"name", "type": "float" | "int" | "categorical", "low", "high",
+                "log", "choices", "default", "condition": {"parent", "values"},
+                "minimum", "maximum"}`` (README, "Your own model family"). From an Optuna
+                study: ``optuna_integration.declare_family_from_study``.
+            defaults: Per task, parameter -> default, overriding the parameters' own.
+            description: One line.
+
+        Returns:
+            The family as ``GET /v1/families/{name}`` shows it.
+
+        Raises:
+            ValidationError: A bad name or space (the message names the field).
+            ConflictError: A built-in name, or declared already with another space.
+        """
+        body: dict[str, Any] = dict(space) if isinstance(space, Mapping) else {"params": space}
+        if defaults is not None:
+            body["defaults"] = {task: dict(values) for task, values in defaults.items()}
+        if isinstance(body.get("params"), Sequence):
+            body["params"] = [dict(p) for p in body["params"]]
+        return self._transport.declare_family(
+            {"name": name, "space": body, "description": description}
+        )
+
     # -- reading ------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -604,6 +670,37 @@ class Client:
 
 
 # ----------------------------------------------------------------------------- errors
+
+
+def data_sha256(X: pd.DataFrame, y: pd.Series) -> str:
+    """sha256 of a dataset's values: the same for its rows in any order.
+
+    Column names are ignored (arrays have none) and column order counts; numbers
+    (booleans too) are hashed as float64 and everything else as text, so that data read
+    back from a CSV file hashes as the frame it was written from.
+    """
+    import numpy as np
+    import pandas as pd
+
+    columns = [X[c] for c in X.columns] + [y]
+    plain = pd.DataFrame(
+        {i: _hashable(col.reset_index(drop=True)) for i, col in enumerate(columns)}
+    )
+    rows = pd.util.hash_pandas_object(plain, index=False).to_numpy(dtype="<u8")
+    digest = hashlib.sha256(f"{len(columns)}:".encode())
+    digest.update(np.sort(rows).tobytes())
+    return digest.hexdigest()
+
+
+def _hashable(column: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        # + 0.0 turns -0.0 into 0.0; every missing value becomes the one NaN.
+        values = pd.to_numeric(column, errors="coerce").astype("float64") + 0.0
+        return values.where(values.notna(), float("nan"))
+    text = column.astype(object)
+    return text.where(text.notna(), "\x00NA").astype(str)
 
 
 def _offset_validation(error: ValidationError, offset: int) -> ValidationError:

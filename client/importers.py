@@ -10,6 +10,8 @@ CSV columns (one row per run; names are case-sensitive):
 column             required  meaning
 =================  ========  ==========================================================
 ``dataset``        yes       the dataset's name
+``dataset_version``          the stored version of that name (default: the one with the
+                             same n_rows/n_features/n_classes, else 1; see below)
 ``task``           yes       ``binary``, ``multiclass`` or ``regression``
 ``n_rows``         yes       rows of the dataset (an integer)
 ``n_features``     yes       feature columns (an integer)
@@ -29,6 +31,11 @@ column             required  meaning
 ``source``                   ``import`` (default), ``user``, ``bootstrap`` or ``verification``
 ``id``                       a UUID (default: derived from the row's content)
 =================  ========  ==========================================================
+
+Rows of one dataset name describe one dataset: rows with the same name and task but
+other counts (n_rows, n_features, n_classes) than a dataset stored under that name are
+refused (409) unless ``dataset_version`` gives them a version of their own; other
+meta-features fill in what the stored dataset lacks.
 
 MLflow: the *file store* layout (``mlruns/<experiment id>/<run id>/{meta.yaml, params/,
 metrics/}``) is read directly, so MLflow itself is not needed (nor installed by
@@ -121,6 +128,13 @@ def _count(text: str) -> int:
     if not value.is_integer() or value < 0:
         raise ValueError(f"{text!r} is not a non-negative integer")
     return int(value)
+
+
+def _version(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise ValueError(f"{text!r} is not a version (1, 2 ...)")
+    return value
 
 
 def _choice(options: Sequence[str]) -> Any:
@@ -231,6 +245,7 @@ def _read_table(handle: Any, label: str) -> list[dict[str, Any]]:
                 return default
 
         task = need("task", _choice(TASKS))
+        version = optional("dataset_version", _version, None)
         meta: dict[str, Any] = {
             "n_rows": need("n_rows", _count),
             "n_features": need("n_features", _count),
@@ -280,6 +295,8 @@ def _read_table(handle: Any, label: str) -> list[dict[str, Any]]:
             continue
         if run_id is None:
             parts = [dataset, task, family, config, metric, score, fidelity, status]
+            if version is not None:  # only then, so ids of older files do not change
+                parts.append({"dataset_version": version})
             digest = json.dumps(parts, sort_keys=True, default=str)
             seen[digest] += 1
             run_id = _content_id("csv", parts, seen[digest])
@@ -296,6 +313,8 @@ def _read_table(handle: Any, label: str) -> list[dict[str, Any]]:
             "status": status,
             "source": source,
         }
+        if version is not None:
+            run["dataset"]["version"] = version
         if cell("error"):
             run["error"] = cell("error")
         elif status == "failed":

@@ -22,6 +22,9 @@ space knows are enqueued, numbers are clipped into the range and rounded to the 
 (and to integers for an ``IntDistribution``), categorical values must be one of the
 choices; what cannot be mapped is left to the sampler, with one warning that says what.
 
+A study's distributions are a space: ``declare_family_from_study(client, "my_xgboost",
+study)`` declares a family of your own with them (see :func:`space_from_study`).
+
 Recorded runs have a deterministic id (a UUID5 of the study name and the trial
 number), so recording a trial twice, or importing the study later with
 ``hyperprior import optuna``, stores it once.
@@ -56,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = [
     "OPTUNA_NAMESPACE",
     "RecordingCallback",
+    "declare_family_from_study",
+    "space_from_study",
     "enqueue_suggestions",
     "map_config",
     "run_id_for",
@@ -78,6 +83,81 @@ def search_space_of(study: optuna.Study) -> dict[str, BaseDistribution]:
     for trial in study.get_trials(deepcopy=False):
         space.update(trial.distributions)
     return space
+
+
+def _midpoint(distribution: FloatDistribution | IntDistribution) -> float:
+    low, high = float(distribution.low), float(distribution.high)
+    return math.sqrt(low * high) if distribution.log else (low + high) / 2
+
+
+def space_from_study(
+    study: optuna.Study | Mapping[str, BaseDistribution],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A declaration's space (``POST /v1/families``) from a study's distributions.
+
+    ``FloatDistribution`` -> ``float``, ``IntDistribution`` -> ``int`` (``log`` kept,
+    ``step`` dropped: suggestions are rounded to integers, not to the step),
+    ``CategoricalDistribution`` -> ``categorical``; a range of one value becomes a
+    categorical of one choice. The range is where suggestions are drawn; the library's
+    own valid range is not known, so recorded values outside it are stored and flagged.
+
+    Args:
+        study: A study (the distributions its trials used) or the distributions.
+        defaults: The library's defaults of the parameters, for every task. Optuna
+            does not know them: a parameter missing here gets the middle of its range
+            (geometric for log) or its first choice, which suggestions then treat as
+            "the default" to beat: give the real ones where you know them.
+
+    Returns:
+        ``{"params": [...]}``, ready for :meth:`Client.declare_family`.
+    """
+    distributions = search_space_of(study) if isinstance(study, optuna.Study) else dict(study)
+    if not distributions:
+        raise ValueError("the study has no distributions (no trials yet): nothing to declare")
+    given = dict(defaults or {})
+    unknown = sorted(set(given) - set(distributions))
+    if unknown:
+        raise ValueError(f"defaults for {unknown}, which the study has no distribution of")
+    params: list[dict[str, Any]] = []
+    for name in sorted(distributions):
+        dist = distributions[name]
+        if isinstance(dist, CategoricalDistribution):
+            entry: dict[str, Any] = {"type": "categorical", "choices": list(dist.choices)}
+            default = given.get(name, dist.choices[0])
+        elif isinstance(dist, FloatDistribution | IntDistribution):
+            if dist.low == dist.high:
+                entry = {"type": "categorical", "choices": [dist.low]}
+                default = given.get(name, dist.low)
+            else:
+                is_int = isinstance(dist, IntDistribution)
+                entry = {"type": "int" if is_int else "float", "low": dist.low}
+                entry.update(high=dist.high, log=bool(dist.log))
+                middle = _midpoint(dist)
+                default = given.get(name, round(middle) if is_int else middle)
+        else:
+            raise ValueError(f"{name}: unsupported distribution {type(dist).__name__}")
+        params.append({"name": name, **entry, "default": default})
+    return {"params": params}
+
+
+def declare_family_from_study(
+    client: Client,
+    name: str,
+    study: optuna.Study | Mapping[str, BaseDistribution],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """Declare a family of your own whose space is the study's distributions.
+
+    See :func:`space_from_study` for the mapping and ``defaults``; then record the
+    study's trials with ``hyperprior import optuna`` or :class:`RecordingCallback`
+    under ``family=name``.
+    """
+    space = space_from_study(study, defaults=defaults)
+    return client.declare_family(name, space, description=description)
 
 
 def _map_value(value: Any, distribution: BaseDistribution) -> tuple[bool, Any, str]:

@@ -146,6 +146,10 @@ class Transport(Protocol):
         """``POST /v1/refinements/{id}/cancel``."""
         ...
 
+    def declare_family(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v1/families``: the declared family's JSON."""
+        ...
+
     def close(self) -> None:
         """Release what this transport opened."""
         ...
@@ -166,7 +170,7 @@ class HttpTransport:
     """
 
     mode = "http"
-    store = None
+    store: Store | None = None
 
     def __init__(
         self,
@@ -255,6 +259,11 @@ class HttpTransport:
         answer: dict[str, Any] = self.request("GET", "/v1/stats")
         return answer
 
+    def declare_family(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        # Idempotent for the same space, so the retry policy applies.
+        answer: dict[str, Any] = self.request("POST", "/v1/families", json=jsonable(body))
+        return answer
+
     def datasets_page(
         self, *, name: str | None, task: str | None, cursor: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -304,7 +313,7 @@ class InProcessTransport:
     """
 
     mode = "local"
-    url = None
+    url: str | None = None
 
     def __init__(
         self, store: Store | None, *, database_url: str | None, policy: RetryPolicy
@@ -313,6 +322,8 @@ class InProcessTransport:
         self._owns = store is None
         self.store: Store | None = store if store is not None else self.open_store(database_url)
         self._engine: Any = None
+        self._lookup: Any = None
+        self._know_declared()
 
     @staticmethod
     def open_store(database_url: str | None) -> Store:
@@ -450,6 +461,8 @@ class InProcessTransport:
                             name=dataset["name"],
                             task=dataset["task"],
                             meta_features=dataset["meta_features"],
+                            version=dataset.get("version"),
+                            data_sha256=dataset.get("data_sha256"),
                         ),
                         dataset_id=data.get("dataset_id"),
                         metrics=data.get("metrics"),
@@ -486,6 +499,7 @@ class InProcessTransport:
             return {
                 "inserted": result.inserted,
                 "duplicates": result.duplicates,
+                "dataset_ids": list(result.dataset_ids),
                 "warnings": flagged,
             }
         raise AssertionError("unreachable")  # pragma: no cover
@@ -516,7 +530,42 @@ class InProcessTransport:
     def cancel_refinement(self, refinement_id: str) -> dict[str, Any]:
         raise ValidationError("cancel_refinement needs a service (Client(url))")
 
+    def declare_family(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        declared = server_module("hyperprior.training.families.declared")
+        self._know_declared()
+        try:
+            record, _, family = declared.declare(
+                self._store(), body["name"], body["space"], body.get("description", "")
+            )
+        except declared.BuiltInNameError as error:
+            raise ConflictError(str(error), status_code=409) from None
+        except declared.DeclarationError as error:
+            raise ValidationError(str(error), status_code=422) from None
+        except Exception as error:
+            raise translate_any(error) from error
+        space = family.space
+        return jsonable(
+            {
+                "family": family.name,
+                "space": space.to_json(),
+                "defaults": {t: space.default(t) for t in space.tasks},
+                "declared": True,
+                "created_at": record.created_at.isoformat(),
+            }
+        )
+
+    def _know_declared(self) -> None:
+        # The families declared in this store, found on first use as the service does.
+        if self._lookup is None:
+            families = server_module("hyperprior.training.families")
+            declared = server_module("hyperprior.training.families.declared")
+            self._lookup = declared.store_lookup(self._store())
+            families.add_lookup(self._lookup)
+
     def close(self) -> None:
+        if self._lookup is not None:
+            server_module("hyperprior.training.families").remove_lookup(self._lookup)
+            self._lookup = None
         if self._owns and self.store is not None:
             self.store.engine.dispose()
 

@@ -36,15 +36,26 @@ _MINIMIZED = ("loss", "error", "mse", "mae", "mape", "msle", "crossentropy", "hi
 class Description:
     """A dataset as hyperprior sees it: a name, a task and meta-features.
 
+    The history keeps one dataset per name, task and data: recording runs with a
+    description of data already stored under its name adds them to that dataset;
+    other data under a stored name is refused (`ConflictError`) unless ``version``
+    asks for a version of its own.
+
     Attributes:
         name: The dataset's name in the history.
         task: ``binary``, ``multiclass`` or ``regression``.
         meta_features: Name -> value (counts are ints; unknown ones are None).
+        data_sha256: A hash of the data (rows in any order; see `Client.describe`),
+            which tells other data of the same shape apart; None when unknown.
+        version: The stored version of the name to use or create; None: the one
+            holding the same data, else 1.
     """
 
     name: str
     task: str
     meta_features: dict[str, float | int | None]
+    data_sha256: str | None = None
+    version: int | None = None
 
     @property
     def n_rows(self) -> int:
@@ -58,7 +69,16 @@ class Description:
 
     def to_json(self) -> dict[str, Any]:
         """The API's inline dataset (``RunCreate.dataset``)."""
-        return {"name": self.name, "task": self.task, "meta_features": dict(self.meta_features)}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "task": self.task,
+            "meta_features": dict(self.meta_features),
+        }
+        if self.data_sha256 is not None:
+            out["data_sha256"] = self.data_sha256
+        if self.version is not None:
+            out["version"] = self.version
+        return out
 
 
 @dataclass(frozen=True)
@@ -170,6 +190,8 @@ class RecordResult:
         warnings: Values stored but flagged (valid for the library, outside the
             family's search space, or without effect), one line each naming the run
             (by its index in the list given to `record`) and the field.
+        dataset_ids: The stored id of every dataset the runs belong to, in order of
+            first appearance; pass one as ``dataset_id`` to record more runs on it.
     """
 
     inserted: int
@@ -177,6 +199,12 @@ class RecordResult:
     ids: list[str]
     requests: int
     warnings: list[str] = field(default_factory=list)
+    dataset_ids: list[int] = field(default_factory=list)
+
+    @property
+    def dataset_id(self) -> int | None:
+        """The id of the runs' dataset when they all belong to one, else None."""
+        return self.dataset_ids[0] if len(self.dataset_ids) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -269,6 +297,9 @@ def run_json(run: Any) -> dict[str, Any]:
                 "task": dataset.task,
                 "meta_features": dict(dataset.meta_features),
             }
+            for key in ("data_sha256", "version"):
+                if getattr(dataset, key, None) is not None:
+                    data["dataset"][key] = getattr(dataset, key)
     elif isinstance(run, Mapping):
         data = dict(run)
     else:

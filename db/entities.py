@@ -35,16 +35,28 @@ __all__ = [
 class DatasetSpec:
     """A dataset as described by a client: its name, task and meta-features.
 
+    The store keeps one record per (name, task, version). A description is the same
+    dataset as a record when n_rows and n_features are equal, and n_classes and
+    ``data_sha256`` are equal where both sides know them; its other meta-features fill
+    the ones the record lacks. Other data under a stored name is refused
+    (`DatasetConflictError`) unless it asks for a version of its own.
+
     Attributes:
-        name: Human-readable name (part of the fingerprint).
+        name: Human-readable name.
         task: ``"binary"``, ``"multiclass"`` or ``"regression"``.
         meta_features: Meta-features; ``n_rows`` and ``n_features`` are required,
             ``n_classes`` is expected for classification.
+        version: The record of this name and task to use or create (1, 2 ...); None:
+            whichever stored version holds the same data, else version 1.
+        data_sha256: A hash of the data itself (the SDK's ``describe`` computes one);
+            when both sides have one, it decides whether the data is the same.
     """
 
     name: str
     task: str
     meta_features: Mapping[str, float | int | None]
+    version: int | None = None
+    data_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,8 @@ class Dataset:
     n_classes: int | None
     meta_features: dict[str, float | int | None]
     created_at: dt.datetime
+    version: int = 1
+    data_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,10 +127,18 @@ class Run:
 
 @dataclass(frozen=True)
 class IngestResult:
-    """Outcome of one ingest call: new rows and harmless repeats."""
+    """Outcome of one ingest call: new rows and harmless repeats.
+
+    Attributes:
+        inserted: Runs stored for the first time.
+        duplicates: Runs already stored with the same content.
+        dataset_ids: The id of every dataset the runs belong to, in order of first
+            appearance (inline descriptions resolved), for the caller to reuse.
+    """
 
     inserted: int
     duplicates: int
+    dataset_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ __all__ = [
     "ConflictError",
     "DatabaseBusyError",
     "DatabaseUnavailableError",
+    "DatasetConflictError",
     "InvalidArgumentError",
     "InvalidStateError",
     "NotFoundError",
@@ -68,6 +69,20 @@ class ConflictError(AlreadyExistsError):
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
         super().__init__(message)
         self.run_id = run_id
+
+
+class DatasetConflictError(AlreadyExistsError):
+    """A dataset description names a stored dataset but describes other data.
+
+    Attributes:
+        dataset_id: The stored dataset it collides with.
+        differences: ``field: stored X, sent Y`` for each value that differs.
+    """
+
+    def __init__(self, message: str, *, dataset_id: int, differences: list[str]) -> None:
+        super().__init__(message)
+        self.dataset_id = dataset_id
+        self.differences = list(differences)
 
 
 class InvalidArgumentError(StoreError, ValueError):

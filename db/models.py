@@ -53,6 +53,7 @@ __all__ = [
     "Base",
     "SqlApiKey",
     "SqlDataset",
+    "SqlFamily",
     "SqlJob",
     "SqlLock",
     "SqlRun",
@@ -129,14 +130,25 @@ class Base(DeclarativeBase):
 
 
 class SqlDataset(Base):
-    """A dataset described by its meta-features; deduplicated by fingerprint."""
+    """A dataset: one record per (name, task, version), identified by its fingerprint.
+
+    The fingerprint hashes name, task, version, n_rows and n_features (see
+    ``hyperprior.db.store.datasets``); other meta-features are merged into the record.
+    """
 
     __tablename__ = "datasets"
-    __table_args__ = (CheckConstraint(_in("task", TASKS), name="task"),)
+    __table_args__ = (
+        CheckConstraint(_in("task", TASKS), name="task"),
+        # One record per name, task and version: other data under a taken name is a new version.
+        Index("uq_datasets_name_task_version", "name", "task", "version", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    # sha256 of the data itself when the client sent one (the SDK's describe does).
+    data_sha256: Mapped[str | None] = mapped_column(String(64))
     task: Mapped[str] = mapped_column(String(16))
     n_rows: Mapped[int] = mapped_column(BigInteger)
     n_features: Mapped[int] = mapped_column(Integer)
@@ -268,3 +280,21 @@ class SqlLock(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class SqlFamily(Base):
+    """A model family a user declared (``POST /v1/families``): its space, no estimator.
+
+    ``params`` and ``defaults`` are the declaration's JSON, exactly as given;
+    ``spec_sha256`` hashes them so that declaring the same space again is a no-op and
+    another space under a taken name is a conflict.
+    """
+
+    __tablename__ = "families"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    params: Mapped[list[Any]] = mapped_column(JSONType)
+    defaults: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -22,6 +22,7 @@ from hyperprior.db.errors import (
     AlreadyExistsError,
     ConflictError,
     DatabaseUnavailableError,
+    DatasetConflictError,
     InvalidArgumentError,
     InvalidStateError,
     NotFoundError,
@@ -122,6 +123,9 @@ def store_error_response(error: StoreError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(error)})
     if isinstance(error, ConflictError):
         return JSONResponse(status_code=409, content={"detail": str(error), "run_id": error.run_id})
+    if isinstance(error, DatasetConflictError):
+        content = {"detail": str(error), "dataset_id": error.dataset_id}
+        return JSONResponse(status_code=409, content=content)
     if isinstance(error, AlreadyExistsError | InvalidStateError):
         return JSONResponse(status_code=409, content={"detail": str(error)})
     if isinstance(error, InvalidArgumentError):

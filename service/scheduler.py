@@ -13,6 +13,12 @@
   schedulers may run at once: the store lock ``retrain:{family}`` lets one retrain a
   family at a time, and a scheduler skips a family whose newest surrogate was
   registered after the scheduled time (someone else already did tonight's work).
+  Unless given a list, it retrains every family registered at that time plus every
+  family declared in the store (``POST /v1/families``).
+* :class:`BackgroundServices` also makes the families declared in the store known to
+  this process: an unknown name is looked up in the store on first use (so a family
+  declared through another API process is known at once), and each poll loads any new
+  declarations.
 """
 
 from __future__ import annotations
@@ -25,14 +31,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hyperprior.service.settings import Settings
-from hyperprior.training.families import FAMILIES
+from hyperprior.training.families import FAMILIES, add_lookup, remove_lookup
+from hyperprior.training.families.declared import load_declared, store_lookup
 from hyperprior.training.retrain import RetrainResult, retrain_family
 from hyperprior.training.suggest import SuggestionEngine
 from hyperprior.training.surrogate import SurrogateParams
 
 log = logging.getLogger(__name__)
 
-# Every family registered when the scheduler is imported.
+# Every family registered when the scheduler is imported (declared ones are added at
+# run time by a scheduler given no list).
 DEFAULT_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 
 
@@ -42,16 +50,26 @@ class SurrogateWatcher:
     Args:
         engine: the suggestion engine whose policies to refresh.
         interval_seconds: time between polls.
+        store: when given, each poll also registers the families declared in it.
     """
 
-    def __init__(self, engine: SuggestionEngine, interval_seconds: float = 30.0) -> None:
+    def __init__(
+        self, engine: SuggestionEngine, interval_seconds: float = 30.0, *, store: Any = None
+    ) -> None:
         self.engine = engine
+        self.store = store
         self.interval = max(0.05, float(interval_seconds))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def poll_once(self) -> list[str]:
         """Refresh now; returns the families that were reloaded."""
+        if self.store is not None:
+            try:
+                for name in load_declared(self.store):
+                    log.info("declared family %s is known now", name)
+            except Exception as exc:  # noqa: BLE001 - retried at the next poll
+                log.warning("could not read the declared families: %s", exc)
         try:
             changed = self.engine.refresh()
         except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the thread
@@ -105,7 +123,8 @@ class RetrainScheduler:
     Args:
         store: the store (history, registry, locks).
         cron: when to retrain (UTC), e.g. ``"0 3 * * *"``.
-        families: which families.
+        families: which families (None: every registered family and every family
+            declared in the store, read at each run).
         tolerance: promotion tolerance on top-1 regret (see
             :func:`hyperprior.training.retrain.retrain`).
         lock_ttl_seconds: lease length of the retrain lock.
@@ -121,7 +140,7 @@ class RetrainScheduler:
         store: Any,
         *,
         cron: str = "0 3 * * *",
-        families: Sequence[str] = DEFAULT_FAMILIES,
+        families: Sequence[str] | None = None,
         tolerance: float = 0.0,
         lock_ttl_seconds: float = 600.0,
         keep_retired: int | None = None,
@@ -131,7 +150,7 @@ class RetrainScheduler:
     ) -> None:
         self.store = store
         self.cron = validate_cron(cron)
-        self.families = tuple(families)
+        self.families = None if families is None else tuple(families)
         self.tolerance = tolerance
         self.lock_ttl_seconds = lock_ttl_seconds
         self.keep_retired = keep_retired
@@ -144,7 +163,7 @@ class RetrainScheduler:
     def run_once(self, scheduled_at: datetime | None = None) -> list[RetrainResult]:
         """Retrain every family now (skipping those already retrained since ``scheduled_at``)."""
         results = []
-        for family in self.families:
+        for family in self._families():
             if self._stop.is_set():
                 break
             if scheduled_at is not None and self._done_since(family, scheduled_at):
@@ -168,6 +187,15 @@ class RetrainScheduler:
                 if self.on_result is not None:
                     self.on_result(result)
         return results
+
+    def _families(self) -> tuple[str, ...]:
+        if self.families is not None:
+            return self.families
+        try:
+            load_declared(self.store)
+        except Exception as exc:  # noqa: BLE001 - the built-in families still retrain
+            log.warning("could not read the declared families: %s", exc)
+        return tuple(FAMILIES)
 
     def _done_since(self, family: str, when: datetime) -> bool:
         listed = self.store.list_surrogates(family)
@@ -214,8 +242,11 @@ class BackgroundServices:
 
     def __init__(self, store: Any, settings: Settings) -> None:
         self.settings = settings
+        # A family declared through another process is found in the store on first use.
+        self._lookup = store_lookup(store)
+        add_lookup(self._lookup)
         self.engine = SuggestionEngine(store, store)
-        self.watcher = SurrogateWatcher(self.engine, settings.surrogate_poll_s)
+        self.watcher = SurrogateWatcher(self.engine, settings.surrogate_poll_s, store=store)
         self.scheduler: RetrainScheduler | None = None
         if settings.retrain_in_process:
             self.scheduler = RetrainScheduler(
@@ -233,10 +264,11 @@ class BackgroundServices:
             self.scheduler.start()
 
     def stop(self) -> None:
-        """Stop the background threads."""
+        """Stop the background threads (and the store lookup of declared families)."""
         self.watcher.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
+        remove_lookup(self._lookup)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:

@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import re
 import uuid
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -61,7 +61,10 @@ def family_literal() -> Any:
     return Literal[tuple(FAMILIES)]
 
 
-FamilyName = family_literal()
+if TYPE_CHECKING:
+    FamilyName = str  # for type checkers: the Literal below is built at run time
+else:
+    FamilyName = family_literal()
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 
 #: Ids are INTEGER columns (32 bits on PostgreSQL): larger ones cannot exist.
@@ -174,14 +177,34 @@ class MetaFeaturesCreate(BaseModel):
 
 
 class DatasetCreate(BaseModel):
-    """A dataset described inline in a run; created on first use, deduplicated by
-    fingerprint (name, task and meta-features)."""
+    """A dataset described inline in a run: the stored dataset of the same name, task
+    and data (n_rows, n_features, and n_classes and data_sha256 where both sides know
+    them), which gains the meta-features it lacked; created on first use. Other data
+    under a stored name is a 409 unless it asks for a new ``version``."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: PlainName
     task: Task
     meta_features: MetaFeaturesCreate
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        strict=True,
+        description=(
+            "The stored version of this name to use or create (1, 2 ...). Default: the "
+            "version that holds the same data, else 1."
+        ),
+    )
+    data_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "sha256 of the data itself (the SDK's describe sends one); when the stored "
+            "dataset has one too, it decides whether the data is the same."
+        ),
+    )
 
     @field_validator("meta_features")
     @classmethod
@@ -202,7 +225,11 @@ class DatasetCreate(BaseModel):
     def to_spec(self) -> DatasetSpec:
         """The store's value object."""
         return DatasetSpec(
-            name=self.name, task=self.task, meta_features=self.meta_features.as_mapping()
+            name=self.name,
+            task=self.task,
+            meta_features=self.meta_features.as_mapping(),
+            version=self.version,
+            data_sha256=self.data_sha256,
         )
 
 
@@ -296,6 +323,13 @@ class IngestResultPublic(BaseModel):
 
     inserted: int
     duplicates: int
+    dataset_ids: list[int] = Field(
+        default_factory=list,
+        description=(
+            "The id of every dataset the runs belong to, in order of first appearance: "
+            "pass it as `dataset_id` to record more runs on the same dataset."
+        ),
+    )
     warnings: list[str] | None = Field(
         default=None,
         description=(
@@ -360,7 +394,9 @@ class DatasetPublic(BaseModel):
 
     id: int
     name: str
+    version: int
     fingerprint: str
+    data_sha256: str | None
     task: str
     n_rows: int
     n_features: int
@@ -374,7 +410,9 @@ class DatasetPublic(BaseModel):
         return cls(
             id=dataset.id,
             name=dataset.name,
+            version=dataset.version,
             fingerprint=dataset.fingerprint,
+            data_sha256=dataset.data_sha256,
             task=dataset.task,
             n_rows=dataset.n_rows,
             n_features=dataset.n_features,

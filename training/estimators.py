@@ -16,6 +16,8 @@ are fine) then the model. Labels may be any values (strings too); predictions co
 back as the same labels.
 
 - ``lightgbm``: ``LGBMClassifier`` / ``LGBMRegressor(**config, verbose=-1)``.
+- ``xgboost``: ``XGBClassifier`` (wrapped so that labels may be any values) /
+  ``XGBRegressor(**config)``, ``tree_method="hist"``.
 - ``random_forest``: ``RandomForestClassifier`` / ``RandomForestRegressor(**config)``.
 - ``linear``: ``LogisticRegression(**config)`` with ``solver="lbfgs"`` for a pure L2
   penalty and ``"saga"`` otherwise, ``max_iter=1000``; regression
@@ -82,7 +84,7 @@ def make_estimator(
     """A ready, unfitted scikit-learn estimator for a config of a built-in family.
 
     Args:
-        family: ``lightgbm``, ``random_forest``, ``linear`` or ``keras_mlp``.
+        family: a built-in family (``FAMILIES``) or one registered in code.
         config: A suggested (or your own) config; missing keys take the library
             default.
         task: ``binary``, ``multiclass`` or ``regression``.

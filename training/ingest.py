@@ -17,8 +17,13 @@ surrogate can learn from:
   value at the nearest face of the box and ignores an inactive one, so the warning
   says that it learns less from them than the value suggests.
 
-Keys missing from a config are allowed: they mean the library default. Runs of a family
-hyperprior does not know are stored unchecked (declared families are future work).
+Keys missing from a config are allowed: they mean the library default. Declared families
+(``POST /v1/families``) are checked against their declared space like the built-in ones.
+A run of a family that is neither built in nor declared is refused by
+:func:`check_new_runs` (422: declare it first), because nothing could be learned from
+it: its configs have no space to encode them in. :func:`check_config` itself returns
+``None`` for such a family, so a client that cannot see the server's declarations (the
+importers over HTTP) leaves the verdict to the server.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hyperprior.training.spaces import SPACES, Categorical, Param, _Numeric, check_task
+from hyperprior.training.families import FAMILIES, find_family
+from hyperprior.training.spaces import Categorical, Param, Space, _Numeric, check_task
 
 __all__ = [
     "ConfigCheck",
     "InvalidConfigError",
     "check_config",
+    "undeclared_message",
     "check_new_runs",
 ]
 
@@ -136,9 +143,9 @@ def check_config(family: str, config: Any, task: str | None) -> ConfigCheck | No
             task is accepted).
 
     Returns:
-        The verdict, or ``None`` for a family hyperprior does not know.
+        The verdict, or ``None`` for a family that is neither built in nor declared.
     """
-    space = SPACES.get(family) if isinstance(family, str) else None
+    space = _space_of(family)
     if space is None:
         return None
     if task is not None:
@@ -208,6 +215,20 @@ def check_config(family: str, config: Any, task: str | None) -> ConfigCheck | No
     return ConfigCheck(errors=tuple(errors), warnings=tuple(warnings))
 
 
+def _space_of(family: Any) -> Space | None:
+    found = find_family(family) if isinstance(family, str) else None
+    return None if found is None else found.space
+
+
+def undeclared_message(family: str) -> str:
+    """Why a run of an unknown family is refused, and how to declare it."""
+    return (
+        f"family {family!r} is not declared: declare it with POST /v1/families (or "
+        "Client.declare_family) with its search space, then send its runs again; "
+        f"built-in families: {', '.join(FAMILIES)}"
+    )
+
+
 def check_new_runs(
     runs: Sequence[Any], *, task_of_dataset: Callable[[int], str | None]
 ) -> list[str]:
@@ -223,13 +244,24 @@ def check_new_runs(
         One warning per flagged value, naming the run and the field.
 
     Raises:
-        InvalidConfigError: Every refused value of every run (nothing is stored).
+        InvalidConfigError: Every refused value of every run, and every run of a family
+            neither built in nor declared (nothing is stored).
     """
     entries: list[dict[str, Any]] = []
     flagged: list[str] = []
     tasks: dict[int, str | None] = {}
     for index, run in enumerate(runs):
-        if run.family not in SPACES:
+        if _space_of(run.family) is None:
+            entries.append(
+                {
+                    "loc": ["body", "runs", index, "family"],
+                    "msg": f"runs[{index}] (id {run.id}): family: {undeclared_message(run.family)}",
+                    "type": "undeclared_family",
+                    "run_index": index,
+                    "run_id": str(run.id),
+                    "field": "family",
+                }
+            )
             continue
         if run.dataset is not None:
             task = run.dataset.task

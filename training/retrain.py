@@ -43,7 +43,12 @@ import pandas as pd
 
 from hyperprior.db.entities import split_surrogate_key, surrogate_key
 from hyperprior.training.confidence import fit_from_cv, group_folds
-from hyperprior.training.families import PRIMARY_METRICS, TASK_METRICS
+from hyperprior.training.families import PRIMARY_METRICS, TASK_METRICS, find_family
+from hyperprior.training.families.declared import (
+    MIN_DECLARED_DATASETS,
+    is_declared,
+    load_declared,
+)
 from hyperprior.training.features import (
     FEATURES_VERSION,
     MINIMISED_METRICS,
@@ -68,6 +73,8 @@ log = logging.getLogger(__name__)
 
 MIN_DATASETS = 3
 """Fewer datasets than this cannot be cross-validated by dataset meaningfully."""
+
+# A declared family (POST /v1/families) needs more: see MIN_DECLARED_DATASETS (10).
 
 MIN_TARGET_DATASETS = 20
 """A metric other than the primary gets a surrogate of its own once runs on this many
@@ -225,7 +232,7 @@ def retrain(
     force: bool = False,
     owner: str | None = None,
     lock_ttl_seconds: float = 600.0,
-    min_datasets: int = MIN_DATASETS,
+    min_datasets: int | None = None,
     progress: Callable[[str], None] | None = None,
     target: str = "",
     keep_retired: int | None = None,
@@ -245,7 +252,10 @@ def retrain(
         owner: lock owner id (default: host, pid and a random suffix).
         lock_ttl_seconds: lease length; a retrain that dies holds the lock at most
             this long.
-        min_datasets: fewer datasets than this: nothing is trained.
+        min_datasets: fewer datasets than this: nothing is trained (None:
+            :data:`MIN_DATASETS` for a family registered in code,
+            :data:`~hyperprior.training.families.declared.MIN_DECLARED_DATASETS` for a
+            declared one).
         progress: called with a short message at each step.
         keep_retired: after an activation, keep only this many retired surrogates of
             the (family, target), the newest (None: keep them all). Active and
@@ -263,6 +273,9 @@ def retrain(
 
     if target and target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; one of: {', '.join(TARGETS)}")
+    _know_declared(store, family)
+    if min_datasets is None:
+        min_datasets = MIN_DECLARED_DATASETS if is_declared(family) else MIN_DATASETS
     if not store.try_acquire_lock(lock, owner, lock_ttl_seconds):
         return RetrainResult(family, "locked", f"another retrain holds {lock}", target=target)
     try:
@@ -285,6 +298,13 @@ def retrain(
             store.release_lock(lock, owner)
         except Exception as exc:  # noqa: BLE001 - the TTL frees it anyway
             log.warning("could not release %s: %s", lock, exc)
+
+
+def _know_declared(store: RetrainStore, family: str) -> None:
+    """Register ``family`` from the store's declarations when this process lacks it
+    (``hyperprior retrain`` and the retrainer service start with the built-ins only)."""
+    if find_family(family) is None and hasattr(store, "list_families"):
+        load_declared(store)
 
 
 def _retrain_locked(

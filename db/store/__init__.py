@@ -28,6 +28,7 @@ from hyperprior.db.entities import (
     Surrogate,
     Timeline,
 )
+from hyperprior.db.store.families import FamiliesMixin
 from hyperprior.db.store.jobs import JobsMixin
 from hyperprior.db.store.keys import KeysMixin
 from hyperprior.db.store.registry import RegistryMixin
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 
-class Store(RunsMixin, RegistryMixin, JobsMixin, KeysMixin):
+class Store(RunsMixin, RegistryMixin, JobsMixin, KeysMixin, FamiliesMixin):
     """Run-history store on SQLite or PostgreSQL.
 
     Contract:

@@ -132,20 +132,21 @@ def _to_run(row: Row[Any]) -> Run:
 class _PreparedRun:
     """A validated run, with everything that needs no database already computed."""
 
-    __slots__ = ("body_digest", "dataset_id", "fingerprint", "index", "row")
+    __slots__ = ("body_digest", "dataset_id", "dataset_key", "index", "row")
 
     def __init__(
         self,
         index: int,
         row: dict[str, Any],
         body_digest: bytes,
-        fingerprint: str | None,
+        dataset_key: str | None,
         dataset_id: int | None,
     ) -> None:
         self.index = index
         self.row = row
         self.body_digest = body_digest
-        self.fingerprint = fingerprint
+        # The ``key`` of the inline dataset description (see `_dataset_row`).
+        self.dataset_key = dataset_key
         self.dataset_id = dataset_id
 
 
@@ -160,7 +161,7 @@ class RunsMixin(DatasetsMixin):
         """Validate runs and compute what needs no database (outside any lock).
 
         Returns:
-            The prepared runs and the rows of their inline datasets by fingerprint.
+            The prepared runs and the rows of their inline datasets by description key.
         """
         # Keyed by id() of the spec objects (alive in ``runs`` meanwhile) and by value.
         spec_cache: dict[Any, dict[str, Any]] = {}
@@ -172,7 +173,7 @@ class RunsMixin(DatasetsMixin):
                 prepared.append(self._prepare_run(index, run_key, run, spec_cache))
             except InvalidArgumentError as error:
                 raise InvalidArgumentError(f"runs[{index}] (id {run_id}): {error}") from None
-        dataset_rows = {row["fingerprint"]: row for row in spec_cache.values()}
+        dataset_rows = {row["key"]: row for row in spec_cache.values()}
         return prepared, dataset_rows
 
     def _prepare_run(
@@ -231,9 +232,9 @@ class RunsMixin(DatasetsMixin):
             )
         )
         body_digest = hashlib.sha256(f"{body}\x00{config_json}".encode()).digest()
-        fingerprint = None
+        dataset_key = None
         if run.dataset is not None:
-            fingerprint = self._cached_dataset_row(run.dataset, spec_cache)["fingerprint"]
+            dataset_key = self._cached_dataset_row(run.dataset, spec_cache)["key"]
         row = {
             "id": run_key,
             "family": run.family,
@@ -249,7 +250,7 @@ class RunsMixin(DatasetsMixin):
             "error": run.error,
             "source": run.source,
         }
-        return _PreparedRun(index, row, body_digest, fingerprint, run.dataset_id)
+        return _PreparedRun(index, row, body_digest, dataset_key, run.dataset_id)
 
     def _cached_dataset_row(
         self, spec: DatasetSpec, cache: dict[Any, dict[str, Any]]
@@ -259,7 +260,13 @@ class RunsMixin(DatasetsMixin):
         if row is not None:
             return row
         try:
-            key: Any = (spec.name, spec.task, tuple(sorted(spec.meta_features.items())))
+            key: Any = (
+                spec.name,
+                spec.task,
+                spec.version,
+                spec.data_sha256,
+                tuple(sorted(spec.meta_features.items())),
+            )
             row = cache.get(key)
         except (TypeError, AttributeError):  # unhashable or malformed: validate below
             key = None
@@ -276,18 +283,22 @@ class RunsMixin(DatasetsMixin):
         A run whose id is already stored with the same content (dataset, family,
         config, metric, direction, score, fidelity, cost, status, error, source) is
         counted as a duplicate and left alone; with different content the whole call
-        fails with `ConflictError`. Inline datasets are created on first use.
+        fails with `ConflictError`. Inline datasets resolve to the stored record of the
+        same data (filling in the meta-features it lacks) or are created on first use
+        (see `DatasetsMixin`).
 
         Args:
             runs: The runs to insert (a batch of up to a few thousand is efficient).
 
         Returns:
-            How many runs were inserted and how many were already there.
+            How many runs were inserted and how many were already there, and the ids
+            of their datasets.
 
         Raises:
             InvalidArgumentError: A run is malformed (message names the run).
             UnknownDatasetError: A run's ``dataset_id`` does not exist.
             ConflictError: A run id exists with different content (message names it).
+            DatasetConflictError: An inline dataset names a stored one with other data.
         """
         if not runs:
             return IngestResult(inserted=0, duplicates=0)
@@ -300,8 +311,9 @@ class RunsMixin(DatasetsMixin):
         prepared: Sequence[_PreparedRun],
         dataset_rows: Mapping[str, dict[str, Any]],
         now: dt.datetime,
-    ) -> tuple[dict[str, int], dict[int, str]]:
-        """Map fingerprints to ids (creating datasets) and check referenced ids."""
+    ) -> tuple[dict[str, dict[str, Any]], dict[int, str]]:
+        """Resolve inline descriptions to records (creating or filling them) and check
+        referenced ids; return records by description key, fingerprints by id."""
         referenced: dict[int, _PreparedRun] = {}
         for run in prepared:
             if run.dataset_id is not None and run.dataset_id not in referenced:
@@ -319,17 +331,10 @@ class RunsMixin(DatasetsMixin):
                     raise UnknownDatasetError(
                         run_index=run.index, run_id=run.row["id"], dataset_id=dataset_id
                     )
-        id_of: dict[str, int] = {}
+        records: dict[str, dict[str, Any]] = {}
         if dataset_rows:
-            wanted = list(dataset_rows)
-            id_of = self._dataset_ids_by_fingerprint(conn, wanted)
-            missing = [fp for fp in wanted if fp not in id_of]
-            if missing:
-                self._insert_datasets(
-                    conn, [{**dataset_rows[fp], "created_at": now} for fp in missing]
-                )
-                id_of.update(self._dataset_ids_by_fingerprint(conn, missing))
-        return id_of, fingerprint_of
+            records = self._resolve_dataset_rows(conn, dataset_rows.values(), now)
+        return records, fingerprint_of
 
     def _ingest(
         self,
@@ -338,16 +343,18 @@ class RunsMixin(DatasetsMixin):
         dataset_rows: Mapping[str, dict[str, Any]],
     ) -> IngestResult:
         now = self._clock()
-        id_of, fingerprint_of = self._resolve_datasets(conn, prepared, dataset_rows, now)
+        records, fingerprint_of = self._resolve_datasets(conn, prepared, dataset_rows, now)
+        dataset_ids: dict[int, None] = {}  # first appearance order
         unique: dict[str, dict[str, Any]] = {}
         for run in prepared:
-            if run.fingerprint is not None:
-                fingerprint = run.fingerprint
-                dataset_id = id_of[fingerprint]
+            if run.dataset_key is not None:
+                record = records[run.dataset_key]
+                dataset_id, fingerprint = record["id"], record["fingerprint"]
             else:
                 assert run.dataset_id is not None
                 dataset_id = run.dataset_id
                 fingerprint = fingerprint_of[dataset_id]
+            dataset_ids.setdefault(dataset_id)
             content_sha = hashlib.sha256(fingerprint.encode() + run.body_digest).hexdigest()
             run_id = run.row["id"]
             seen = unique.get(run_id)
@@ -380,7 +387,11 @@ class RunsMixin(DatasetsMixin):
             rest = [row["id"] for row in rows if row["id"] not in inserted_ids]
             self._check_conflicts(self._stored_shas(conn, rest), unique)
             n_inserted = len(inserted_ids)
-        return IngestResult(inserted=n_inserted, duplicates=len(prepared) - n_inserted)
+        return IngestResult(
+            inserted=n_inserted,
+            duplicates=len(prepared) - n_inserted,
+            dataset_ids=tuple(dataset_ids),
+        )
 
     def _stored_shas(self, conn: Connection, run_ids: Sequence[str]) -> dict[str, str]:
         stored: dict[str, str] = {}

@@ -21,6 +21,7 @@ COMMANDS: list[str] = [
     "hyperprior.service.commands.retrain",
     "hyperprior.service.commands.suggest",
     "hyperprior.service.commands.keys",
+    "hyperprior.service.commands.families",
     "hyperprior.service.commands.importers",
     "hyperprior.service.commands.bench",
 ]

@@ -5,8 +5,9 @@ straight into the local database. Every imported run has an id derived from wher
 came from, so importing the same source twice stores nothing the second time.
 
 Exit status: 0 imported (or nothing new), 2 bad input (the message names the row and
-column, or the option), 3 the service or database cannot be reached, 4 the service
-refused (no or bad API key, a run id reused with other content).
+column, or the option; or other data under a stored dataset name), 3 the service or
+database cannot be reached, 4 the service refused (no or bad API key, a run id reused
+with other content).
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ EXIT_UNAVAILABLE = 3
 EXIT_REFUSED = 4
 
 _EPILOG = """\
-exit status: 0 imported (or nothing new), 2 bad input, 3 service or database
-unreachable, 4 refused by the service (API key, conflicting run id).
+exit status: 0 imported (or nothing new), 2 bad input (other data under a stored
+dataset name too), 3 service or database unreachable, 4 refused by the service (API
+key, conflicting run id).
 
 The dataset of Optuna and MLflow runs is described by one of:
   --data FILE --target COL        meta-features computed from the data, locally
   --n-rows N --n-features N ...   the basic counts only
   (neither)                       a dataset of that --dataset name already stored
+A description of data stored under its name adds the runs to that dataset (and fills
+in the meta-features it lacked); other data under a stored name is refused (exit 2)
+unless --dataset-version gives it a version of its own.
 """
 
 
@@ -69,6 +74,22 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-rows", type=int, metavar="N", help="rows of the dataset")
     group.add_argument("--n-features", type=int, metavar="N", help="features of the dataset")
     group.add_argument("--n-classes", type=int, metavar="K", help="classes (classification)")
+    group.add_argument(
+        "--dataset-version",
+        type=_version,
+        metavar="N",
+        help="the stored version of --dataset (default: the one holding the same data, else 1)",
+    )
+
+
+def _version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version (1, 2 ...)")
+    return value
 
 
 def register(subparsers: Any) -> None:
@@ -110,7 +131,7 @@ def register(subparsers: Any) -> None:
         "csv",
         help="a CSV table of past runs",
         description="Columns (one row per run): dataset, task, n_rows, n_features, "
-        "[n_classes], [mf_<meta-feature>...], family, config (a JSON object) or "
+        "[n_classes], [mf_<meta-feature>...], [dataset_version], family, config (a JSON object) or "
         "param_<name> columns, metric, [direction], score (empty for failed runs), "
         "[fidelity=1], [cost_seconds=0], [status=ok], [error], [source=import], [id]. "
         "Errors name the row (and file line) and the column.",
@@ -185,6 +206,7 @@ def _dataset(args: argparse.Namespace, client: Any) -> Any:
                 frame[args.target],
                 args.task,
                 name=args.dataset,
+                version=args.dataset_version,
             )
         except HyperpriorError as error:
             raise CommandError(str(error)) from None
@@ -196,11 +218,15 @@ def _dataset(args: argparse.Namespace, client: Any) -> Any:
             meta["n_classes"] = args.n_classes
         elif args.task == "binary":
             meta["n_classes"] = 2
-        return Description(name=args.dataset, task=args.task, meta_features=meta)
+        return Description(
+            name=args.dataset, task=args.task, meta_features=meta, version=args.dataset_version
+        )
     try:
         found = client.datasets(name=args.dataset, task=args.task)
     except HyperpriorError as error:
         raise _Exit(_status_of(error), str(error)) from None
+    if args.dataset_version is not None:
+        found = [d for d in found if int(d.get("version", 1)) == args.dataset_version]
     if len(found) == 1:
         args.stored_task = str(found[0]["task"])
         return int(found[0]["id"])
@@ -208,12 +234,16 @@ def _dataset(args: argparse.Namespace, client: Any) -> Any:
         raise CommandError(
             f"no stored dataset named {args.dataset!r}"
             + (f" with task {args.task}" if args.task else "")
+            + (f" and version {args.dataset_version}" if args.dataset_version else "")
             + ": describe it with --data FILE --target COL, or --n-rows/--n-features/--task"
         )
-    tasks = ", ".join(sorted({str(d["task"]) for d in found}))
+    stored = ", ".join(
+        f"id {d['id']} ({d['task']}, version {d.get('version', 1)}, {d['n_rows']} rows)"
+        for d in found
+    )
     raise CommandError(
-        f"{len(found)} stored datasets are named {args.dataset!r} (tasks: {tasks}): "
-        "pick one with --task, or describe it with --data/--n-rows"
+        f"{len(found)} stored datasets are named {args.dataset!r}: {stored}; pick one with "
+        "--task and --dataset-version, or describe the data with --data/--n-rows"
     )
 
 
@@ -227,6 +257,9 @@ def _status_of(error: Exception) -> int:
 
     if isinstance(error, ServiceUnavailable):
         return EXIT_UNAVAILABLE
+    if isinstance(error, ConflictError) and error.run_id is None:
+        # Not a reused run id: a dataset name that holds other data, which the user fixes.
+        return 2
     if isinstance(error, AuthError | ConflictError):
         return EXIT_REFUSED
     if isinstance(error, ValidationError):
@@ -291,6 +324,7 @@ def _record(
         ]
     if flagged:
         summary["flagged"] = flagged
+    dataset_ids: dict[int, None] = {}  # first appearance order
     if not args.dry_run and runs:
         bar = tqdm(
             total=len(runs),
@@ -311,9 +345,12 @@ def _record(
                     ) from None
                 summary["inserted"] += result.inserted
                 summary["duplicates"] += result.duplicates
+                dataset_ids.update(dict.fromkeys(result.dataset_ids))
                 bar.update(len(batch))
         finally:
             bar.close()
+    if dataset_ids:
+        summary["dataset_ids"] = list(dataset_ids)
     notes = []
     if skipped:
         notes.append(f"{skipped} skipped (not finished)")
@@ -330,9 +367,11 @@ def _record(
     elif args.dry_run:
         print(f"read {plural(read, 'run')} from {source}{tail}; nothing recorded")
     else:
+        ids = ", ".join(str(i) for i in dataset_ids)
+        into = f" ({'dataset' if len(dataset_ids) == 1 else 'datasets'} {ids})" if ids else ""
         print(
-            f"imported {plural(len(runs), 'run')} from {source} into {summary['target']}: "
-            f"{summary['inserted']} new, {summary['duplicates']} already stored{tail}"
+            f"imported {plural(len(runs), 'run')} from {source} into {summary['target']}"
+            f"{into}: {summary['inserted']} new, {summary['duplicates']} already stored{tail}"
         )
     return 0
 

@@ -29,8 +29,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--family",
         action="append",
-        choices=tuple(FAMILIES),
-        help="retrain only this family (repeatable; default: all)",
+        metavar="NAME",
+        help=(
+            f"retrain only this family (repeatable; built-in: {', '.join(FAMILIES)}, or one "
+            "declared with POST /v1/families; default: all of them)"
+        ),
     )
     parser.add_argument(
         "--force", action="store_true", help="activate the new model whatever its metrics"
@@ -105,7 +108,15 @@ def run(args: argparse.Namespace) -> int:
     require_database(url)
     migrate.verify_schema(url)
     store = Store(make_engine(url))
-    families = tuple(args.family or FAMILIES)
+    declared = tuple(f.name for f in store.list_families())
+    known = (*FAMILIES, *declared)
+    unknown = [name for name in args.family or () if name not in known]
+    if unknown:
+        raise CommandError(
+            f"unknown family {unknown[0]!r}; known: {', '.join(known)} (declare your own with "
+            "`hyperprior families declare FILE.json`)"
+        )
+    families = tuple(args.family or known)
     tolerance = settings.retrain_tolerance if args.tolerance is None else args.tolerance
     if tolerance < 0:
         raise CommandError("--tolerance must be >= 0")
@@ -121,13 +132,15 @@ def run(args: argparse.Namespace) -> int:
         scheduler = RetrainScheduler(
             store,
             cron=cron,
-            families=families,
+            # None: every family, declared ones included as they come.
+            families=tuple(args.family) if args.family else None,
             tolerance=tolerance,
             lock_ttl_seconds=settings.retrain_lock_ttl_s,
             keep_retired=settings.surrogate_keep_retired,
             on_result=lambda result: _print(result, args.json),
         )
-        print(f"retraining {', '.join(families)} at '{cron}' (UTC); Ctrl-C to stop", flush=True)
+        which = ", ".join(args.family) if args.family else "every family"
+        print(f"retraining {which} at '{cron}' (UTC); Ctrl-C to stop", flush=True)
         scheduler.run_forever()
         return 0
 

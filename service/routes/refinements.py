@@ -60,7 +60,10 @@ class _Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: Family = Field(description="The model family to tune.")
+    family: Family = Field(
+        description="The model family to tune: a built-in one (the service cannot run a "
+        "declared family: it has no estimator).",
+    )
     task: Task | None = Field(
         default=None, description="The task; inferred from the target when omitted."
     )

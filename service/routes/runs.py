@@ -34,7 +34,11 @@ router = APIRouter(tags=["runs"])
     dependencies=[Depends(require_scope("write"))],
     responses={
         200: {"model": IngestResultPublic, "description": "Nothing new: all were duplicates."},
-        409: {"model": ErrorPublic, "description": "A run id was reused with other content."},
+        409: {
+            "model": ErrorPublic,
+            "description": "A run id was reused with other content, or an inline dataset "
+            "names a stored dataset with other data (the answer names its `dataset_id`).",
+        },
         413: {"model": ErrorPublic, "description": "Request body too large."},
         503: {"model": ErrorPublic, "description": "Database unavailable; retry."},
     },
@@ -42,7 +46,7 @@ router = APIRouter(tags=["runs"])
 def create_runs(
     body: RunsCreate, store: StoreDep, settings: SettingsDep, response: Response
 ) -> IngestResultPublic:
-    """Ingest a batch of runs, all-or-nothing, idempotent, configs checked against their space."""
+    """Ingest runs all-or-nothing and idempotently, configs checked; answers their dataset ids."""
     if len(body.runs) > settings.max_runs_per_batch:
         raise InvalidArgumentError(
             f"runs: {len(body.runs)} runs in one request, the limit is "
@@ -55,7 +59,10 @@ def create_runs(
     if result.inserted == 0:
         response.status_code = status.HTTP_200_OK
     return IngestResultPublic(
-        inserted=result.inserted, duplicates=result.duplicates, warnings=flagged or None
+        inserted=result.inserted,
+        duplicates=result.duplicates,
+        dataset_ids=list(result.dataset_ids),
+        warnings=flagged or None,
     )
 
 

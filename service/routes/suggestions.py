@@ -47,7 +47,11 @@ class SuggestionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(description=f"One of {', '.join(FAMILIES)}.")
+    family: str = Field(
+        description=f"One of {', '.join(FAMILIES)}, or a family declared with POST "
+        "/v1/families (answered from the portfolio of its runs until its retrain has a "
+        "surrogate)."
+    )
     task: Task
     metric: Name | None = Field(
         default=None,

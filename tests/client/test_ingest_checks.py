@@ -74,7 +74,7 @@ def test_check_runs_splits_what_the_service_would_refuse(make_run: MakeRun) -> N
         make_run(index=0),
         make_run(config={"num_leaves": 99999999, "foo": 1}),
         make_run(config={"num_leaves": 1000}),
-        make_run(family="xgboost", config={"eta": 1}),
+        make_run(family="catboost", config={"eta": 1}),
     ]
 
     kept, rejected, flagged = check_runs(runs)

@@ -138,6 +138,7 @@ def test_warm_start_record_and_import_a_real_study(
         "duplicates": 6,
         "target": None,
         "dry_run": False,
+        "dataset_ids": [dataset.id],
     }
     assert store.stats().runs == 6
 

@@ -119,9 +119,9 @@ def test_suggest_over_http_and_in_process_agree(
     assert remote.family == "lightgbm"
     assert remote.description == description
     with pytest.raises(ValidationError, match="unknown family"):
-        http_client.suggest(description, None, "xgboost")
+        http_client.suggest(description, None, "catboost")
     with pytest.raises(ValidationError, match="unknown family"):
-        local_client.suggest(description, None, "xgboost")
+        local_client.suggest(description, None, "catboost")
     with pytest.raises(ValidationError, match="num_leaves=-3 must be >= 2"):
         http_client.suggest(description, None, "lightgbm", fixed={"num_leaves": -3})
 

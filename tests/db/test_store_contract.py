@@ -321,15 +321,22 @@ def test_concurrent_overlapping_ingest_from_threads(store: Store) -> None:
 # ----------------------------------------------------------------------------- datasets
 
 
-def test_fingerprint_ignores_int_float_and_tiny_float_noise() -> None:
+def test_fingerprint_is_identity_and_core_shape_only() -> None:
     a = DatasetSpec("x", "binary", {"n_rows": 100, "n_features": 5, "skew": 0.123456789012})
-    b = DatasetSpec("x", "binary", {"n_features": 5.0, "n_rows": 100.0, "skew": 0.123456789011})
-    c = DatasetSpec("x", "binary", {"n_rows": 100, "n_features": 5, "skew": 0.1234567891})
+    b = DatasetSpec("x", "binary", {"n_features": 5.0, "n_rows": 100.0, "n_classes": 2})
+    c = DatasetSpec("x", "binary", {"n_rows": 101, "n_features": 5, "skew": 0.123456789012})
 
+    # Derived meta-features and n_classes (filled in later) are not part of it.
     assert Store.dataset_fingerprint(a) == Store.dataset_fingerprint(b)
     assert Store.dataset_fingerprint(a) != Store.dataset_fingerprint(c)
     assert Store.dataset_fingerprint(a) != Store.dataset_fingerprint(
         dataclasses.replace(a, name="y")
+    )
+    assert Store.dataset_fingerprint(a) == Store.dataset_fingerprint(
+        dataclasses.replace(a, version=1)
+    )
+    assert Store.dataset_fingerprint(a) != Store.dataset_fingerprint(
+        dataclasses.replace(a, version=2)
     )
     assert len(Store.dataset_fingerprint(a)) == 64
 

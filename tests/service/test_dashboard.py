@@ -287,7 +287,7 @@ def test_partial_dependence_from_the_active_surrogate(client: TestClient, store:
     refused = client.post("/v1/insights/partial-dependence", json=bad)
     assert refused.status_code == 422
     assert "n_classes=5 must be 2 for a binary task" in refused.text
-    unknown = client.post("/v1/insights/partial-dependence", json=dict(body, family="xgboost"))
+    unknown = client.post("/v1/insights/partial-dependence", json=dict(body, family="catboost"))
     assert unknown.status_code == 422
     assert "unknown family" in unknown.text
     assert (

@@ -20,9 +20,9 @@ def _client(tmp_path) -> TestClient:  # type: ignore[no-untyped-def]
 def test_families_list_spaces_and_defaults(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with _client(tmp_path) as client:
         body = client.get("/v1/families").json()
-        assert body["count"] == 4
+        assert body["count"] == 5
         names = {f["family"] for f in body["data"]}
-        assert names == {"lightgbm", "random_forest", "linear", "keras_mlp"}
+        assert names == {"lightgbm", "random_forest", "linear", "keras_mlp", "xgboost"}
         lgbm = client.get("/v1/families/lightgbm").json()
         params = {p["name"] for p in lgbm["space"]["params"]}
         assert {"n_estimators", "learning_rate", "num_leaves"} <= params
@@ -32,6 +32,6 @@ def test_families_list_spaces_and_defaults(tmp_path) -> None:  # type: ignore[no
             lightgbm.LGBMClassifier(**default).get_params()
             == lightgbm.LGBMClassifier().get_params()
         )
-        missing = client.get("/v1/families/xgboost")
+        missing = client.get("/v1/families/catboost")
         assert missing.status_code == 404
         assert "lightgbm" in missing.json()["detail"]

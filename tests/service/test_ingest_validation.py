@@ -102,11 +102,14 @@ def test_valid_values_outside_the_box_are_stored_and_flagged(
     assert stored["config"] == runs[1]["config"]
 
 
-def test_clean_batches_answer_without_warnings_and_unknown_families_are_unchecked(
+def test_clean_batches_answer_without_warnings_and_undeclared_families_are_refused(
     client: TestClient, make_run: MakeRun
 ) -> None:
     answer = client.post("/v1/runs", json={"runs": [make_run()]})
-    assert answer.json() == {"inserted": 1, "duplicates": 0}
+    assert answer.json() == {"inserted": 1, "duplicates": 0, "dataset_ids": [1]}
 
-    foreign = make_run(family="xgboost", config={"eta": 0.3, "max_depth": 6})
-    assert client.post("/v1/runs", json={"runs": [foreign]}).status_code == 201
+    # Declared families: tests/service/test_declared_family.py.
+    foreign = make_run(family="catboost", config={"eta": 0.3, "max_depth": 6})
+    refused = client.post("/v1/runs", json={"runs": [foreign]})
+    assert refused.status_code == 422
+    assert "declare it with POST /v1/families" in refused.text

@@ -334,7 +334,7 @@ def test_a_good_upload_is_queued_under_a_generated_name(connect: Callable[..., T
     ("body", "code", "message"),
     [
         ({"dataset": "sklearn/winee", "family": "linear"}, 422, "sklearn/wine"),
-        ({"dataset": "sklearn/wine", "family": "xgboost"}, 422, "family"),
+        ({"dataset": "sklearn/wine", "family": "catboost"}, 422, "family"),
         ({"dataset": "sklearn/wine", "family": "linear", "task": "binary"}, 422, "multiclass"),
         ({"dataset": "sklearn/wine", "family": "linear", "budget_seconds": 99999}, 422, "at most"),
         ({"dataset": "sklearn/wine", "family": "linear", "n_candidates": 40}, 422, "at most 27"),

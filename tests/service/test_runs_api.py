@@ -48,8 +48,9 @@ def test_ingest_list_and_read_back(client: TestClient, make_run: MakeRun) -> Non
     created = post_runs(client, runs)
     again = post_runs(client, runs)
 
-    assert (created.status_code, created.json()) == (201, {"inserted": 4, "duplicates": 0})
-    assert (again.status_code, again.json()) == (200, {"inserted": 0, "duplicates": 4})
+    answer = {"dataset_ids": [1, 2]}  # iris, then wine: reuse them as dataset_id
+    assert (created.status_code, created.json()) == (201, {"inserted": 4, "duplicates": 0} | answer)
+    assert (again.status_code, again.json()) == (200, {"inserted": 0, "duplicates": 4} | answer)
     listing = client.get("/v1/runs").json()
     assert listing["count"] == 4
     assert listing["next_cursor"] is None
@@ -123,7 +124,9 @@ def test_stats(client: TestClient, make_run: MakeRun) -> None:
 
 def test_list_runs_filters_and_cursor(client: TestClient, make_run: MakeRun) -> None:
     post_runs(client, [make_run(index=i) for i in range(5)])
-    post_runs(client, [make_run(index=i, family="xgboost", source="import") for i in range(3)])
+    forest = {"family": "random_forest", "source": "import"}
+    depths = enumerate((4, 8, 12))
+    post_runs(client, [make_run(index=i, config={"max_depth": d}, **forest) for i, d in depths])
 
     ids: list[str] = []
     cursor = None
@@ -139,7 +142,7 @@ def test_list_runs_filters_and_cursor(client: TestClient, make_run: MakeRun) -> 
             break
 
     assert len(ids) == len(set(ids)) == 8
-    assert client.get("/v1/runs", params={"family": "xgboost"}).json()["count"] == 3
+    assert client.get("/v1/runs", params={"family": "random_forest"}).json()["count"] == 3
     assert client.get("/v1/runs", params={"source": "import"}).json()["count"] == 3
     dataset_id = client.get("/v1/datasets").json()["data"][0]["id"]
     assert client.get("/v1/runs", params={"dataset_id": dataset_id}).json()["count"] == 8

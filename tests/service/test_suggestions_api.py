@@ -107,7 +107,7 @@ def test_default_n_is_five_and_fixed_is_honoured(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "loc", "message"),
     [
-        (_body(family="xgboost"), ["body", "family"], "unknown family"),
+        (_body(family="catboost"), ["body", "family"], "unknown family"),
         (_body(fixed={"max_depth": 3}), ["body", "fixed"], "unknown parameter"),
         (_body(fixed={"num_leaves": -1}), ["body", "fixed"], "num_leaves"),
         (

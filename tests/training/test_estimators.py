@@ -25,6 +25,7 @@ SMALL = {
     "random_forest": {"n_estimators": 16},
     "linear": {},
     "keras_mlp": {"epochs": 3, "units": 16},
+    "xgboost": {"n_estimators": 10},
 }
 
 
@@ -91,7 +92,7 @@ def test_the_linear_family_picks_the_solver_the_penalty_needs() -> None:
     )
 
 
-@pytest.mark.parametrize("family", ["lightgbm", "random_forest", "linear"])
+@pytest.mark.parametrize("family", ["lightgbm", "random_forest", "linear", "xgboost"])
 def test_estimators_clone_and_cross_validate(family: str) -> None:
     X, y = _table("binary")
 
@@ -118,7 +119,7 @@ def test_keras_models_of_the_same_config_do_not_share_a_network() -> None:
         ("lightgbm", {"eta": 0.3}, "binary", "unknown parameter"),
         ("linear", {"C": 1.0}, "regression", "unknown parameter"),
         ("random_forest", {"n_estimators": 0}, "binary", "n_estimators=0 must be >= 1"),
-        ("xgboost", {}, "binary", "unknown family 'xgboost'"),
+        ("catboost", {}, "binary", "unknown family 'catboost'"),
         ("lightgbm", {}, "ranking", "unknown task"),
     ],
 )

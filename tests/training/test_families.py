@@ -37,6 +37,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "random_forest": {"n_estimators": 16},
     "linear": {},
     "keras_mlp": {"epochs": 4, "units": 16, "batch_size": 32},
+    "xgboost": {"n_estimators": 20, "max_depth": 3, "min_child_weight": 0.5},
 }
 
 
@@ -177,7 +178,7 @@ def test_primary_metric() -> None:
 
 
 def test_get_family() -> None:
-    assert set(FAMILIES) == {"lightgbm", "random_forest", "linear", "keras_mlp"}
+    assert set(FAMILIES) == {"lightgbm", "random_forest", "linear", "keras_mlp", "xgboost"}
     assert get_family("linear").space.family == "linear"
     with pytest.raises(UnknownFamilyError, match="known families: lightgbm"):
         get_family("svm")
@@ -387,6 +388,6 @@ def test_messy_frames_are_handled() -> None:
     assert list(prepared.columns) == ["x", "when", "id", "empty", "x_1", "odd_name"]
     assert prepared["when"].dtype == np.float64
     assert prepared["odd_name"].isna().sum() == np.isinf(X.iloc[:, 5]).sum()
-    for family in ("lightgbm", "random_forest", "linear"):
+    for family in ("lightgbm", "random_forest", "linear", "xgboost"):
         result = evaluate(family, {}, X, y, "binary", folds=2)
         assert result.status == "ok", (family, result.error)

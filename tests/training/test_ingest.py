@@ -66,7 +66,7 @@ def test_defaults_partial_configs_and_unknown_families_pass_quietly() -> None:
     )
     assert check_config("lightgbm", {}, "binary").warnings == ()  # type: ignore[union-attr]
     assert check_config("linear", {"C": 2.0}, None).ok  # type: ignore[union-attr]
-    assert check_config("xgboost", {"eta": "anything"}, "binary") is None
+    assert check_config("catboost", {"eta": "anything"}, "binary") is None
 
 
 def _run(config: dict[str, Any], **fields: Any) -> NewRun:

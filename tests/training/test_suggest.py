@@ -341,5 +341,5 @@ def test_engine_refuses_a_tampered_model_and_says_so(
 def test_engine_rejects_unknown_family(frame: pd.DataFrame) -> None:
     engine = SuggestionEngine(FrameReader(frame), None)
     with pytest.raises(SuggestionError, match="unknown family") as info:
-        engine.suggest(SuggestionRequest("xgboost", "binary", {"n_rows": 10, "n_features": 2}))
+        engine.suggest(SuggestionRequest("catboost", "binary", {"n_rows": 10, "n_features": 2}))
     assert info.value.field == "family"

@@ -8,9 +8,11 @@ tests (README, "Adding a family").
 
 Public API::
 
-    FAMILIES: Mapping[str, Family]      # lightgbm, random_forest, linear, keras_mlp
+    FAMILIES: Mapping[str, Family]      # the built-in families (BUILT_IN), then registered ones
     get_family(name) -> Family          # UnknownFamilyError (KeyError and ValueError)
+    find_family(name) -> Family | None  # also asks the lookups (declared families)
     register(family) / unregister(name) # families defined elsewhere (plugins, tests)
+    add_lookup(fn) / remove_lookup(fn)  # where unknown names are looked up (the store)
     primary_metric(task) -> str         # roc_auc | accuracy | r2, always maximised
     evaluate(family, config, X, y, task, *, fidelity=1.0, folds=5, seed=0) -> TrialResult
 
@@ -19,15 +21,16 @@ TensorFlow is imported only when a ``keras_mlp`` trial runs.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hyperprior.training.families import keras_mlp, lightgbm, linear, random_forest
+from hyperprior.training.families import keras_mlp, lightgbm, linear, random_forest, xgboost
 from hyperprior.training.families.base import (
     PRIMARY_METRICS,
     TASK_METRICS,
@@ -47,10 +50,13 @@ __all__ = [
     "Family",
     "TrialResult",
     "UnknownFamilyError",
+    "add_lookup",
     "evaluate",
+    "find_family",
     "get_family",
     "primary_metric",
     "register",
+    "remove_lookup",
     "unregister",
 ]
 
@@ -59,6 +65,7 @@ BUILT_IN: tuple[Family, ...] = (
     random_forest.FAMILY,
     linear.FAMILY,
     keras_mlp.FAMILY,
+    xgboost.FAMILY,
 )
 """The families that ship with hyperprior, in the order they are listed everywhere."""
 
@@ -66,6 +73,11 @@ _REGISTRY: dict[str, Family] = {f.name: f for f in BUILT_IN}
 
 FAMILIES: Mapping[str, Family] = MappingProxyType(_REGISTRY)
 """The registered families, by name: the built-in ones, then any :func:`register`-ed."""
+
+# Where a name the registry does not know is looked up (the service adds its store, so a
+# family declared through another API process is known here on first use).
+_LOOKUPS: list[Callable[[str], Family | None]] = []
+_LOCK = threading.RLock()
 
 
 def register(family: Family) -> Family:
@@ -77,10 +89,11 @@ def register(family: Family) -> Family:
     Raises:
         ValueError: a family of that name is registered already.
     """
-    if family.name in _REGISTRY:
-        raise ValueError(f"family {family.name!r} is registered already")
-    _REGISTRY[family.name] = family
-    _clear_caches()
+    with _LOCK:
+        if family.name in _REGISTRY:
+            raise ValueError(f"family {family.name!r} is registered already")
+        _REGISTRY[family.name] = family
+        _clear_caches()
     return family
 
 
@@ -88,8 +101,47 @@ def unregister(name: str) -> None:
     """Remove a family added by :func:`register` (the built-in ones stay)."""
     if any(f.name == name for f in BUILT_IN):
         raise ValueError(f"{name!r} is a built-in family")
-    _REGISTRY.pop(name, None)
-    _clear_caches()
+    with _LOCK:
+        _REGISTRY.pop(name, None)
+        _clear_caches()
+
+
+def add_lookup(lookup: Callable[[str], Family | None]) -> None:
+    """Ask ``lookup(name)`` for names the registry does not know; what it finds is
+    registered (:func:`find_family`). The service adds its store's declared families."""
+    with _LOCK:
+        _LOOKUPS.append(lookup)
+
+
+def remove_lookup(lookup: Callable[[str], Family | None]) -> None:
+    """Stop asking ``lookup`` (no error if it was not added)."""
+    with _LOCK:
+        if lookup in _LOOKUPS:
+            _LOOKUPS.remove(lookup)
+
+
+def find_family(name: str) -> Family | None:
+    """The family called ``name``: registered, or found (and then registered) by a lookup.
+
+    A lookup that fails (the database is down) counts as not found.
+    """
+    try:
+        family = _REGISTRY.get(name)
+    except TypeError:  # an unhashable name
+        return None
+    if family is not None or not isinstance(name, str):
+        return family
+    for lookup in list(_LOOKUPS):
+        try:
+            found = lookup(name)
+        except Exception:  # noqa: BLE001 - an unreachable store must not break the built-ins
+            continue
+        if found is not None and found.name == name:
+            from hyperprior.training.families.declared import register_declared
+
+            with _LOCK:
+                return register_declared(found)
+    return None
 
 
 def _clear_caches() -> None:
@@ -100,17 +152,19 @@ def _clear_caches() -> None:
 
 
 def get_family(name: str) -> Family:
-    """The built-in family called ``name``.
+    """The registered (or declared) family called ``name``.
 
     Raises:
-        UnknownFamilyError: (a ``KeyError`` and ``ValueError``) listing the known ones.
+        UnknownFamilyError: (a ``KeyError`` and ``ValueError``) listing the known ones
+            and saying how to declare a family of one's own.
     """
-    try:
-        return FAMILIES[name]
-    except (KeyError, TypeError):
+    family = find_family(name)
+    if family is None:
         raise UnknownFamilyError(
-            f"unknown family {name!r}; known families: {', '.join(FAMILIES)}"
-        ) from None
+            f"unknown family {name!r}; known families: {', '.join(FAMILIES)}; declare your "
+            "own with POST /v1/families (or Client.declare_family)"
+        )
+    return family
 
 
 def evaluate(
