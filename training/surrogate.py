@@ -1,5 +1,8 @@
 """The surrogate: a bagged LightGBM ensemble per family, its grouped CV, save and load.
 
+One module of about 800 lines, not split: training, cross-validation and storage all
+depend on the ensemble's single-text layout described below.
+
 What it predicts: the normalised quality (see :mod:`hyperprior.training.features`) of a config on a
 dataset described by its meta-features. Uncertainty comes from bagging *over datasets*:
 each of the ``n_members`` boosters is trained on a random 75% of the datasets (without
