@@ -29,7 +29,7 @@ KEY_PACKAGES = (
     "lightgbm", "scikit-learn", "pandas", "numpy", "tensorflow-cpu", "fastapi", "sqlalchemy",
 )  # fmt: skip
 # Measured by the seed: the packages that decide its scores (training/seed.py's _versions).
-SEED_PACKAGES = {"lightgbm", "scikit-learn", "tensorflow-cpu", "pandas", "numpy"}
+SEED_PACKAGES = {"lightgbm", "xgboost-cpu", "scikit-learn", "tensorflow-cpu", "pandas", "numpy"}
 
 
 def _pins(lock: Path) -> dict[str, str]:

@@ -58,7 +58,15 @@ class SeedLoadResult:
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("hyperprior", "lightgbm", "scikit-learn", "tensorflow-cpu", "pandas", "numpy"):
+    for dist in (
+        "hyperprior",
+        "lightgbm",
+        "xgboost-cpu",
+        "scikit-learn",
+        "tensorflow-cpu",
+        "pandas",
+        "numpy",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from hyperprior.training.families.base import Family, cost_ratio
-from hyperprior.training.features import Interaction, safe_log
+from hyperprior.training.families.gbdt import gbdt_interactions
+from hyperprior.training.features import safe_log
 from hyperprior.training.preprocess import tree_preprocessor
 from hyperprior.training.spaces import Categorical, Float, Int, Space
 
@@ -105,47 +104,8 @@ SPACE = Space(
 )
 
 
-INTERACTIONS: tuple[Interaction, ...] = (
-    Interaction(
-        "log_min_child_per_row",
-        ("min_child_samples",),
-        lambda v: safe_log(v["min_child_samples"]) - safe_log(v["rows"]),
-    ),
-    Interaction(
-        "leaves_per_log_rows",
-        ("num_leaves",),
-        lambda v: safe_log(v["num_leaves"]) / safe_log(np.maximum(v["rows"], 2.0)),
-    ),
-    Interaction(
-        "log_leaves_per_feature",
-        ("num_leaves",),
-        lambda v: safe_log(v["num_leaves"]) - safe_log(v["features"]),
-    ),
-    Interaction(
-        "log_rows_per_leaf_over_min_child",
-        ("num_leaves", "min_child_samples"),
-        lambda v: (
-            safe_log(v["rows"]) - safe_log(v["num_leaves"]) - safe_log(v["min_child_samples"])
-        ),
-    ),
-    Interaction(
-        "log_rounds_x_lr",
-        ("n_estimators", "learning_rate"),
-        lambda v: safe_log(v["n_estimators"] * v["learning_rate"]),
-    ),
-    Interaction(
-        "log_features_per_tree",
-        ("colsample_bytree",),
-        lambda v: safe_log(v["colsample_bytree"] * v["features"]),
-    ),
-    Interaction(
-        "log_rows_per_tree",
-        ("subsample",),
-        lambda v: safe_log(v["subsample"] * v["rows"]),
-    ),
-)
-"""Surrogate features: a tree splits on one column at a time, so ratios such as
-``min_child_samples / rows`` must be given to it."""
+INTERACTIONS = gbdt_interactions("num_leaves", safe_log, "min_child_samples")
+"""Surrogate features (:mod:`hyperprior.training.families.gbdt`)."""
 
 
 def fixed_params(seed: int) -> dict[str, Any]:

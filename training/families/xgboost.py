@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from hyperprior.training.families.base import Family, cost_ratio
-from hyperprior.training.features import Interaction, safe_log
+from hyperprior.training.families.gbdt import gbdt_interactions
 from hyperprior.training.preprocess import MAX_CATEGORIES_TREE, tree_preprocessor
 from hyperprior.training.spaces import Float, Int, Space
 
@@ -131,47 +131,9 @@ def _log_leaves(depth: np.ndarray) -> np.ndarray:
     return np.asarray(depth, dtype=np.float64) * np.log(2.0)
 
 
-INTERACTIONS: tuple[Interaction, ...] = (
-    Interaction(
-        "log_min_child_per_row",
-        ("min_child_weight",),
-        lambda v: safe_log(v["min_child_weight"]) - safe_log(v["rows"]),
-    ),
-    Interaction(
-        "leaves_per_log_rows",
-        ("max_depth",),
-        lambda v: _log_leaves(v["max_depth"]) / safe_log(np.maximum(v["rows"], 2.0)),
-    ),
-    Interaction(
-        "log_leaves_per_feature",
-        ("max_depth",),
-        lambda v: _log_leaves(v["max_depth"]) - safe_log(v["features"]),
-    ),
-    Interaction(
-        "log_rows_per_leaf_over_min_child",
-        ("max_depth", "min_child_weight"),
-        lambda v: (
-            safe_log(v["rows"]) - _log_leaves(v["max_depth"]) - safe_log(v["min_child_weight"])
-        ),
-    ),
-    Interaction(
-        "log_rounds_x_lr",
-        ("n_estimators", "learning_rate"),
-        lambda v: safe_log(v["n_estimators"] * v["learning_rate"]),
-    ),
-    Interaction(
-        "log_features_per_tree",
-        ("colsample_bytree",),
-        lambda v: safe_log(v["colsample_bytree"] * v["features"]),
-    ),
-    Interaction(
-        "log_rows_per_tree",
-        ("subsample",),
-        lambda v: safe_log(v["subsample"] * v["rows"]),
-    ),
-)
-"""Surrogate features, as the lightgbm family's with a depth-``d`` tree's ``2**d``
-leaves in place of ``num_leaves``."""
+INTERACTIONS = gbdt_interactions("max_depth", _log_leaves, "min_child_weight")
+"""Surrogate features, as the lightgbm family's (:mod:`hyperprior.training.families.gbdt`)
+with a depth-``d`` tree's ``2**d`` leaves in place of ``num_leaves``."""
 
 
 def fixed_params(seed: int) -> dict[str, Any]:
