@@ -36,6 +36,7 @@ from hyperprior.service.deps import SettingsDep, StoreDep
 from hyperprior.service.jobs import JOB_KIND, JobRunner, RefinementRequest, refine_request_public
 from hyperprior.service.schemas import ErrorPublic, FamilyName
 from hyperprior.service.settings import Settings
+from hyperprior.training.families import find_family
 from hyperprior.vocabulary import JobStatus, Task
 
 router = APIRouter(tags=["refinements"])
@@ -64,6 +65,17 @@ class _Options(BaseModel):
         description="The model family to tune: a built-in one (the service cannot run a "
         "declared family: it has no estimator).",
     )
+
+    @field_validator("family", mode="before")
+    @classmethod
+    def _runnable(cls, value: Any) -> Any:
+        # Say why a declared family is refused, not only which names are allowed.
+        if isinstance(value, str) and value not in get_args(Family) and find_family(value):
+            raise ValueError(
+                f"{value!r} is a declared family: the service cannot run it (it has no "
+                "estimator); refine it in your own code and record the runs"
+            )
+        return value
     task: Task | None = Field(
         default=None, description="The task; inferred from the target when omitted."
     )

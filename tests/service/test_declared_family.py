@@ -366,6 +366,22 @@ def test_the_service_never_runs_a_declared_family(service: TestClient) -> None:
     result = evaluate("my_xgboost", {}, X, y, "binary")
     assert result.status == "failed"
     assert "declared family" in str(result.error)
+    # A refinement of it is refused saying why, for a catalog dataset and an upload.
+    before = len(service.get("/v1/refinements").json()["data"])
+    answer = service.post(
+        "/v1/refinements", json={"family": "my_xgboost", "dataset": "sklearn/wine"}
+    )
+    assert answer.status_code == 422
+    assert "my_xgboost' is a declared family: the service cannot run it" in answer.text
+    csv = X.assign(label=y).to_csv(index=False).encode()
+    answer = service.post(
+        "/v1/refinements",
+        files={"file": ("data.csv", csv, "text/csv")},
+        data={"target": "label", "family": "my_xgboost"},
+    )
+    assert answer.status_code == 422
+    assert "the service cannot run it" in answer.text
+    assert len(service.get("/v1/refinements").json()["data"]) == before
 
 
 def test_unknown_family_suggestions_say_how_to_declare(service: TestClient) -> None:
