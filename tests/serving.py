@@ -24,7 +24,7 @@ def serve(app: Any) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     # A guard against a server that never starts, not a bound on how fast it does.
-    wait_until(lambda: server.started or not thread.is_alive(), 120, "uvicorn to start")
+    wait_until(lambda: server.started or not thread.is_alive(), "uvicorn to start")
     if not server.started:
         pytest.fail("uvicorn did not start")
     try:

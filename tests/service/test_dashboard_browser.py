@@ -194,7 +194,7 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
                 pytest.fail(f"Chromium exited with {process.returncode}: {stderr[-2000:]}")
             return port_file.exists() and bool(port_file.read_text().strip())
 
-        wait_until(port_open, 120, "Chromium to open its DevTools port")
+        wait_until(port_open, "Chromium to open its DevTools port")
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as answer:
             targets = json.load(answer)
@@ -279,7 +279,7 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served)
 
         return check
 
-    wait_until(drawn(lambda s: s.get("ready") and s["pd_charts"] > 0), 120, "the page to load")
+    wait_until(drawn(lambda s: s.get("ready") and s["pd_charts"] > 0), "the page to load")
     assert state["status"].startswith("updated"), state
     assert seeded_server.sources == 4  # the seed's bootstrap runs and three other sources
     assert state["runs"] == f"{seeded_server.runs:,}"
@@ -327,7 +327,7 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served)
            document.getElementById("pd-form").requestSubmit(); })()"""
     )
     # linear regression: alpha and l1_ratio
-    wait_until(drawn(lambda s: s["importance"] == 2), 120, "linear's explanation")
+    wait_until(drawn(lambda s: s["importance"] == 2), "linear's explanation")
     legend = browser.evaluate(
         "[...document.querySelectorAll('svg[data-chart=timeline] .legend text')]"
         ".map(t => t.textContent)"
@@ -343,7 +343,7 @@ def test_dashboard_renders_in_chromium(browser: DevTools, seeded_server: Served)
            document.getElementById("pd-form").requestSubmit(); })()"""
     )
     lightgbm_params = len(get_space("lightgbm").params)
-    wait_until(drawn(lambda s: s["importance"] == lightgbm_params), 120, "lightgbm's explanation")
+    wait_until(drawn(lambda s: s["importance"] == lightgbm_params), "lightgbm's explanation")
     browser.call("Runtime.evaluate", expression="1")  # collect pending events
     assert browser.problems() == []
 

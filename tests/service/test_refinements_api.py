@@ -250,7 +250,7 @@ def test_a_job_without_heartbeat_is_failed_after_the_grace_period(
     assert "no heartbeat" in body["error"]
     # The runner sweeps uploads right after failing the job, in the same poll: on a busy
     # machine the answer can come first, so wait for the sweep.
-    wait_until(lambda: not orphan.exists(), 120, "the orphaned upload swept")
+    wait_until(lambda: not orphan.exists(), "the orphaned upload swept")
 
 
 # ------------------------------------------------------------------ bad requests

@@ -27,7 +27,6 @@ from waiting import wait_until
 from hyperprior.service.settings import Settings
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
-GUARD = 120.0  # seconds: only for a test that would otherwise hang
 
 
 def tasks_on_scheduler(client: Any) -> int:
@@ -87,12 +86,11 @@ def test_a_cancelled_refinement_leaves_nothing_running_on_dask(
 
     client = connect(jobs_in_process=True, dask_scheduler=cluster.address)
     with Client(cluster.address) as watcher:
-        wait_until(lambda: idle(watcher), GUARD, "an idle cluster before the job")
+        wait_until(lambda: idle(watcher), "an idle cluster before the job")
         url, runner = submit_long_job(client)
         # Its trials are on the cluster's workers (the job's own process runs none).
         wait_until(
             lambda: not idle(watcher) or client.get(url).json()["status"] in FINAL,
-            GUARD,
             "the job's trials on the Dask workers",
         )
         job = client.get(url).json()
@@ -102,12 +100,12 @@ def test_a_cancelled_refinement_leaves_nothing_running_on_dask(
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["status"] == "cancelled"
 
-        wait_until(lambda: not runner.workers(), GUARD, "the job's worker process gone")
-        wait_until(lambda: idle(watcher), GUARD, "no trial of the job left on the cluster")
+        wait_until(lambda: not runner.workers(), "the job's worker process gone")
+        wait_until(lambda: idle(watcher), "no trial of the job left on the cluster")
         job = client.get(url).json()
         assert job["status"] == "cancelled"
         assert job["result"] is None
         # Nothing of it can come back later: the scheduler has forgotten every task (a
         # task it still knew of could be retried), whatever the machine's speed.
-        wait_until(lambda: not tasks_on_scheduler(watcher), GUARD, "the job's tasks forgotten")
+        wait_until(lambda: not tasks_on_scheduler(watcher), "the job's tasks forgotten")
         assert idle(watcher)

@@ -116,7 +116,7 @@ def test_kill_9_of_a_retrain_leaves_the_active_model_serving_and_the_next_retrai
             return lock_row(store) is not None
 
         try:
-            wait_until(locked, 300, "the retrain process to take its lock")
+            wait_until(locked, "the retrain process to take its lock")
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL
         finally:

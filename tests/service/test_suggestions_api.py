@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from waiting import wait_until
 
 from hyperprior.db.store import Store
 from hyperprior.service.app import create_app
@@ -165,7 +166,5 @@ def test_a_newly_activated_model_is_picked_up_without_restart(history_store: Sto
         def serving() -> Any:
             return client.post("/v1/suggestions", json=_body()).json()["surrogate"]
 
-        from hyperprior.service.scheduler import wait_until
-
-        assert wait_until(lambda: serving() is not None, timeout=10)
+        wait_until(lambda: serving() is not None, "the new model served at a poll")
         assert serving()["id"] == result.candidate_id
