@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hyperprior.vocabulary import TASKS, canonical_json
+from hyperprior.vocabulary import TASKS
 
 FEATURES_VERSION = 2
 """Bumped whenever the columns or their meaning change; stored with every surrogate."""
@@ -116,11 +116,6 @@ def fidelity_unit(family: str) -> str:
 def _safe(name: str) -> str:
     # LightGBM refuses JSON-special characters in feature names.
     return _UNSAFE.sub("_", str(name))
-
-
-def canonical_config(config: Mapping[str, Any]) -> str:
-    """Stable JSON of a config (sorted keys, no spaces); used to dedupe and match configs."""
-    return canonical_json(dict(config))
 
 
 # ---------------------------------------------------------------------------------------

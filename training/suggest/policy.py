@@ -12,7 +12,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -81,13 +81,6 @@ class PolicySettings:
     kappa: float | None = None
     cache_size: int = 32
     answer_cache_size: int = 1024
-
-
-@dataclass
-class _Pool:
-    block: ConfigBlock
-    sources: list[str]
-    origin: list[str | None] = field(default_factory=list)
 
 
 class SuggestionPolicy:
