@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from hyperprior.training.surrogate import load, member_text
 
     surrogate = load(SEED_DIR / "surrogates", args.family)
-    k = surrogate.n_members
+    k = surrogate.n_outputs
     forest = NumpyForest(surrogate.text)
     member0 = lgb.Booster(model_str=member_text(surrogate.text, 0, k))
     forest0 = NumpyForest(member_text(surrogate.text, 0, k))

@@ -78,7 +78,9 @@ from hyperprior.vocabulary import TASKS
 FEATURES_VERSION = 2
 """Bumped whenever the columns or their meaning change; stored with every surrogate."""
 
-NORMALISATIONS: tuple[str, ...] = ("rank", "minmax")
+NORMALISATIONS: tuple[str, ...] = ("rank", "minmax", "tied_rank")
+# ``tied_rank``: scores closer than this (in the metric's units) count as a tie.
+TIE_TOLERANCE = 0.002
 FAILED_QUALITY = 0.0
 MIN_GROUP_RUNS = 3
 
@@ -487,7 +489,10 @@ def normalise_quality(
     lo = by.transform("min").to_numpy()
     hi = by.transform("max").to_numpy()
     informative = (n_ok >= MIN_GROUP_RUNS) & (hi > lo)
-    if method == "rank":
+    if method == "tied_rank":
+        quality = _tied_rank(frame["s"].to_numpy(), frame["g"].to_numpy(), TIE_TOLERANCE)
+        quality = np.where(ok.to_numpy(), quality, FAILED_QUALITY)
+    elif method == "rank":
         # Failed runs share the bottom rank, below every ok run.
         filled = frame["s"].fillna(-np.inf)
         rank = filled.groupby(frame["g"], sort=False).rank(method="average").to_numpy()
@@ -499,6 +504,28 @@ def normalise_quality(
             quality = (frame["s"].to_numpy() - lo) / (hi - lo)
         quality = np.where(ok.to_numpy(), quality, FAILED_QUALITY)
     return np.where(informative, quality, np.nan)
+
+
+def _tied_rank(scores: np.ndarray, groups: np.ndarray, tolerance: float) -> np.ndarray:
+    """Percentile rank where runs within ``tolerance`` of each other tie.
+
+    The share of the group's other runs a run beats by more than the tolerance, plus
+    half the share it ties with: a config within noise of another gets the same
+    credit, so a flat dataset's targets sit near 0.5 instead of spreading over [0, 1].
+    With ``tolerance`` 0 it is the ``rank`` target. Failed runs (NaN) rank last.
+    """
+    filled = np.where(np.isfinite(scores), scores, -np.inf)
+    out = np.empty(len(filled))
+    order = np.argsort(groups, kind="stable")
+    bounds = np.flatnonzero(np.diff(groups[order])) + 1
+    for idx in np.split(order, bounds):
+        s = filled[idx]
+        ranked = np.sort(s)
+        below = np.searchsorted(ranked, s - tolerance, side="left")
+        within = np.searchsorted(ranked, s + tolerance, side="right") - below - 1
+        # -inf - tolerance is -inf: failed runs tie with each other, below every ok run.
+        out[idx] = (below + 0.5 * within) / max(len(s) - 1, 1)
+    return out
 
 
 def relevance_labels(quality: np.ndarray, levels: int = 16) -> np.ndarray:

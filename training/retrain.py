@@ -247,7 +247,7 @@ def retrain(
             and ranks by that metric, from the runs that measured it.
         tolerance: how much larger (in normalised regret) the candidate's top-1 regret
             may be than the active recipe's and still be promoted.
-        params: the recipe (default :class:`SurrogateParams`).
+        params: the recipe (default: the family's, :meth:`SurrogateParams.for_family`).
         force: activate the candidate whatever the comparison says.
         owner: lock owner id (default: host, pid and a random suffix).
         lock_ttl_seconds: lease length; a retrain that dies holds the lock at most
@@ -265,7 +265,7 @@ def retrain(
         What happened; see :class:`RetrainResult`.
     """
     started = time.perf_counter()
-    params = params or SurrogateParams()
+    params = params or SurrogateParams.for_family(family)
     owner = owner or default_owner()
     key = surrogate_key(family, target)
     lock = f"retrain:{key}"
@@ -471,7 +471,13 @@ def with_confidence(
     if report.oof_members is None:
         return surrogate
     calibration, summary = fit_from_cv(
-        ts, report.oof_members, folds, portfolio.to_json(), kappa=surrogate.kappa
+        ts,
+        report.oof_members,
+        folds,
+        portfolio.to_json(),
+        kappa=surrogate.kappa,
+        # The bar is learned on the p the served model gives.
+        beats=report.oof_beats if surrogate.has_beats else None,
     )
     meta = dict(surrogate.metadata)
     meta["confidence"] = {

@@ -99,6 +99,15 @@ class SurrogateParams:
             weighs proportionally less, down to ``spread_floor``: where no config
             matters, the rank target is noise (0: every group weighs the same).
         spread_floor: the smallest weight of a group.
+        beats_model: besides the members, a classifier of "scores above the library
+            default" on the same inputs (:func:`beats_rows`), stored as one more output
+            of the model text; the policy averages its probability with the calibrated
+            one (leave-one-group-out: ``benchmarks/policy_cv.py``).
+        balance: a dataset's runs weigh ``n ** -balance`` (``n``: its runs), scaled to
+            a mean of 1, so datasets measured on more configs do not outweigh the rest
+            (0: every run the same; 1: every dataset the same).
+        top_weight: a run weighs ``1 + top_weight * y``, so the fit is closest where
+            the picks are made, at the top of each dataset (0: every run the same).
         interval_level: coverage the interval is calibrated to (out of fold).
         cv_folds: grouped-CV folds.
         cv_max_datasets: grouped CV runs on at most this many datasets.
@@ -124,6 +133,9 @@ class SurrogateParams:
     # (benchmarks/policy_cv.py).
     spread_scale: float = 0.05
     spread_floor: float = 0.2
+    top_weight: float = 0.0
+    balance: float = 0.0
+    beats_model: bool = True
     interval_level: float = 0.8
     cv_folds: int = 10
     cv_max_datasets: int = 2000
@@ -135,15 +147,30 @@ class SurrogateParams:
         return asdict(self)
 
     @classmethod
+    def for_family(cls, family: str, **overrides: Any) -> SurrogateParams:
+        """The recipe of ``family``: the defaults, its ``surrogate_recipe``, then ``overrides``.
+
+        A family nobody registered in code (a declared one) gets the defaults.
+        """
+        from hyperprior.training.families import FAMILIES
+
+        known = FAMILIES.get(family)
+        recipe = dict(known.surrogate_recipe) if known is not None else {}
+        return cls(**{**recipe, **overrides})
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SurrogateParams:
         """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored.
 
-        A recipe stored before groups were weighted by their spread had none.
+        A recipe stored before groups were weighted by their spread had none, and one
+        stored before the beats-the-default classifier had none either.
         """
         known = {f.name for f in fields(cls)}
         kept = {k: v for k, v in data.items() if k in known}
         if data and "spread_scale" not in data:
             kept["spread_scale"] = 0.0
+        if data and "beats_model" not in data:
+            kept["beats_model"] = False
         return cls(**kept)
 
 
@@ -259,13 +286,74 @@ def _train_members(ts: TrainingSet, params: SurrogateParams) -> list[lgb.Booster
     )
     data.construct()
     members = []
-    spread = spread_weights(ts, params)
+    spread = spread_weights(ts, params) * (1.0 + params.top_weight * np.nan_to_num(ts.y))
+    if params.balance > 0:
+        counts = pd.Series(ts.dataset).map(pd.Series(ts.dataset).value_counts()).to_numpy()
+        share = counts.astype(np.float64) ** -params.balance
+        spread = spread * share / share.mean()
     for k in range(params.n_members):
         data.set_weight(_member_weights(ts, params, k) * spread)
         members.append(
             lgb.train(_lgb_params(params, k, max_group), data, num_boost_round=params.n_rounds)
         )
     return members
+
+
+def beats_rows(ts: TrainingSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, labels and weights of the beats-the-default classifier.
+
+    The full-fidelity runs of every dataset whose library default was measured at full
+    fidelity; the label says whether the run scored above the default (a failed run
+    did not). Each dataset weighs the same: its runs are many and correlated.
+    """
+    full = ts.fidelity >= 1.0 - 1e-9
+    frame = pd.DataFrame({"d": ts.dataset, "s": ts.oriented, "default": ts.is_default & full})
+    frame = frame[full]
+    s_def = frame[frame["default"]].groupby("d")["s"].first()
+    frame = frame[frame["d"].isin(s_def.index) & ~frame["default"]]
+    if frame.empty:
+        return np.empty(0, dtype=np.int64), np.empty(0), np.empty(0)
+    ref = frame["d"].map(s_def).to_numpy(dtype=np.float64)
+    s = frame["s"].to_numpy(dtype=np.float64)
+    label = np.where(np.isfinite(s), s > np.where(np.isfinite(ref), ref, -np.inf), False)
+    weight = 1.0 / frame.groupby("d")["d"].transform("size").to_numpy(dtype=np.float64)
+    return frame.index.to_numpy(), label.astype(np.float64), weight * len(weight) / weight.sum()
+
+
+def _train_beats(ts: TrainingSet, params: SurrogateParams) -> lgb.Booster | None:
+    """The beats-the-default classifier (None when the history cannot teach one)."""
+    rows, label, weight = beats_rows(ts)
+    if len(rows) < 2 * params.min_data_in_leaf or label.min() == label.max():
+        return None
+    data = lgb.Dataset(
+        ts.X[rows],
+        label=label,
+        weight=weight,
+        feature_name=list(ts.feature_names),
+        params={
+            "max_bin": params.max_bin,
+            "min_data_in_leaf": params.min_data_in_leaf,
+            "feature_pre_filter": False,
+            "verbosity": -1,
+            "data_random_seed": params.seed,
+        },
+    )
+    lgb_params = {**_lgb_params(params, params.n_members, 0), "objective": "binary"}
+    return lgb.train(lgb_params, data, num_boost_round=params.n_rounds)
+
+
+def oof_beats(
+    ts: TrainingSet, params: SurrogateParams, folds: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Out-of-fold logit of the beats-the-default classifier per row (NaN where none)."""
+    out = np.full(len(ts), np.nan)
+    for train_idx, test_idx in folds:
+        model = _train_beats(ts.subset(np.sort(train_idx)), params)
+        if model is not None:
+            out[test_idx] = model.predict(
+                ts.X[test_idx], raw_score=True, num_threads=params.num_threads
+            )
+    return out
 
 
 _TREE_SPLIT = re.compile(r"^Tree=\d+\n", re.M)
@@ -376,6 +464,8 @@ class Surrogate:
         self.feature_names: list[str] = list(self.metadata["feature_names"])
         self.params = SurrogateParams.from_dict(self.metadata.get("params", {}))
         self.n_members = int(self.metadata.get("n_members", self.params.n_members))
+        self.has_beats = bool(self.metadata.get("beats_output", False))
+        self.n_outputs = self.n_members + int(self.has_beats)
         interval = self.metadata.get("interval", {})
         self.interval_scale = float(interval.get("scale", 1.28))
         self._explainer: lgb.Booster | None = None
@@ -404,8 +494,17 @@ class Surrogate:
 
     def predict_members(self, X: np.ndarray) -> np.ndarray:
         """Raw prediction of every member, ``(n, n_members)``."""
+        return self.predict_outputs(X)[0]
+
+    def predict_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every member's raw prediction, and the beats-the-default logit (or None).
+
+        One LightGBM call computes both.
+        """
         out = self.booster.predict(X, raw_score=True, num_threads=self.params.num_threads)
-        return np.asarray(out, dtype=np.float64).reshape(len(X), self.n_members)
+        out = np.asarray(out, dtype=np.float64).reshape(len(X), self.n_outputs)
+        beats = out[:, self.n_members] if self.has_beats else None
+        return out[:, : self.n_members], beats
 
     def predict(self, X: np.ndarray, *, kappa: float | None = None) -> Prediction:
         """Mean, spread, calibrated interval and pessimistic score per row."""
@@ -439,7 +538,7 @@ class Surrogate:
 
     def _member0(self) -> lgb.Booster:
         if self._explainer is None:
-            self._explainer = lgb.Booster(model_str=member_text(self.text, 0, self.n_members))
+            self._explainer = lgb.Booster(model_str=member_text(self.text, 0, self.n_outputs))
         return self._explainer
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
@@ -481,9 +580,11 @@ def fit(
     Returns:
         The fitted surrogate.
     """
-    params = params or SurrogateParams()
+    params = params or SurrogateParams.for_family(ts.family)
     members = _train_members(ts, params)
-    text = combine_members([m.model_to_string() for m in members])
+    beats = _train_beats(ts, params) if params.beats_model else None
+    outputs = [*members, beats] if beats is not None else members
+    text = combine_members([m.model_to_string() for m in outputs])
     metadata: dict[str, Any] = {
         "format": FORMAT,
         "family": ts.family,
@@ -491,6 +592,8 @@ def fit(
         "feature_names": list(ts.feature_names),
         "params": params.to_dict(),
         "n_members": params.n_members,
+        # The beats-the-default classifier is the output after the members.
+        "beats_output": beats is not None,
         "normalisation": ts.normalisation,
         "objective": params.objective,
         "training": ts.summary(),
@@ -523,6 +626,8 @@ class CVReport:
             share of out-of-fold targets.
         oof_members: out-of-fold prediction of every member, ``(n, n_members)`` (what
             :mod:`hyperprior.training.confidence` calibrates ``p_beats_default`` on).
+        oof_beats: out-of-fold logit of the beats-the-default classifier per row
+            (None when the recipe has none).
     """
 
     metrics: dict[str, Any]
@@ -531,6 +636,7 @@ class CVReport:
     oof_spread: np.ndarray = field(repr=False)
     interval_scale: float = 1.28
     oof_members: np.ndarray | None = field(default=None, repr=False)
+    oof_beats: np.ndarray | None = field(default=None, repr=False)
 
 
 def ranking_metrics(
@@ -693,7 +799,7 @@ def cross_validate(
         Mean metrics over test datasets, per-group metrics, out-of-fold predictions
         (of the rows evaluated) and the interval calibration.
     """
-    params = params or SurrogateParams()
+    params = params or SurrogateParams.for_family(ts.family)
     if folds is None:
         ts = cv_subset(ts, params)
         folds = grouped_folds(ts, params.cv_folds)
@@ -707,7 +813,8 @@ def cross_validate(
     metrics["folds"] = len(folds)
     if params.objective == "regression":
         metrics["rmse"] = round(float(np.sqrt(np.mean((mean - ts.y) ** 2))), 5)
-    return CVReport(metrics, per_group, mean, spread, scale, oof)
+    beats = oof_beats(ts, params, folds) if params.beats_model else None
+    return CVReport(metrics, per_group, mean, spread, scale, oof, beats)
 
 
 def oof_member_predictions(
@@ -747,7 +854,7 @@ def train_and_evaluate(
     Returns:
         The surrogate fitted on all runs and the grouped-CV report it carries.
     """
-    params = params or SurrogateParams()
+    params = params or SurrogateParams.for_family(family)
     ts = build_training_set(runs, family, normalisation=params.normalisation)
     report = cross_validate(ts, params)
     return fit(ts, params, cv=report), report

@@ -60,7 +60,7 @@ def held_out(
         rng = np.random.default_rng(zlib.crc32(f"corpus|{family}|{dataset}".encode()))
         keep = rng.permutation(names)[: max(3, round(corpus_fraction * len(names)))]
         rest = rest[rest["dataset_name"].isin(set(keep))]
-    params = SurrogateParams()
+    params = SurrogateParams.for_family(family)
     # Grouped CV only calibrates the interval; the ranking score (mean - kappa *
     # spread) does not depend on it, so it is skipped here.
     surrogate = fit(build_training_set(rest, family, normalisation=params.normalisation), params)

@@ -10,6 +10,7 @@ import pytest
 
 from hyperprior.training.confidence import (
     Calibration,
+    combine_p,
     fit_calibration,
     group_folds,
     learn_distance_threshold,
@@ -103,6 +104,30 @@ def test_a_malformed_calibration_is_refused(broken: dict) -> None:
     }
     with pytest.raises(ValueError, match="calibration"):
         Calibration.from_json({**good, **broken})
+
+
+def test_the_served_p_averages_the_calibration_and_the_classifier() -> None:
+    p = np.array([0.9, 0.6, 0.2])
+    q = np.array([0.5, math.nan, 0.4])
+    np.testing.assert_allclose(combine_p(p, q), [0.7, 0.6, 0.3])
+    np.testing.assert_allclose(combine_p(p, None), p)
+
+
+def test_calibrated_policy_uses_the_classifier_it_carries(
+    calibrated: tuple[Surrogate, pd.DataFrame],
+) -> None:
+    surrogate, frame = calibrated
+    assert surrogate.has_beats
+    policy = SuggestionPolicy(
+        FAMILY, surrogate=surrogate, portfolio=Portfolio.from_frame(frame, FAMILY)
+    )
+    members = np.array([[0.6, 0.7, 0.65], [0.5, 0.5, 0.5]])
+    alone = policy._p_beats_default(members, 1, 0.5)
+    both = policy._p_beats_default(members, 1, 0.5, beats=np.array([40.0, 0.0]))
+    assert alone is not None
+    assert both is not None
+    assert both[0] == pytest.approx((alone[0] + 1.0) / 2.0)
+    assert math.isnan(both[1])
 
 
 def test_group_folds_hold_out_near_twins_together(history: SyntheticHistory) -> None:

@@ -129,6 +129,24 @@ def test_rank_normalisation_within_groups_and_failed_runs_last() -> None:
     np.testing.assert_allclose(q[4:], [0.0, 1.0, 0.5, 0.5])
 
 
+def test_tied_rank_counts_scores_within_the_tolerance_as_ties(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hyperprior.training import features
+
+    oriented = np.array([0.700, 0.701, 0.800, np.nan, 10.0, 30.0, 20.0, 20.0])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    monkeypatch.setattr(features, "TIE_TOLERANCE", 0.002)
+    q = normalise_quality(oriented, groups, method="tied_rank")
+    # 0.700 and 0.701 tie: each beats the failed run and shares half a rank.
+    np.testing.assert_allclose(q[:4], [0.5, 0.5, 1.0, FAILED_QUALITY])
+    monkeypatch.setattr(features, "TIE_TOLERANCE", 0.0)
+    np.testing.assert_allclose(
+        normalise_quality(oriented, groups, method="tied_rank"),
+        normalise_quality(oriented, groups, method="rank"),
+    )
+
+
 def test_minmax_normalisation_and_uninformative_groups_dropped() -> None:
     oriented = np.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 1.0, 2.0, np.nan])
     groups = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])

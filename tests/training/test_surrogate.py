@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -90,6 +91,37 @@ def test_fit_predicts_mean_spread_and_pessimistic_score(training_set: TrainingSe
     assert meta["feature_names"] == training_set.feature_names
     assert meta["training"]["n_datasets"] == 24
     assert {"lightgbm", "numpy", "scikit-learn"} <= set(meta["versions"])
+
+
+def test_the_beats_classifier_is_one_more_output_of_the_same_text(
+    training_set: TrainingSet,
+) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from hyperprior.training.surrogate import beats_rows
+
+    rows, label, weight = beats_rows(training_set)
+    # Full-fidelity runs of datasets with a measured default, the default itself left out.
+    assert (training_set.fidelity[rows] >= 1.0).all()
+    assert not training_set.is_default[rows].any()
+    assert 0 < label.mean() < 1
+    assert weight.mean() == pytest.approx(1.0)
+    with_beats = fit(training_set, FAST)
+    without = fit(training_set, replace(FAST, beats_model=False))
+    assert with_beats.has_beats
+    assert with_beats.n_outputs == 4
+    assert not without.has_beats
+    assert without.predict_outputs(training_set.X[:5])[1] is None
+    X = training_set.X[rows]
+    members, logit = with_beats.predict_outputs(X)
+    # The members predict as before the classifier joined them; the classifier learned.
+    np.testing.assert_allclose(members, without.predict_members(X), rtol=1e-12)
+    assert logit is not None
+    assert roc_auc_score(label, logit) > 0.8
+    # Screening and explanations read the first member of the wider text.
+    np.testing.assert_allclose(with_beats.screen(X[:20]), without.screen(X[:20]), rtol=1e-12)
+    old = {k: v for k, v in FAST.to_dict().items() if k != "beats_model"}
+    assert SurrogateParams.from_dict(old).beats_model is False
 
 
 def test_grouped_folds_never_share_a_dataset(training_set: TrainingSet) -> None:
@@ -226,6 +258,14 @@ def test_from_text_checks_the_registry_digest_too(training_set: TrainingSet) -> 
 def test_params_round_trip_and_ignore_unknown_keys() -> None:
     params = SurrogateParams(n_members=2, kappa=0.5)
     assert SurrogateParams.from_dict({**params.to_dict(), "from_the_future": 1}) == params
+
+
+def test_each_family_has_its_recipe_and_overrides_win() -> None:
+    assert SurrogateParams.for_family("lightgbm") == SurrogateParams()
+    assert SurrogateParams.for_family("random_forest").spread_scale == 0.0
+    assert SurrogateParams.for_family("random_forest", spread_scale=0.1).spread_scale == 0.1
+    # A family only declared at run time gets the defaults.
+    assert SurrogateParams.for_family("not_registered_here", seed=3) == SurrogateParams(seed=3)
 
 
 def test_a_recipe_stored_before_spread_weights_had_none() -> None:

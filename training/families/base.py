@@ -161,6 +161,9 @@ class Family:
             family by :func:`hyperprior.training.features.interactions_for`).
         raw_codes: Numbers that string choices stand for in ``interactions``
             (``{"max_features": {"sqrt": -1.0}}``); other strings are NaN there.
+        surrogate_recipe: The family's departures from the default
+            :class:`~hyperprior.training.surrogate.SurrogateParams` (field: value), each
+            measured by leave-one-group-out CV (``benchmarks/policy_cv.py``).
     """
 
     name: str
@@ -173,6 +176,7 @@ class Family:
     cost: CostFn | None = None
     interactions: tuple[Interaction, ...] = ()
     raw_codes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    surrogate_recipe: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.space.family != self.name:

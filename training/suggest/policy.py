@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from hyperprior.training.confidence import MIN_P_BEATS_DEFAULT, Calibration, signal_of
+from hyperprior.training.confidence import (
+    MIN_P_BEATS_DEFAULT,
+    Calibration,
+    combine_p,
+    probability,
+    signal_of,
+)
 from hyperprior.training.features import (
     ConfigBlock,
     core_metafeatures,
@@ -405,11 +411,11 @@ class SuggestionPolicy:
             X = X[np.concatenate([keep, np.arange(n_pool, len(X))])]
             del sources[len(keep) : n_pool], origins[len(keep) : n_pool]
         block = _chain([sobol, *blocks])
-        members = surrogate.predict_members(X)
+        members, beats = surrogate.predict_outputs(X)
         pred = surrogate.summarise(members, kappa=kappa)
         default_at = len(block) - 1
         signal = signal_of(meta)
-        p_beats = self._p_beats_default(members, default_at, distance, signal)
+        p_beats = self._p_beats_default(members, default_at, distance, signal, beats)
 
         # Coarse to fine: perturb the best few and score the children too.
         s = self.settings
@@ -425,12 +431,17 @@ class SuggestionPolicy:
             )
             child = self._decode(u, task, fixed)
             Xc = design_matrix(self.family, child, meta, task=task, fidelity=1.0)
-            cmembers = surrogate.predict_members(Xc)
+            cmembers, cbeats = surrogate.predict_outputs(Xc)
             cpred = surrogate.summarise(cmembers, kappa=kappa)
             if p_beats is not None:
                 both = np.vstack([members[default_at : default_at + 1], cmembers])
+                both_beats = (
+                    None
+                    if beats is None or cbeats is None
+                    else np.concatenate([beats[default_at : default_at + 1], cbeats])
+                )
                 p_beats = np.concatenate(
-                    [p_beats, self._p_beats_default(both, 0, distance, signal)[1:]]
+                    [p_beats, self._p_beats_default(both, 0, distance, signal, both_beats)[1:]]
                 )
             block = _chain([block, child])
             X = np.vstack([X, Xc])
@@ -494,8 +505,13 @@ class SuggestionPolicy:
         default_at: int,
         distance: float | None,
         signal: float = math.nan,
+        beats: np.ndarray | None = None,
     ) -> np.ndarray | None:
-        """Calibrated ``p_beats_default`` of every row (NaN for the default's own row)."""
+        """``p_beats_default`` of every row (NaN for the default's own row).
+
+        The calibration, averaged with the beats-the-default classifier when the
+        surrogate has one (:func:`~hyperprior.training.confidence.combine_p`).
+        """
         if self.calibration is None:
             return None
         advantage = members - members[default_at]
@@ -506,6 +522,7 @@ class SuggestionPolicy:
             math.nan if distance is None else distance,
             signal,
         )
+        p = combine_p(p, None if beats is None else probability(beats))
         p[default_at] = math.nan
         return p
 

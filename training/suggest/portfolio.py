@@ -97,8 +97,13 @@ class Portfolio:
         key = frame["dataset_id"].astype(str)
         metric = frame["metric"].astype(str) if "metric" in frame.columns else ""
         group = pd.factorize(key + "|" + metric, sort=True)[0]
-        quality = normalise_quality(oriented_scores(frame), group, method="rank")
-        frame = frame.assign(_key=key, _q=quality, _s=oriented_scores(frame))
+        scores = oriented_scores(frame)
+        quality = normalise_quality(scores, group, method="rank")
+        # A dataset with fewer runs than a ranking needs (one run of a family declared a
+        # minute ago) still shows which config worked there: its percentile by score.
+        rough = pd.Series(scores).groupby(group).rank(pct=True).to_numpy()
+        quality = np.where(np.isfinite(quality), quality, rough)
+        frame = frame.assign(_key=key, _q=quality, _s=scores)
         frame = frame[frame["_s"].notna() & np.isfinite(frame["_q"])]
         mf_cols = {m: f"mf_{m}" for m in core_metafeatures() if f"mf_{m}" in frame.columns}
         datasets: dict[str, dict[str, Any]] = {}
