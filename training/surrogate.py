@@ -259,6 +259,16 @@ def _member_weights(ts: TrainingSet, params: SurrogateParams, member: int) -> np
     return keep[inverse]
 
 
+def _dataset_params(params: SurrogateParams) -> dict[str, Any]:
+    return {
+        "max_bin": params.max_bin,
+        "min_data_in_leaf": params.min_data_in_leaf,
+        "feature_pre_filter": False,
+        "verbosity": -1,
+        "data_random_seed": params.seed,
+    }
+
+
 def _train_members(ts: TrainingSet, params: SurrogateParams) -> list[lgb.Booster]:
     if params.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {params.objective!r}; expected one of {OBJECTIVES}")
@@ -275,13 +285,7 @@ def _train_members(ts: TrainingSet, params: SurrogateParams) -> list[lgb.Booster
         label=label,
         group=group_sizes,
         feature_name=list(ts.feature_names),
-        params={
-            "max_bin": params.max_bin,
-            "min_data_in_leaf": params.min_data_in_leaf,
-            "feature_pre_filter": False,
-            "verbosity": -1,
-            "data_random_seed": params.seed,
-        },
+        params=_dataset_params(params),
         free_raw_data=False,
     )
     data.construct()
@@ -330,13 +334,7 @@ def _train_beats(ts: TrainingSet, params: SurrogateParams) -> lgb.Booster | None
         label=label,
         weight=weight,
         feature_name=list(ts.feature_names),
-        params={
-            "max_bin": params.max_bin,
-            "min_data_in_leaf": params.min_data_in_leaf,
-            "feature_pre_filter": False,
-            "verbosity": -1,
-            "data_random_seed": params.seed,
-        },
+        params=_dataset_params(params),
     )
     lgb_params = {**_lgb_params(params, params.n_members, 0), "objective": "binary"}
     return lgb.train(lgb_params, data, num_boost_round=params.n_rounds)

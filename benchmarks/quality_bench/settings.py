@@ -14,7 +14,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 SCHEMA = "hyperprior-bench-quality/1"
 
 FAMILIES: tuple[str, ...] = ("lightgbm", "random_forest")
-FLAML_ESTIMATORS: Mapping[str, str] = {"lightgbm": "lgbm", "random_forest": "rf"}
+# FLAML's depth-limited XGBoost: its "xgboost" grows by leaves with max_depth=0, which
+# the xgboost space (max_depth >= 1) cannot carry.
+FLAML_ESTIMATORS: Mapping[str, str] = {
+    "lightgbm": "lgbm",
+    "random_forest": "rf",
+    "xgboost": "xgb_limitdepth",
+}
 
 POINT_METHODS: tuple[str, ...] = (
     "default",
