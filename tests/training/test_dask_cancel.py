@@ -67,7 +67,7 @@ def test_closing_the_executor_stops_running_trials(
     for path in tmp_path.glob("*.stopped"):
         assert path.read_text().startswith("TrialCancelledError: cancelled"), path.read_text()
     # The cancelled map returns: its consumer ends (a hang is pytest-timeout's to catch).
-    wait_until(lambda: not consumer.is_alive(), "the consumer of the cancelled map to end")
+    consumer.join()
     assert len(list(tmp_path.glob("*.started"))) == 2  # the queued one never ran
 
 
