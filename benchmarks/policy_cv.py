@@ -200,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="override SurrogateParams.balance (a dataset's runs weigh runs^-balance)",
     )
+    parser.add_argument(
+        "--beats-weight",
+        type=float,
+        default=None,
+        help="override SurrogateParams.beats_weight (the classifier's share of p_beats_default)",
+    )
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     try:
@@ -221,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         features.TIE_TOLERANCE = args.tie_tolerance
     if args.balance is not None:
         overrides["balance"] = args.balance
+    if args.beats_weight is not None:
+        overrides["beats_weight"] = args.beats_weight
 
     frame = load_runs(args)
     report: dict[str, Any] = {

@@ -165,9 +165,10 @@ def probability(logit: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(logit, dtype=np.float64), -40.0, 40.0)))
 
 
-def combine_p(p: np.ndarray, q: np.ndarray | None) -> np.ndarray:
+def combine_p(p: np.ndarray, q: np.ndarray | None, weight: float = 0.5) -> np.ndarray:
     """The ``p_beats_default`` a policy uses: the calibrated ``p``, averaged with the
-    beats-the-default classifier's probability ``q`` where there is one.
+    beats-the-default classifier's probability ``q`` (its share: ``weight``) where there
+    is one.
 
     Leave-one-group-out (``benchmarks/policy_cv.py``), the average kept the calibrated
     p's regret and raised the share of picks that did not lose to the default.
@@ -175,7 +176,7 @@ def combine_p(p: np.ndarray, q: np.ndarray | None) -> np.ndarray:
     if q is None:
         return p
     q = np.asarray(q, dtype=np.float64)
-    return np.where(np.isfinite(q), (p + q) / 2.0, p)
+    return np.where(np.isfinite(q), (1.0 - weight) * p + weight * q, p)
 
 
 def _signal(ts: TrainingSet, row: int) -> float:
@@ -517,6 +518,7 @@ def fit_from_cv(
     kappa: float,
     min_p: float = MIN_P_BEATS_DEFAULT,
     beats: np.ndarray | None = None,
+    beats_weight: float = 0.5,
 ) -> tuple[Calibration | None, dict[str, Any]]:
     """The calibration a retrain stores, from its grouped-CV out-of-fold predictions.
 
@@ -530,6 +532,7 @@ def fit_from_cv(
         min_p: the policy's bar on ``p_beats_default``.
         beats: out-of-fold logits of the beats-the-default classifier
             (``CVReport.oof_beats``), when the recipe has one.
+        beats_weight: the classifier's share of ``p_beats_default`` (:func:`combine_p`).
 
     Returns:
         The calibration (None when no dataset has a measured default and other configs)
@@ -540,7 +543,9 @@ def fit_from_cv(
     if rows.empty or rows["is_default"].sum() < 3:
         return None, {"reason": "too few datasets with a measured default"}
     fold_of = _fold_of(ts, folds)
-    rows["p"] = combine_p(cross_fit_p(rows, fold_of, kappa=kappa), rows["q"].to_numpy())
+    rows["p"] = combine_p(
+        cross_fit_p(rows, fold_of, kappa=kappa), rows["q"].to_numpy(), beats_weight
+    )
     grid = [t for t in MIN_P_GRID if t >= min_p] or [min_p]
     policies = {"surrogate": ("surrogate", 0.0), **{f"p>={t}": ("filter", t) for t in grid}}
     outcomes = policy_outcomes(rows, policies, kappa=kappa)
@@ -638,7 +643,9 @@ def evaluate_policies(
     distance = held_out_distances(portfolio, family, ts, folds)
     rows = candidate_rows(ts, members, distance, beats)
     fold_of = _fold_of(ts, folds)
-    rows["p"] = combine_p(cross_fit_p(rows, fold_of, kappa=params.kappa), rows["q"].to_numpy())
+    rows["p"] = combine_p(
+        cross_fit_p(rows, fold_of, kappa=params.kappa), rows["q"].to_numpy(), params.beats_weight
+    )
     grid = list(MIN_P_GRID)
     policies = {
         **POLICIES,

@@ -478,6 +478,7 @@ def with_confidence(
         kappa=surrogate.kappa,
         # The bar is learned on the p the served model gives.
         beats=report.oof_beats if surrogate.has_beats else None,
+        beats_weight=surrogate.params.beats_weight,
     )
     meta = dict(surrogate.metadata)
     meta["confidence"] = {

@@ -103,6 +103,8 @@ class SurrogateParams:
             default" on the same inputs (:func:`beats_rows`), stored as one more output
             of the model text; the policy averages its probability with the calibrated
             one (leave-one-group-out: ``benchmarks/policy_cv.py``).
+        beats_weight: the classifier's share of ``p_beats_default`` (0.5: the mean of
+            the two; 1: the classifier alone).
         balance: a dataset's runs weigh ``n ** -balance`` (``n``: its runs), scaled to
             a mean of 1, so datasets measured on more configs do not outweigh the rest
             (0: every run the same; 1: every dataset the same).
@@ -136,6 +138,7 @@ class SurrogateParams:
     top_weight: float = 0.0
     balance: float = 0.0
     beats_model: bool = True
+    beats_weight: float = 0.5
     interval_level: float = 0.8
     cv_folds: int = 10
     cv_max_datasets: int = 2000

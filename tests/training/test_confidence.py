@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -111,6 +113,9 @@ def test_the_served_p_averages_the_calibration_and_the_classifier() -> None:
     q = np.array([0.5, math.nan, 0.4])
     np.testing.assert_allclose(combine_p(p, q), [0.7, 0.6, 0.3])
     np.testing.assert_allclose(combine_p(p, None), p)
+    # The recipe's beats_weight is the classifier's share.
+    np.testing.assert_allclose(combine_p(p, q, 1.0), [0.5, 0.6, 0.4])
+    np.testing.assert_allclose(combine_p(p, q, 0.25), [0.8, 0.6, 0.25])
 
 
 def test_calibrated_policy_uses_the_classifier_it_carries(
@@ -128,6 +133,15 @@ def test_calibrated_policy_uses_the_classifier_it_carries(
     assert both is not None
     assert both[0] == pytest.approx((alone[0] + 1.0) / 2.0)
     assert math.isnan(both[1])
+    # A recipe whose classifier has the whole say.
+    trusting = copy.copy(surrogate)
+    trusting.params = dataclasses.replace(surrogate.params, beats_weight=1.0)
+    policy = SuggestionPolicy(
+        FAMILY, surrogate=trusting, portfolio=Portfolio.from_frame(frame, FAMILY)
+    )
+    only = policy._p_beats_default(members, 1, 0.5, beats=np.array([40.0, 0.0]))
+    assert only is not None
+    assert only[0] == pytest.approx(1.0)
 
 
 def test_group_folds_hold_out_near_twins_together(history: SyntheticHistory) -> None:

@@ -522,7 +522,8 @@ class SuggestionPolicy:
             math.nan if distance is None else distance,
             signal,
         )
-        p = combine_p(p, None if beats is None else probability(beats))
+        weight = self.surrogate.params.beats_weight if self.surrogate is not None else 0.5
+        p = combine_p(p, None if beats is None else probability(beats), weight)
         p[default_at] = math.nan
         return p
 
