@@ -30,7 +30,9 @@ new Sobol pool p50 <= 10 ms; HTTP, 2 workers, 4 clients: >= 400 requests/s, p99 
 
 ``--baseline FILE`` adds an in-process A/B: the policy module in FILE (e.g. ``git show
 554a6eb:training/suggest.py > /tmp/suggest_before.py``) and the current one answer the
-same requests interleaved, and the answers are compared.
+same requests interleaved, and the answers are compared. ``--baseline git:REV`` takes the
+whole training code of revision REV instead (policy, candidates, features, surrogate:
+the request path spans them), loaded beside today's under another package name.
 
 Usage::
 
@@ -276,7 +278,55 @@ def bench_in_process(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def bench_paired(url: str, bodies: list[dict[str, Any]], baseline: Path) -> dict[str, Any]:
+BASELINE_PACKAGE = "hyperprior_baseline"
+
+
+def baseline_package(rev: str, target: Path) -> Path:
+    """The training code of git revision ``rev`` as package ``BASELINE_PACKAGE`` in ``target``.
+
+    ``training/``, ``db/`` (the policy's engine imports its entities) and
+    ``hyperprior/vocabulary.py``, with every ``hyperprior.`` import renamed, so the old
+    code and today's load side by side in one process.
+    """
+    root = target / BASELINE_PACKAGE
+    root.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "training", "db", "hyperprior/vocabulary.py"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    (root / "vocabulary.py").write_bytes((root / "hyperprior" / "vocabulary.py").read_bytes())
+    (root / "__init__.py").write_text("")
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        text = re.sub(r"\bhyperprior\.", f"{BASELINE_PACKAGE}.", text)
+        text = text.replace("from hyperprior import", f"from {BASELINE_PACKAGE} import")
+        path.write_text(text, encoding="utf-8")
+    return target
+
+
+def _baseline_modules(baseline: Path | str, tmp: Path) -> tuple[Any, Any | None]:
+    """The baseline's policy module, and its surrogate module for ``git:REV`` (else None)."""
+    import importlib
+    import importlib.util
+
+    text = str(baseline)
+    if text.startswith("git:"):
+        sys.path.insert(0, str(baseline_package(text[4:], tmp)))
+        policy = importlib.import_module(f"{BASELINE_PACKAGE}.training.suggest")
+        return policy, importlib.import_module(f"{BASELINE_PACKAGE}.training.surrogate")
+    spec = importlib.util.spec_from_file_location("hyperprior_baseline_suggest", baseline)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {baseline}")
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old  # dataclasses look their module up there
+    spec.loader.exec_module(old)
+    return old, None
+
+
+def bench_paired(url: str, bodies: list[dict[str, Any]], baseline: Path | str) -> dict[str, Any]:
     """In-process A/B against the policy module in ``baseline`` (e.g. an older suggest.py).
 
     Both policies get the same surrogate and portfolio and answer the same requests,
@@ -285,23 +335,21 @@ def bench_paired(url: str, bodies: list[dict[str, Any]], baseline: Path) -> dict
     checks that both give the same answers.
     """
     import dataclasses
-    import importlib.util
 
     from hyperprior.db.engine import make_engine
     from hyperprior.db.store import Store
     from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
 
-    spec = importlib.util.spec_from_file_location("hyperprior_baseline_suggest", baseline)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {baseline}")
-    old = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = old  # dataclasses look their module up there
-    spec.loader.exec_module(old)
+    old, old_surrogates = _baseline_modules(baseline, Path(tempfile.mkdtemp(prefix="hp-base-")))
     store = Store(make_engine(url))
     new_policy = SuggestionEngine(store, store).policy(FAMILY)
+    surrogate = new_policy.surrogate
+    if old_surrogates is not None and surrogate is not None:
+        # The old prediction code too, on the same model text.
+        surrogate = old_surrogates.Surrogate(surrogate.text, surrogate.metadata)
     old_policy = old.SuggestionPolicy(
         FAMILY,
-        surrogate=new_policy.surrogate,
+        surrogate=surrogate,
         portfolio=old.Portfolio.from_json(FAMILY, new_policy.portfolio.to_json()),
         info=new_policy.info,
     )
@@ -594,9 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--baseline",
-        type=Path,
-        help="also time this policy module (an older training/suggest.py) against the "
-        "current one, interleaved request by request",
+        help="also time this policy module (an older training/suggest.py), or with "
+        "git:REV the training code of revision REV, against the current one, "
+        "interleaved request by request",
     )
     parser.add_argument(
         "--commit", default=None, help="the code's commit, when not run from a git checkout"

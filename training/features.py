@@ -269,7 +269,23 @@ class ConfigBlock:
 def _raw_column(configs: Sequence[Mapping[str, Any]], param: Any) -> np.ndarray:
     """Raw numeric values of one parameter; see :class:`ConfigBlock` for the conventions."""
     name = getattr(param, "name", param)
+    return raw_values(param, [c.get(name) for c in configs], [name in c for c in configs])
+
+
+def raw_values(
+    param: Any, values: Sequence[Any], present: Sequence[bool] | np.ndarray
+) -> np.ndarray:
+    """:func:`_raw_column` of one parameter given as a column of values.
+
+    Args:
+        param: the parameter (or its name).
+        values: its value per config (anything where absent).
+        present: whether each config has the parameter.
+    """
+    name = getattr(param, "name", param)
     none_means = getattr(param, "none_means", None)
+    mask = np.asarray(present, dtype=bool).reshape(-1)
+    everywhere = bool(mask.all())
     # An inactive conditional parameter behaves as its default (no bagging: all rows).
     fill = math.nan
     if getattr(param, "condition", None) is not None:
@@ -279,16 +295,28 @@ def _raw_column(configs: Sequence[Mapping[str, Any]], param: Any) -> np.ndarray:
     if none_means is None and math.isnan(fill):
         try:
             # Fast path: plain numbers (None and missing become NaN).
-            return np.array([c.get(name) for c in configs], dtype=np.float64)
+            column = (
+                values
+                if everywhere
+                else [v if p else None for v, p in zip(values, mask.tolist(), strict=True)]
+            )
+            return np.array(column, dtype=np.float64).reshape(len(mask))
         except (TypeError, ValueError):
             pass
-    out = np.full(len(configs), fill)
-    for i, config in enumerate(configs):
-        if name not in config:
-            continue
-        value = config[name]
-        if value is None and none_means is not None:
-            value = none_means
+    out = np.full(len(mask), fill)
+    rows = np.flatnonzero(mask)
+    given = list(values) if everywhere else [values[i] for i in rows.tolist()]
+    if none_means is not None:
+        given = [none_means if v is None else v for v in given]
+    try:
+        arr = np.array(given)
+    except (TypeError, ValueError, OverflowError):  # ragged lists and the like
+        arr = np.empty(0, dtype=object)
+    if arr.shape == (len(rows),) and arr.dtype.kind in "biuf":
+        # Numbers and booleans only: what _raw_value gives one by one, in one go.
+        out[rows] = arr.astype(np.float64)
+        return out
+    for i, value in zip(rows.tolist(), given, strict=True):
         raw = _raw_value(value, name)
         out[i] = math.nan if raw is None else raw
     return out
@@ -357,6 +385,30 @@ def _meta_column(meta: MetaInput, name: str, n: int) -> np.ndarray:
     return arr
 
 
+def _constant_head(
+    meta: MetaInput, core: Sequence[str], task: Any, fidelity: Any
+) -> np.ndarray | None:
+    """The meta-feature, fidelity and task columns as one row, if every row shares them.
+
+    None when any of them is given per row (training rows).
+    """
+    if not isinstance(task, str) or np.ndim(fidelity) != 0:
+        return None
+    head = []
+    for name in core:
+        value = meta.get(name)
+        if value is None:
+            head.append(math.nan)
+            continue
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.ndim != 0:
+            return None
+        head.append(float(arr))
+    head.append(float(fidelity))
+    head.extend(float(task == t) for t in TASKS)
+    return np.array(head, dtype=np.float64)
+
+
 def design_matrix(
     family: str,
     block: ConfigBlock,
@@ -386,17 +438,24 @@ def design_matrix(
     ixs = interactions_for(family)
     width = len(core) + 1 + len(TASKS) + block.unit.shape[1] + len(ixs)
     X = np.empty((n, width), dtype=np.float64)
-    col = 0
-    for name in core:
-        X[:, col] = _meta_column(meta, name, n)
-        col += 1
     fid = np.broadcast_to(np.asarray(fidelity, dtype=np.float64), (n,))
-    X[:, col] = fid
-    col += 1
-    tasks = np.broadcast_to(np.asarray(task, dtype=object), (n,))
-    for t in TASKS:
-        X[:, col] = tasks == t
+    head = _constant_head(meta, core, task, fidelity)
+    if head is not None:
+        # Candidates for one dataset: the leading columns are one row, broadcast in one
+        # write instead of ~40 strided column writes over the whole pool.
+        col = len(head)
+        X[:, :col] = head
+    else:
+        col = 0
+        for name in core:
+            X[:, col] = _meta_column(meta, name, n)
+            col += 1
+        X[:, col] = fid
         col += 1
+        tasks = np.broadcast_to(np.asarray(task, dtype=object), (n,))
+        for t in TASKS:
+            X[:, col] = tasks == t
+            col += 1
     d = block.unit.shape[1]
     X[:, col : col + d] = block.unit
     col += d

@@ -114,6 +114,8 @@ def test_same_seed_same_answer(history: SyntheticHistory, policy: SuggestionPoli
     fresh = SuggestionPolicy(FAMILY, surrogate=policy.surrogate, portfolio=policy.portfolio)
     assert fresh.suggest(request) == first  # no hidden state in caches
     first.suggestions[0].config["num_leaves"] = -1  # a caller scribbling on its answer
+    first.suggestions[0].explanation["nearest_datasets"][0]["distance"] = -1.0
+    first.suggestions[1].explanation["top_features"].clear()
     assert policy.suggest(request) == second  # does not reach the cached one
     other = policy.suggest(SuggestionRequest(FAMILY, "binary", meta, n=7, seed=4))
     assert [s.config for s in other.suggestions] != [s.config for s in first.suggestions]

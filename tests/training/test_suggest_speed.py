@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hyperprior.training.features import ConfigBlock, encode_configs
+from hyperprior.training.features import ConfigBlock, _raw_value, encode_configs, raw_values
 from hyperprior.training.spaces import get_space
-from hyperprior.training.suggest.candidates import _chain, _encode_points, _prefetch
+from hyperprior.training.suggest.candidates import _chain, _encode_points, _take
 
 FAMILIES = ("lightgbm", "random_forest", "linear", "keras_mlp")
 TASKS = ("binary", "multiclass", "regression")
@@ -35,9 +35,10 @@ def test_encoding_points_equals_decoding_then_encoding(family: str, task: str) -
     assert sorted(got.raw) == sorted(want.raw)
     for name in want.raw:
         np.testing.assert_array_equal(got.raw[name], want.raw[name], err_msg=name)
-    # Decoded late, a few rows at a time, in any order: the same configs.
-    _prefetch(got.configs, [399, 5, 7])
-    assert got.configs[5] == want.configs[5]
+    # Built late, a few rows at a time, in any order: the same configs, keys in order.
+    assert [list(got.configs[i].items()) for i in (399, 5, 7, -1)] == [
+        list(want.configs[i].items()) for i in (399, 5, 7, -1)
+    ]
     assert list(reversed(got.configs)) == list(reversed(want.configs))
 
 
@@ -51,10 +52,65 @@ def test_chained_blocks_index_like_concatenated_ones() -> None:
     want = ConfigBlock.concat([eager, encode_configs(family, space.decode_many(u[50:120], task))])
     assert len(chained) == len(want) == 120
     np.testing.assert_array_equal(chained.unit, want.unit)
-    _prefetch(chained.configs, [0, 60, 119])
     assert [chained.configs[i] for i in (0, 49, 50, 60, 119)] == [
         want.configs[i] for i in (0, 49, 50, 60, 119)
     ]
     assert chained.configs[-1] == want.configs[-1]
     assert chained.configs[48:52] == list(want.configs[48:52])
     assert chained.take([119, 0]).configs == (want.configs[119], want.configs[0])
+
+
+def test_taken_rows_index_like_take() -> None:
+    family, task = "lightgbm", "binary"
+    space = get_space(family)
+    u = _points(family, 5)
+    lazy = _encode_points(family, space, u, task)
+    index = np.array([399, 0, 7, 7, 250])
+    got = _take(lazy, index)
+    want = encode_configs(family, space.decode_many(u, task)).take(index)
+    np.testing.assert_array_equal(got.unit, want.unit)
+    for name in want.raw:
+        np.testing.assert_array_equal(got.raw[name], want.raw[name], err_msg=name)
+    assert len(got) == len(want) == 5
+    assert [got.configs[i] for i in range(-5, 5)] == [want.configs[i] for i in range(-5, 5)]
+    assert got.configs[1:4] == list(want.configs[1:4])
+
+
+def _raw_one_by_one(param: object, values: list[object], present: list[bool]) -> np.ndarray:
+    """What ``raw_values`` stands for, value by value (the conventions of ConfigBlock)."""
+    name = getattr(param, "name", param)
+    none_means = getattr(param, "none_means", None)
+    fill = np.nan
+    if getattr(param, "condition", None) is not None:
+        default = getattr(param, "default", None)
+        value = _raw_value(none_means if default is None else default, str(name))
+        fill = np.nan if value is None else value
+    out = np.full(len(values), fill)
+    for i, (value, p) in enumerate(zip(values, present, strict=True)):
+        if p:
+            value = none_means if value is None and none_means is not None else value
+            raw = _raw_value(value, str(name))
+            out[i] = np.nan if raw is None else raw
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_raw_values_in_one_go_equal_value_by_value(family: str) -> None:
+    space = get_space(family)
+    odd = [None, True, False, 0, 1.5, 3, "auto", "sqrt", float("nan"), -1, 10**20, [1, [2]]]
+    for task in TASKS:
+        if task not in space.tasks:
+            continue
+        configs = space.decode_many(_points(family, 6), task)
+        for p in space.params:
+            cases = [
+                [c.get(p.name) for c in configs],
+                [v for v in odd for _ in range(3)],
+                [1, 2.5, True],
+                [],
+            ]
+            for values in cases:
+                present = [i % 3 != 1 for i in range(len(values))]
+                got = raw_values(p, values, present)
+                want = _raw_one_by_one(p, values, present)
+                assert got.tobytes() == want.tobytes(), (p.name, values[:6])

@@ -1,14 +1,14 @@
 """Candidates as arrays: the unit-cube encoding of a pool without building every config.
 
-A Sobol pool's configs are decoded only when read (most candidates are only scored),
-and blocks are chained without decoding them.
+A Sobol pool's configs are built only when read (most candidates are only scored),
+and blocks are chained and indexed without building them.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -17,18 +17,18 @@ from hyperprior.training.features import ConfigBlock
 
 
 class _LazyConfigs(Sequence[dict[str, Any]]):
-    """The configs of unit-cube points, decoded on first access.
+    """The configs of unit-cube points, built on first access from decoded columns.
 
-    A Sobol pool holds 2,048 points but a request reads about a hundred configs (those
-    that pass the screen); decoding them all costs more than scoring them. Rows decode
-    independently, so a row decoded late equals the one an eager decode gives.
+    :func:`_encode_points` decodes every parameter as a column to encode it; a config
+    is the row's present values in parameter order, as ``Space.decode_many`` builds it
+    (tested equal). A pool holds 2,048 points but a request reads about twenty configs
+    (the head of the ranking): building them from the columns costs nothing, where
+    decoding them again (``decode_many``) cost more than scoring them.
     """
 
-    def __init__(self, space: Any, u: np.ndarray, task: str) -> None:
-        self._space = space
-        self._u = u
-        self._task = task
-        self._done: list[dict[str, Any] | None] = [None] * len(u)
+    def __init__(self, columns: Sequence[tuple[str, list[Any], list[bool] | None]], n: int) -> None:
+        self._columns = columns
+        self._done: list[dict[str, Any] | None] = [None] * n
 
     def __len__(self) -> int:
         return len(self._done)
@@ -38,25 +38,31 @@ class _LazyConfigs(Sequence[dict[str, Any]]):
             return [self[j] for j in range(*i.indices(len(self)))]
         config = self._done[i]
         if config is None:
-            self.prefetch([i])
-            config = self._done[i]
+            # Pools are shared between threads without a lock: two threads building
+            # the same row write equal dicts.
+            config = {
+                name: values[i]
+                for name, values, present in self._columns
+                if present is None or present[i]
+            }
+            self._done[i] = config
         return config
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        self.prefetch(range(len(self)))
-        return iter(cast(list[dict[str, Any]], self._done))
 
-    def prefetch(self, index: Iterable[int]) -> None:
-        """Decode the rows at ``index`` in one batch.
+class _Taken(Sequence[dict[str, Any]]):
+    """The configs at ``index`` of another sequence, read through (nothing decoded)."""
 
-        Pools are shared between threads without a lock: two threads decoding the same
-        row write equal dicts.
-        """
-        missing = [int(i) for i in index if self._done[int(i)] is None]
-        if missing:
-            configs = self._space.decode_many(self._u[missing], self._task)
-            for i, config in zip(missing, configs, strict=True):
-                self._done[i] = config
+    def __init__(self, parent: Sequence[dict[str, Any]], index: np.ndarray) -> None:
+        self._parent = parent
+        self._index = index.tolist()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._parent[j] for j in self._index[i]]
+        return self._parent[self._index[i]]
 
 
 class _Chain(Sequence[dict[str, Any]]):
@@ -83,19 +89,15 @@ class _Chain(Sequence[dict[str, Any]]):
         k, j = self._locate(int(i))
         return self._parts[k][j]
 
-    def prefetch(self, index: Iterable[int]) -> None:
-        """Decode the rows at ``index`` of the lazy parts in one batch each."""
-        wanted: dict[int, list[int]] = {}
-        for i in index:
-            k, j = self._locate(int(i))
-            wanted.setdefault(k, []).append(j)
-        for k, rows in wanted.items():
-            _prefetch(self._parts[k], rows)
 
-
-def _prefetch(configs: Sequence[dict[str, Any]], index: Iterable[int]) -> None:
-    if isinstance(configs, _LazyConfigs | _Chain):
-        configs.prefetch(index)
+def _take(block: ConfigBlock, index: np.ndarray) -> ConfigBlock:
+    """``block.take(index)`` that leaves lazily built configs unbuilt."""
+    idx = np.asarray(index, dtype=np.int64)
+    return ConfigBlock(
+        configs=cast(Any, _Taken(block.configs, idx)),
+        unit=block.unit[idx],
+        raw={k: v[idx] for k, v in block.raw.items()},
+    )
 
 
 def _chain(blocks: Sequence[ConfigBlock]) -> ConfigBlock:
@@ -109,13 +111,13 @@ def _chain(blocks: Sequence[ConfigBlock]) -> ConfigBlock:
 
 
 def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigBlock:
-    """``encode_configs(family, space.decode_many(u, task))`` with configs decoded lazily.
+    """``encode_configs(family, space.decode_many(u, task))`` with configs built lazily.
 
     The unit encoding and raw interaction inputs are computed per parameter from the
     decoded values, through the same ``from_unit`` / ``to_unit`` / ``indices`` /
-    ``_raw_column`` calls that decoding and encoding make (tested equal, bit for bit).
+    raw-value calls that decoding and encoding make (tested equal, bit for bit).
     """
-    from hyperprior.training.features import _raw_column, interactions_for
+    from hyperprior.training.features import interactions_for, raw_values
     from hyperprior.training.spaces import INACTIVE, encode_column
 
     n = len(u)
@@ -123,6 +125,8 @@ def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigB
     values: dict[str, list[Any]] = {}
     present: dict[str, np.ndarray] = {}
     cat_index: dict[str, np.ndarray] = {}
+    # (name, decoded values, where present; None: on every row) of each active parameter.
+    columns: list[tuple[str, list[Any], list[bool] | None]] = []
     for j, p in enumerate(space.params):
         if not p.applies_to(task):
             mask = np.zeros(n, dtype=bool)
@@ -139,6 +143,7 @@ def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigB
                 for v in allowed:
                     hit |= parent_idx == parent_param.index_of(v)
                 mask &= hit
+            columns.append((p.name, decoded, None if p.condition is None else mask.tolist()))
         rows = np.flatnonzero(mask)
         chosen = [decoded[i] for i in rows] if len(rows) < n else decoded
         encode_column(p, chosen, rows, unit, j, cat_index)
@@ -150,13 +155,9 @@ def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigB
     for name in needed:
         param = by_name.get(name, name)
         if name not in values:
-            raw[name] = _raw_column([{}] * n, param)
+            raw[name] = raw_values(param, [None] * n, np.zeros(n, dtype=bool))
             continue
-        vals, mask = values[name], present[name]
-        # One-key configs: _raw_column reads nothing else.
-        raw[name] = _raw_column(
-            [{name: v} if m else {} for v, m in zip(vals, mask.tolist(), strict=True)], param
-        )
-    configs = _LazyConfigs(space, u, task)
+        raw[name] = raw_values(param, values[name], present[name])
+    configs = _LazyConfigs(columns, n)
     # ConfigBlock holds a tuple; the lazy sequence stands in for it (len, index, iterate).
     return ConfigBlock(configs=cast(Any, configs), unit=unit, raw=raw)

@@ -5,7 +5,6 @@ How a request is answered is told in :mod:`hyperprior.training.suggest`.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -13,7 +12,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -31,7 +29,7 @@ from hyperprior.training.features import (
     design_matrix,
     encode_configs,
 )
-from hyperprior.training.suggest.candidates import _chain, _encode_points, _prefetch
+from hyperprior.training.suggest.candidates import _chain, _encode_points, _take
 from hyperprior.training.suggest.portfolio import Portfolio, PortfolioEntry, _as_float
 from hyperprior.training.suggest.protocols import (
     Suggestion,
@@ -128,9 +126,13 @@ class SuggestionPolicy:
         self.target = target
         self._cache: OrderedDict[tuple[Any, ...], ConfigBlock] = OrderedDict()
         self._lock = threading.Lock()
-        self._portfolio_blocks: dict[tuple[str, str], ConfigBlock] = {}
+        self._portfolio_blocks: dict[tuple[str, str, int], ConfigBlock] = {}
         self._answers: OrderedDict[str, SuggestionResult] = OrderedDict()
         self.calibration = _calibration_of(surrogate)
+        # Which inputs an explanation may name: they depend on the surrogate alone.
+        self._config_features = _config_features(
+            surrogate.feature_names if surrogate is not None else ()
+        )
 
     @property
     def min_p_beats_default(self) -> float:
@@ -246,16 +248,21 @@ class SuggestionPolicy:
         if fixed:
             configs = [self._portfolio_config(e, task) for e in entries]
             return encode_configs(self.family, self._apply_fixed(configs, task, fixed))
-        # Without fixed params each dataset's block is the same every time: cache it.
+        # Without fixed params each dataset's first k configs are the same block every
+        # time: cache it as taken, rather than taking the rows on every request.
+        counts: dict[str, int] = {}
+        for e in entries:
+            counts[e.dataset] = counts.get(e.dataset, 0) + 1
         blocks = []
-        for dataset in dict.fromkeys(e.dataset for e in entries):
-            key = (dataset, task)
+        for dataset, k in counts.items():
+            key = (dataset, task, k)
             hit = self._portfolio_blocks.get(key)
             if hit is None:
                 mine = self.portfolio.entries_of(dataset)
-                hit = encode_configs(self.family, [self._portfolio_config(e, task) for e in mine])
+                full = encode_configs(self.family, [self._portfolio_config(e, task) for e in mine])
+                hit = full.take(range(k))
                 self._portfolio_blocks[key] = hit
-            blocks.append(hit.take(range(sum(e.dataset == dataset for e in entries))))
+            blocks.append(hit)
         return ConfigBlock.concat(blocks)
 
     def _portfolio_config(self, entry: PortfolioEntry, task: str) -> dict[str, Any]:
@@ -386,17 +393,17 @@ class SuggestionPolicy:
         task = request.task
         kappa = self.settings.kappa
         sobol = self._sobol_block(task, seed, fixed)
-        sources = ["surrogate"] * len(sobol)
-        origins: list[str | None] = [None] * len(sobol)
         blocks = []
+        extra_sources: list[str] = []
+        extra_origins: list[str | None] = []
         pblock = self._portfolio_block(entries, task, fixed)
         if pblock is not None:
             blocks.append(pblock)
-            sources += ["portfolio"] * len(pblock)
-            origins += [self.portfolio.name_of(e.dataset) for e in entries]
+            extra_sources += ["portfolio"] * len(pblock)
+            extra_origins += [self.portfolio.name_of(e.dataset) for e in entries]
         blocks.append(self._default_block(task, fixed))
-        sources += ["default"]
-        origins += [None]
+        extra_sources += ["default"]
+        extra_origins += [None]
         # One design matrix for the pool, the portfolio and the default (rows do not
         # depend on each other; a call costs more than its rows).
         X = design_matrix(self.family, _chain([sobol, *blocks]), meta, task=task, fidelity=1.0)
@@ -406,10 +413,11 @@ class SuggestionPolicy:
             # whole ensemble with the portfolio and the default.
             first = surrogate.screen(X[:n_pool], fraction=self.settings.screen_fraction)
             keep = np.sort(np.argsort(-first, kind="stable")[: self.settings.screen_top])
-            _prefetch(sobol.configs, keep)
-            sobol = sobol.take(keep)
+            sobol = _take(sobol, keep)
             X = X[np.concatenate([keep, np.arange(n_pool, len(X))])]
-            del sources[len(keep) : n_pool], origins[len(keep) : n_pool]
+        sources = ["surrogate"] * len(sobol) + extra_sources
+        origins: list[str | None] = [None] * len(sobol)
+        origins += extra_origins
         block = _chain([sobol, *blocks])
         members, beats = surrogate.predict_outputs(X)
         pred = surrogate.summarise(members, kappa=kappa)
@@ -461,15 +469,15 @@ class SuggestionPolicy:
         # Best first; ties keep candidate order (Sobol, portfolio, default, local).
         order = np.argsort(-self._rank_key(pred.score, p_beats, default_at, far), kind="stable")
         free = np.array([name not in fixed for name in self.space.dim_names])
-        # The picks come from the head of the order: decode those children in one batch.
-        _prefetch(block.configs, order[: 4 * request.n])
         picks = _diverse(order, block, free, request.n, s.min_distance)
         contrib = surrogate.contributions(X[picks]) if picks else np.empty((0, X.shape[1]))
         suggestions = []
         for rank, (i, c) in enumerate(zip(picks, contrib, strict=True), start=1):
             explanation: dict[str, Any] = {
                 "nearest_datasets": nb_json,
-                "top_features": _top_features(surrogate.feature_names, X[i], c, s.top_features),
+                "top_features": _top_features(
+                    surrogate.feature_names, self._config_features, X[i], c, s.top_features
+                ),
                 "spread": round(float(pred.spread[i]), 5),
             }
             if sources[i] == "portfolio":
@@ -654,11 +662,26 @@ def _copy_result(result: SuggestionResult) -> SuggestionResult:
     return replace(
         result,
         suggestions=[
-            replace(s, config=copy.deepcopy(s.config), explanation=copy.deepcopy(s.explanation))
+            replace(s, config=_copy_json(s.config), explanation=_copy_json(s.explanation))
             for s in result.suggestions
         ],
         warnings=list(result.warnings),
     )
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON-like data (what ``copy.deepcopy`` gives, without its memo).
+
+    Dicts, lists and tuples are copied; anything else is an immutable leaf (numbers,
+    strings, None) and shared.
+    """
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_copy_json(v) for v in value)
+    return value
 
 
 def _check_meta(task: str, given: Mapping[str, Any]) -> dict[str, float]:
@@ -762,17 +785,16 @@ def _diverse(
     return sorted(picked, key=position.__getitem__)
 
 
-@lru_cache(maxsize=16)
-def _config_features(names: tuple[str, ...]) -> np.ndarray:
+def _config_features(names: Sequence[str]) -> np.ndarray:
     # Only features that depend on the config: the dataset's own meta-features shift
     # every candidate alike and say nothing about why this config ranks where it does.
     return np.array([n.startswith(("cfg_", "ix_")) for n in names])
 
 
 def _top_features(
-    names: Sequence[str], x: np.ndarray, contrib: np.ndarray, k: int
+    names: Sequence[str], config_features: np.ndarray, x: np.ndarray, contrib: np.ndarray, k: int
 ) -> list[dict[str, Any]]:
-    contrib = np.where(_config_features(tuple(names)), contrib, 0.0)
+    contrib = np.where(config_features, contrib, 0.0)
     order = np.argsort(-np.abs(contrib), kind="stable")[:k]
     return [
         {
