@@ -6,8 +6,11 @@
 # builds a wheel from these COPY lines and runs every CLI command from it.
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-# libgomp1: LightGBM's OpenMP runtime.
-RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+# libgomp1: LightGBM's OpenMP runtime. gcc and libc6-dev: the C compiler (and the C
+# headers) that compiles the surrogates' trees (HYPERPRIOR_COMPILED_TREES=auto, in the
+# background at load, cached under ~/.cache/hyperprior/compiled); without them the
+# server predicts with LightGBM.
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The server's dependencies at the exact versions (and hashes) of requirements.lock (the

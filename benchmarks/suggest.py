@@ -21,6 +21,10 @@ with the replication recipe for ``seed3x``) and the code's commit.
   ``--clients`` concurrent keep-alive clients posting pre-serialised bodies, every one
   distinct (no answer-cache hits); requests/s and latency.
 
+Both use compiled trees as a server does (``HYPERPRIOR_COMPILED_TREES``, default ``auto``;
+``off`` times LightGBM's predict); the in-process timings start once they are built (the
+HTTP server builds them in the background, and its first requests use LightGBM).
+
 Prints a table and writes ``benchmarks/results/suggest[.HISTORY][.LABEL].json`` (and a
 plot when matplotlib is installed; the JSON never depends on it). ``--readme`` rewrites
 the README's suggestion-speed table from the result files instead of measuring.
@@ -226,14 +230,24 @@ def request_bodies(n: int, seed: int = 1) -> list[dict[str, Any]]:
     return bodies
 
 
+def _wait_compiled(surrogate: Any) -> None:
+    # Time the steady state: the compiled trees (HYPERPRIOR_COMPILED_TREES=auto, the
+    # default) are built in the background, and a server uses them once they are.
+    compiled = getattr(surrogate, "compiled", None)
+    if compiled is not None:
+        compiled.wait()
+        print(f"compiled trees: {', '.join(compiled.ready) or 'none'}", file=sys.stderr)
+
+
 def bench_in_process(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """Latency of the policy itself, one request at a time."""
     from hyperprior.db.engine import make_engine
     from hyperprior.db.store import Store
+    from hyperprior.training.compiled import TreeCompiler
     from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
 
     store = Store(make_engine(url))
-    engine = SuggestionEngine(store, store)
+    engine = SuggestionEngine(store, store, compiler=TreeCompiler.from_env())
 
     def ask(body: dict[str, Any], seed: int) -> None:
         engine.suggest(
@@ -243,6 +257,7 @@ def bench_in_process(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     started = time.perf_counter()
     ask(bodies[0], 0)  # loads the surrogate and builds the Sobol pool
     first_ms = (time.perf_counter() - started) * 1000
+    _wait_compiled(engine.policy(FAMILY).surrogate)
     warm, cold = [], []
     cpu0 = time.process_time()
     for body in bodies:
@@ -338,12 +353,14 @@ def bench_paired(url: str, bodies: list[dict[str, Any]], baseline: Path | str) -
 
     from hyperprior.db.engine import make_engine
     from hyperprior.db.store import Store
+    from hyperprior.training.compiled import TreeCompiler
     from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
 
     old, old_surrogates = _baseline_modules(baseline, Path(tempfile.mkdtemp(prefix="hp-base-")))
     store = Store(make_engine(url))
-    new_policy = SuggestionEngine(store, store).policy(FAMILY)
+    new_policy = SuggestionEngine(store, store, compiler=TreeCompiler.from_env()).policy(FAMILY)
     surrogate = new_policy.surrogate
+    _wait_compiled(surrogate)
     if old_surrogates is not None and surrogate is not None:
         # The old prediction code too, on the same model text.
         surrogate = old_surrogates.Surrogate(surrogate.text, surrogate.metadata)

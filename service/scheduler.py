@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hyperprior.service.settings import Settings
+from hyperprior.training.compiled import TreeCompiler
 from hyperprior.training.families import FAMILIES, add_lookup, remove_lookup
 from hyperprior.training.families.declared import load_declared, store_lookup
 from hyperprior.training.retrain import RetrainResult, retrain_family
@@ -236,7 +237,8 @@ class BackgroundServices:
 
     Args:
         store: the store (history reader, registry and locks).
-        settings: the service settings (``surrogate_poll_s``, ``retrain_*``).
+        settings: the service settings (``surrogate_poll_s``, ``retrain_*``,
+            ``compiled_*``).
     """
 
     def __init__(self, store: Any, settings: Settings) -> None:
@@ -244,7 +246,9 @@ class BackgroundServices:
         # A family declared through another process is found in the store on first use.
         self._lookup = store_lookup(store)
         add_lookup(self._lookup)
-        self.engine = SuggestionEngine(store, store)
+        # The surrogates' trees compiled in the background (HYPERPRIOR_COMPILED_TREES).
+        compiler = TreeCompiler(settings.compiled_trees, settings.compiled_cache_dir)
+        self.engine = SuggestionEngine(store, store, compiler=compiler)
         self.watcher = SurrogateWatcher(self.engine, settings.surrogate_poll_s, store=store)
         self.scheduler: RetrainScheduler | None = None
         if settings.retrain_in_process:

@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     retrain_lock_ttl_s: float = Field(
         default=600.0, gt=0, description="Lease of the retrain lock; a dead retrain frees it after."
     )
+    compiled_trees: Literal["auto", "off"] = Field(
+        default="auto",
+        description="Predict with the surrogates' trees compiled to C (tl2cgen), built in the "
+        "background when a surrogate loads and cached: auto uses them when tl2cgen imports "
+        "and a C compiler is on the PATH (else LightGBM predicts, as with off); the answers "
+        "are the same either way.",
+    )
+    compiled_cache_dir: Path | None = Field(
+        default=None,
+        description="Where compiled trees are kept (default: "
+        "$XDG_CACHE_HOME/hyperprior/compiled, else ~/.cache/hyperprior/compiled).",
+    )
     surrogate_keep_retired: int = Field(
         default=10,
         ge=0,

@@ -26,7 +26,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, make_url, text
 
-from hyperprior.db import migrate
+# Tests train many small surrogates: compiling each one's trees in the background would
+# load the CPU and write to the user's cache. tests/training/test_compiled.py turns
+# compiled trees on with a cache of its own.
+os.environ.setdefault("HYPERPRIOR_COMPILED_TREES", "off")
+
+from hyperprior.db import migrate  # noqa: E402
 from hyperprior.db.engine import make_engine
 from hyperprior.db.store import Store
 

@@ -49,7 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
@@ -62,6 +62,9 @@ from hyperprior.training.features import (
     feature_names,
     relevance_labels,
 )
+
+if TYPE_CHECKING:
+    from hyperprior.training.compiled import CompiledTrees, TreeCompiler, TreeSlice
 
 FORMAT = "hyperprior-surrogate/1"
 OBJECTIVES: tuple[str, ...] = ("regression", "lambdarank")
@@ -423,9 +426,16 @@ def combine_members(texts: Sequence[str]) -> str:
     return "\n".join(parts) + "\nend of trees\n"
 
 
-def member_text(text: str, member: int, n_members: int) -> str:
-    """The single-output model text of one member of a :func:`combine_members` model."""
-    if n_members == 1:
+def member_text(text: str, member: int, n_members: int, *, rounds: int | None = None) -> str:
+    """The single-output model text of one member of a :func:`combine_members` model.
+
+    Args:
+        text: the combined model text.
+        member: which output.
+        n_members: outputs of ``text``.
+        rounds: keep only the member's first trees (None: all).
+    """
+    if n_members == 1 and rounds is None:
         return text
     head, rest = text.split("\nTree=0\n", 1)
     body = rest.split("\nend of trees\n", 1)[0]
@@ -436,7 +446,7 @@ def member_text(text: str, member: int, n_members: int) -> str:
     # Byte offsets of the trees no longer hold; LightGBM finds the trees without them.
     head = re.sub(r"^tree_sizes=.*\n?", "", head, flags=re.M)
     parts = [head.rstrip("\n"), ""]
-    for index, block in enumerate(blocks[member::n_members]):
+    for index, block in enumerate(blocks[member::n_members][:rounds]):
         parts.append(f"Tree={index}\n{block}\n")
     return "\n".join(parts) + "\nend of trees\n"
 
@@ -454,6 +464,11 @@ class Surrogate:
     """A fitted surrogate: the booster, its recipe and what it was trained and scored on.
 
     Thread-safe for prediction (LightGBM's predict does not mutate the booster).
+
+    With :meth:`use_compiled`, :meth:`screen` and :meth:`predict_outputs` predict with
+    compiled trees (:mod:`hyperprior.training.compiled`) once their library is ready,
+    LightGBM's predictions within 1e-9 (checked when the library is loaded); until then,
+    and for anything else, with LightGBM.
     """
 
     def __init__(self, text: str, metadata: Mapping[str, Any]) -> None:
@@ -470,6 +485,7 @@ class Surrogate:
         interval = self.metadata.get("interval", {})
         self.interval_scale = float(interval.get("scale", 1.28))
         self._explainer: lgb.Booster | None = None
+        self.compiled: CompiledTrees | None = None
         if self.booster.num_feature() != len(self.feature_names):
             raise SurrogateIntegrityError(
                 f"model has {self.booster.num_feature()} features, metadata names "
@@ -500,10 +516,16 @@ class Surrogate:
     def predict_outputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Every member's raw prediction, and the beats-the-default logit (or None).
 
-        One LightGBM call computes both.
+        One call computes both: to the compiled ``outputs`` slice when it is ready, else
+        to LightGBM.
         """
-        out = self.booster.predict(X, raw_score=True, num_threads=self.params.num_threads)
-        out = np.asarray(out, dtype=np.float64).reshape(len(X), self.n_outputs)
+        fast = self.compiled.predict("outputs", X) if self.compiled is not None else None
+        raw = (
+            fast
+            if fast is not None
+            else self.booster.predict(X, raw_score=True, num_threads=self.params.num_threads)
+        )
+        out = np.asarray(raw, dtype=np.float64).reshape(len(X), self.n_outputs)
         beats = out[:, self.n_members] if self.has_beats else None
         return out[:, : self.n_members], beats
 
@@ -533,9 +555,70 @@ class Surrogate:
             fraction: share of the member's boosting rounds to use (cheaper still; the
                 first rounds carry most of the signal).
         """
-        rounds = max(1, int(round(self.params.n_rounds * fraction)))
+        rounds = self._screen_rounds(fraction)
+        if self.compiled is not None:
+            fast = self.compiled.predict(f"screen-r{rounds}", X)
+            if fast is not None:
+                return fast[:, 0]
+            # A fraction nobody asked for at load is compiled from its first use on.
+            self.compiled.request(self._screen_slice(rounds))
         out = self._member0().predict(X, num_iteration=rounds, num_threads=self.params.num_threads)
         return np.asarray(out, dtype=np.float64)
+
+    def _screen_rounds(self, fraction: float) -> int:
+        return max(1, int(round(self.params.n_rounds * fraction)))
+
+    def use_compiled(
+        self, compiler: TreeCompiler, *, screen_fractions: Sequence[float] = (1.0,)
+    ) -> CompiledTrees | None:
+        """Predict with compiled trees once they are ready (compiled in the background).
+
+        Queues the ``outputs`` slice and the screen of each of ``screen_fractions`` on the
+        compiler's background thread (from its cache: milliseconds; compiled: seconds);
+        predictions use LightGBM until each is ready. Call once, before serving.
+
+        Args:
+            compiler: the compiler and its cache.
+            screen_fractions: the :meth:`screen` fractions to prepare.
+
+        Returns:
+            The compiled slices (``wait()`` blocks until they are ready or failed), or
+            None when compiled trees are off or unavailable (tl2cgen or a C compiler
+            missing): then nothing changes.
+        """
+        from hyperprior.training.compiled import TreeSlice
+
+        trees = compiler.attach(self.sha256, len(self.feature_names))
+        if trees is None:
+            return None
+        trees.request(
+            TreeSlice(
+                "outputs",
+                text=lambda: self.text,
+                reference=lambda X: np.asarray(
+                    self.booster.predict(X, raw_score=True, num_threads=1), dtype=np.float64
+                ),
+                n_trees=self.booster.num_trees(),
+            )
+        )
+        for fraction in screen_fractions:
+            trees.request(self._screen_slice(self._screen_rounds(fraction)))
+        self.compiled = trees
+        return trees
+
+    def _screen_slice(self, rounds: int) -> TreeSlice:
+        from hyperprior.training.compiled import TreeSlice
+
+        def reference(X: np.ndarray) -> np.ndarray:
+            out = self._member0().predict(X, num_iteration=rounds, num_threads=1)
+            return np.asarray(out, dtype=np.float64)
+
+        return TreeSlice(
+            f"screen-r{rounds}",
+            text=lambda: member_text(self.text, 0, self.n_outputs, rounds=rounds),
+            reference=reference,
+            n_trees=rounds,
+        )
 
     def _member0(self) -> lgb.Booster:
         if self._explainer is None:

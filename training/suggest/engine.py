@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 
 from hyperprior.db.entities import split_surrogate_key, surrogate_key
+from hyperprior.training.compiled import TreeCompiler
 from hyperprior.training.features import runs_for_target
 from hyperprior.training.suggest.policy import PolicySettings, SuggestionPolicy
 from hyperprior.training.suggest.portfolio import Portfolio
@@ -46,11 +47,16 @@ class SuggestionEngine:
     tried again only after ``portfolio_ttl`` seconds or when another becomes active.
     Without a loaded surrogate to keep, the family answers cold start, with a warning.
 
+    With a ``compiler``, each loaded surrogate predicts with compiled trees once they are
+    ready (:mod:`hyperprior.training.compiled`: built in the background, LightGBM until
+    then; the answers are the same either way).
+
     Args:
         reader: the run history.
         registry: the surrogates registry (None: always cold start).
         settings: the policies' knobs.
         portfolio_ttl: seconds a cold-start portfolio is reused.
+        compiler: compiles the surrogates' trees (None: LightGBM predicts).
     """
 
     def __init__(
@@ -60,8 +66,10 @@ class SuggestionEngine:
         *,
         settings: PolicySettings | None = None,
         portfolio_ttl: float = 600.0,
+        compiler: TreeCompiler | None = None,
     ) -> None:
         self.reader = reader
+        self.compiler = compiler
         self.registry = registry
         self.settings = settings or PolicySettings()
         self.portfolio_ttl = portfolio_ttl
@@ -205,6 +213,10 @@ class SuggestionEngine:
                     sha256=record.sha256,
                 )
                 log.info("loaded %s surrogate %s (sha256 %s)", key, active, record.sha256[:12])
+                if self.compiler is not None:
+                    surrogate.use_compiled(
+                        self.compiler, screen_fractions=(self.settings.screen_fraction,)
+                    )
                 policy = SuggestionPolicy(
                     family,
                     surrogate=surrogate,

@@ -1,0 +1,281 @@
+"""Compiled trees (hyperprior.training.compiled) predict what LightGBM predicts.
+
+Every shipped surrogate, both compiled slices (the screen and all outputs), within 1e-9;
+the cache is hit on a second load and a bad entry in it is refused; the answers of the
+golden requests are the same with compiled trees; ``off`` never imports tl2cgen.
+Compiles run on the compiler's background thread; the tests wait on ``wait()`` (an
+event), never on a clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tl2cgen")
+pytest.importorskip("treelite")
+
+import test_suggest_golden as golden  # noqa: E402  (tests/training is on sys.path)
+
+from hyperprior.training.compiled import (  # noqa: E402
+    TOLERANCE,
+    CompiledPredictor,
+    CompiledTreesError,
+    TreeCompiler,
+    find_c_compiler,
+    probe_matrix,
+)
+from hyperprior.training.seed import SEED_DIR  # noqa: E402
+from hyperprior.training.suggest import PolicySettings  # noqa: E402
+from hyperprior.training.surrogate import Surrogate, from_text, load  # noqa: E402
+
+pytestmark = pytest.mark.skipif(find_c_compiler() is None, reason="no C compiler")
+
+SHIPPED = sorted(p.stem for p in (SEED_DIR / "surrogates").glob("*.txt"))
+FRACTION = PolicySettings().screen_fraction
+LOGGER = "hyperprior.training.compiled"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the module: each slice is compiled once, then found."""
+    return tmp_path_factory.mktemp("compiled")
+
+
+def compiled_surrogate(family: str, cache: Path) -> Surrogate:
+    surrogate = load(SEED_DIR / "surrogates", family)
+    trees = surrogate.use_compiled(TreeCompiler("auto", cache), screen_fractions=(FRACTION,))
+    assert trees is not None
+    assert trees.wait()
+    return surrogate
+
+
+def inputs(surrogate: Surrogate, n: int = 300) -> np.ndarray:
+    """Random rows on the features' scales, some missing, and the probe matrix."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(0.0, 2.0, (n, len(surrogate.feature_names)))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    return np.vstack([X, probe_matrix(surrogate.text, X.shape[1])])
+
+
+def screen_slice(surrogate: Surrogate) -> str:
+    return f"screen-r{max(1, round(surrogate.params.n_rounds * FRACTION))}"
+
+
+@pytest.mark.parametrize("family", SHIPPED)
+def test_compiled_slices_equal_lightgbm_on_every_shipped_surrogate(
+    family: str, cache: Path
+) -> None:
+    surrogate = compiled_surrogate(family, cache)
+    assert surrogate.compiled is not None
+    assert surrogate.compiled.ready == tuple(sorted(["outputs", screen_slice(surrogate)]))
+    plain = load(SEED_DIR / "surrogates", family)  # LightGBM alone
+    assert plain.compiled is None
+    X = inputs(surrogate)
+    members, beats = surrogate.predict_outputs(X)
+    want_members, want_beats = plain.predict_outputs(X)
+    assert np.max(np.abs(members - want_members)) <= TOLERANCE
+    assert (beats is None) == (want_beats is None)
+    if beats is not None:
+        assert np.max(np.abs(beats - want_beats)) <= TOLERANCE
+    screened = surrogate.screen(X, fraction=FRACTION)
+    assert np.max(np.abs(screened - plain.screen(X, fraction=FRACTION))) <= TOLERANCE
+    # Called, not just loaded: the compiled slice answers these shapes.
+    assert surrogate.compiled.predict("outputs", X) is not None
+    assert surrogate.compiled.predict(screen_slice(surrogate), X) is not None
+
+
+def test_a_second_load_is_a_cache_hit(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    compiled_surrogate("lightgbm", cache)
+
+    def no_compiling(*args: object) -> Path:
+        raise AssertionError("compiled again instead of loading the cached library")
+
+    monkeypatch.setattr(TreeCompiler, "_build", no_compiling)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        surrogate = compiled_surrogate("lightgbm", cache)
+    assert surrogate.compiled is not None
+    assert surrogate.compiled.ready == ("outputs", screen_slice(surrogate))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _copy_cache(cache: Path, target: Path) -> Path:
+    compiled_surrogate("lightgbm", cache)  # the entries exist
+    shutil.copytree(cache, target)
+    return target
+
+
+def _outputs_entry(cache: Path, surrogate: Surrogate) -> Path:
+    (entry,) = cache.glob(f"{surrogate.sha256}-outputs-*.json")
+    return entry
+
+
+def test_a_corrupted_library_is_refused_and_compiled_anew(
+    cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mine = _copy_cache(cache, tmp_path / "cache")
+    surrogate = load(SEED_DIR / "surrogates", "lightgbm")
+    entry = _outputs_entry(mine, surrogate)
+    library = mine / json.loads(entry.read_text())["library"]
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the recorded sha256 no longer matches
+    library.write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        trees = surrogate.use_compiled(TreeCompiler("auto", mine), screen_fractions=(FRACTION,))
+        assert trees is not None
+        assert trees.wait()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("rejected the cached outputs" in m and "sha256" in m for m in warnings), warnings
+    assert "outputs" in trees.ready  # compiled anew, verified
+    X = inputs(surrogate)
+    plain = load(SEED_DIR / "surrogates", "lightgbm")
+    assert np.max(np.abs(surrogate.predict_members(X) - plain.predict_members(X))) <= TOLERANCE
+
+
+def test_a_foreign_library_fails_the_probe_and_lightgbm_predicts(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    mine = _copy_cache(cache, tmp_path / "cache")
+    surrogate = load(SEED_DIR / "surrogates", "lightgbm")
+    entry = _outputs_entry(mine, surrogate)
+    meta = json.loads(entry.read_text())
+    # Another slice's library under this entry, its sha256 recorded as if it were ours:
+    # only the probe can tell.
+    (screen_entry,) = mine.glob(f"{surrogate.sha256}-{screen_slice(surrogate)}-*.json")
+    foreign = mine / json.loads(screen_entry.read_text())["library"]
+    (mine / meta["library"]).unlink()
+    fake = f"{meta['key']}-{'0' * 16}.so"
+    shutil.copyfile(foreign, mine / fake)
+    meta["library"] = fake
+    meta["library_sha256"] = json.loads(screen_entry.read_text())["library_sha256"]
+    entry.write_text(json.dumps(meta))
+
+    def cannot_compile(*args: object) -> Path:
+        raise CompiledTreesError("no compiling in this test")
+
+    monkeypatch.setattr(TreeCompiler, "_build", cannot_compile)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        trees = surrogate.use_compiled(TreeCompiler("auto", mine), screen_fractions=(FRACTION,))
+        assert trees is not None
+        assert trees.wait()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("rejected the cached outputs" in m and "LightGBM" in m for m in warnings), warnings
+    assert not entry.exists()  # the bad entry is gone
+    assert trees.ready == (screen_slice(surrogate),)
+    assert trees.predict("outputs", np.zeros((2, len(surrogate.feature_names)))) is None
+    X = inputs(surrogate)
+    plain = load(SEED_DIR / "surrogates", "lightgbm")
+    np.testing.assert_array_equal(surrogate.predict_members(X), plain.predict_members(X))
+
+
+def test_rows_whose_low_word_reads_as_missing_go_to_the_fallback(cache: Path) -> None:
+    # tl2cgen's union takes a double whose low 32 bits are all ones for missing.
+    surrogate = compiled_surrogate("lightgbm", cache)
+    assert surrogate.compiled is not None
+    real = surrogate.compiled.find("outputs")
+    assert real is not None
+    width = len(surrogate.feature_names)
+    sentinel = CompiledPredictor(
+        real._predictor, width, real.path, lambda X: np.full((len(X), surrogate.n_outputs), 7.0)
+    )
+    X = np.zeros((4, width))
+    X[1, 3] = np.nextafter(0.25, -np.inf)  # 0x3FCFFFFFFFFFFFFF
+    X[3, 0] = np.nextafter(0.75, -np.inf)
+    out = sentinel.predict(X)
+    assert (out[[1, 3]] == 7.0).all()
+    assert not (out[[0, 2]] == 7.0).any()
+    # And through the real fallback, LightGBM's answer.
+    plain = load(SEED_DIR / "surrogates", "lightgbm")
+    np.testing.assert_allclose(
+        surrogate.predict_members(X), plain.predict_members(X), rtol=0, atol=TOLERANCE
+    )
+
+
+def test_concurrent_predictions_are_the_single_threaded_ones(cache: Path) -> None:
+    surrogate = compiled_surrogate("lightgbm", cache)
+    X = inputs(surrogate)
+    want = surrogate.predict_members(X)
+    want_screen = surrogate.screen(X, fraction=FRACTION)
+    bad: list[str] = []
+
+    def work() -> None:
+        for _ in range(20):
+            if not np.array_equal(surrogate.predict_members(X), want):
+                bad.append("members")
+            if not np.array_equal(surrogate.screen(X, fraction=FRACTION), want_screen):
+                bad.append("screen")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_golden_answers_are_the_same_with_compiled_trees(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiler = TreeCompiler("auto", cache)
+    loaded: list[Surrogate] = []
+
+    def compiled_from_text(text: str, meta: dict[str, object], **kw: object) -> Surrogate:
+        surrogate = from_text(text, meta, **kw)  # type: ignore[arg-type]
+        trees = surrogate.use_compiled(compiler, screen_fractions=(FRACTION,))
+        assert trees is not None
+        assert trees.wait()
+        assert trees.ready == ("outputs", screen_slice(surrogate))
+        loaded.append(surrogate)
+        return surrogate
+
+    monkeypatch.setattr(golden, "from_text", compiled_from_text)
+    want = json.loads(golden.ANSWERS.read_text(encoding="utf-8"))
+    fresh = golden.answers()
+    assert loaded
+    assert [g["request"] for g in want] == [f["request"] for f in fresh]
+    for w, got in zip(want, fresh, strict=True):
+        assert got["answer"] == w["answer"], w["request"]
+
+
+def test_off_never_imports_tl2cgen() -> None:
+    code = """
+import sys
+from hyperprior.service.app import create_app
+from hyperprior.service.settings import Settings
+from hyperprior.training.compiled import TreeCompiler
+from hyperprior.training.seed import SEED_DIR
+from hyperprior.training.surrogate import load
+
+compiler = TreeCompiler.from_env()
+assert compiler.mode == "off", compiler.mode
+assert Settings().compiled_trees == "off"
+surrogate = load(SEED_DIR / "surrogates", "lightgbm")
+assert surrogate.use_compiled(compiler) is None
+import numpy as np
+X = np.zeros((3, len(surrogate.feature_names)))
+surrogate.screen(X, fraction=0.5)
+surrogate.predict_outputs(X)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tl2cgen", "treelite"))
+assert not loaded, loaded
+"""
+    env = {**os.environ, "HYPERPRIOR_COMPILED_TREES": "off"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_an_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown compiled-trees mode"):
+        TreeCompiler("always")
