@@ -29,6 +29,7 @@ import test_suggest_golden as golden  # noqa: E402  (tests/training is on sys.pa
 from hyperprior.training.compiled import (  # noqa: E402
     TOLERANCE,
     CompiledPredictor,
+    CompiledTrees,
     CompiledTreesError,
     TreeCompiler,
     find_c_compiler,
@@ -121,6 +122,17 @@ def _outputs_entry(cache: Path, surrogate: Surrogate) -> Path:
     return entry
 
 
+def _attach(
+    surrogate: Surrogate, cache: Path, caplog: pytest.LogCaptureFixture
+) -> tuple[CompiledTrees, list[str]]:
+    """Compiled trees from ``cache``, once ready, and the warnings logged on the way."""
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        trees = surrogate.use_compiled(TreeCompiler("auto", cache), screen_fractions=(FRACTION,))
+        assert trees is not None
+        assert trees.wait()
+    return trees, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
 def test_a_corrupted_library_is_refused_and_compiled_anew(
     cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -131,11 +143,7 @@ def test_a_corrupted_library_is_refused_and_compiled_anew(
     data = bytearray(library.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte: the recorded sha256 no longer matches
     library.write_bytes(bytes(data))
-    with caplog.at_level(logging.INFO, logger=LOGGER):
-        trees = surrogate.use_compiled(TreeCompiler("auto", mine), screen_fractions=(FRACTION,))
-        assert trees is not None
-        assert trees.wait()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    trees, warnings = _attach(surrogate, mine, caplog)
     assert any("rejected the cached outputs" in m and "sha256" in m for m in warnings), warnings
     assert "outputs" in trees.ready  # compiled anew, verified
     X = inputs(surrogate)
@@ -165,11 +173,7 @@ def test_a_foreign_library_fails_the_probe_and_lightgbm_predicts(
         raise CompiledTreesError("no compiling in this test")
 
     monkeypatch.setattr(TreeCompiler, "_build", cannot_compile)
-    with caplog.at_level(logging.INFO, logger=LOGGER):
-        trees = surrogate.use_compiled(TreeCompiler("auto", mine), screen_fractions=(FRACTION,))
-        assert trees is not None
-        assert trees.wait()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    trees, warnings = _attach(surrogate, mine, caplog)
     assert any("rejected the cached outputs" in m and "LightGBM" in m for m in warnings), warnings
     assert not entry.exists()  # the bad entry is gone
     assert trees.ready == (screen_slice(surrogate),)
