@@ -243,11 +243,11 @@ def bench_in_process(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """Latency of the policy itself, one request at a time."""
     from hyperprior.db.engine import make_engine
     from hyperprior.db.store import Store
-    from hyperprior.training.compiled import TreeCompiler
+    from hyperprior.service.settings import Settings
     from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
 
     store = Store(make_engine(url))
-    engine = SuggestionEngine(store, store, compiler=TreeCompiler.from_env())
+    engine = SuggestionEngine(store, store, compiler=Settings().tree_compiler())
 
     def ask(body: dict[str, Any], seed: int) -> None:
         engine.suggest(
@@ -353,12 +353,12 @@ def bench_paired(url: str, bodies: list[dict[str, Any]], baseline: Path | str) -
 
     from hyperprior.db.engine import make_engine
     from hyperprior.db.store import Store
-    from hyperprior.training.compiled import TreeCompiler
+    from hyperprior.service.settings import Settings
     from hyperprior.training.suggest import SuggestionEngine, SuggestionRequest
 
     old, old_surrogates = _baseline_modules(baseline, Path(tempfile.mkdtemp(prefix="hp-base-")))
     store = Store(make_engine(url))
-    new_policy = SuggestionEngine(store, store, compiler=TreeCompiler.from_env()).policy(FAMILY)
+    new_policy = SuggestionEngine(store, store, compiler=Settings().tree_compiler()).policy(FAMILY)
     surrogate = new_policy.surrogate
     _wait_compiled(surrogate)
     if old_surrogates is not None and surrogate is not None:

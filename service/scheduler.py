@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hyperprior.service.settings import Settings
-from hyperprior.training.compiled import TreeCompiler
 from hyperprior.training.families import FAMILIES, add_lookup, remove_lookup
 from hyperprior.training.families.declared import load_declared, store_lookup
 from hyperprior.training.retrain import RetrainResult, retrain_family
@@ -247,8 +246,7 @@ class BackgroundServices:
         self._lookup = store_lookup(store)
         add_lookup(self._lookup)
         # The surrogates' trees compiled in the background (HYPERPRIOR_COMPILED_TREES).
-        compiler = TreeCompiler(settings.compiled_trees, settings.compiled_cache_dir)
-        self.engine = SuggestionEngine(store, store, compiler=compiler)
+        self.engine = SuggestionEngine(store, store, compiler=settings.tree_compiler())
         self.watcher = SurrogateWatcher(self.engine, settings.surrogate_poll_s, store=store)
         self.scheduler: RetrainScheduler | None = None
         if settings.retrain_in_process:

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hyperprior.training.compiled import TreeCompiler
+
 __all__ = ["Settings"]
 
 MiB = 1024 * 1024
@@ -237,3 +239,7 @@ class Settings(BaseSettings):
         if not croniter.is_valid(value):
             raise ValueError(f"invalid cron expression {value!r} (expected e.g. '0 3 * * *')")
         return value
+
+    def tree_compiler(self) -> TreeCompiler:
+        """The compiler of the surrogates' trees these settings ask for (``compiled_*``)."""
+        return TreeCompiler(self.compiled_trees, self.compiled_cache_dir)

@@ -6,7 +6,7 @@ treelite reads the model text, tl2cgen writes it out as C and the machine's C co
 builds a library whose predictions are LightGBM's (checked on every load, below). On the
 shapes of one suggestion request it is cheaper than ``Booster.predict`` (measured on a busy
 2-core machine: the screen, 2,048 rows x 20 trees, 1.3 -> 0.5 ms; all outputs, 112 rows x
-200 trees, 0.85 -> 0.5 ms), which leaves about a sixth of a request's CPU
+200 trees, 0.85 -> 0.5 ms), which takes about a sixth off a request's CPU
 (``benchmarks/suggest.py --baseline git:REV``).
 
 Each prediction that is compiled is a *slice* of the model: ``outputs`` (every member and
@@ -55,19 +55,16 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["auto", "off"]
 MODES: tuple[str, ...] = ("auto", "off")
-ENV_MODE = "HYPERPRIOR_COMPILED_TREES"
-ENV_CACHE_DIR = "HYPERPRIOR_COMPILED_CACHE_DIR"
 # Largest difference from LightGBM a compiled slice may show on the probe matrix.
 TOLERANCE = 1e-9
 # Bumped when the cache layout or the recipe below changes meaning.
@@ -244,12 +241,6 @@ class TreeCompiler:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> TreeCompiler:
-        """The compiler that ``HYPERPRIOR_COMPILED_TREES`` and ``..._CACHE_DIR`` ask for."""
-        env = os.environ if environ is None else environ
-        return cls(env.get(ENV_MODE, "auto") or "auto", env.get(ENV_CACHE_DIR) or None)
-
     def available(self) -> bool:
         """Whether compiled trees can be used: not ``off``, tl2cgen imports, a C compiler.
 
@@ -309,7 +300,7 @@ class TreeCompiler:
                 )
             trees._done(spec.name, predictor)
 
-    def recipe(self, spec: TreeSlice) -> dict[str, Any]:
+    def recipe(self) -> dict[str, Any]:
         """What besides the model and the slice decides the library's bytes."""
         from importlib.metadata import version
 
@@ -320,17 +311,11 @@ class TreeCompiler:
             "machine": platform.machine(),
             "compiler": find_c_compiler(),
             "options": list(COMPILER_OPTIONS),
-            "params": self._params(spec),
         }
-
-    @staticmethod
-    def _params(spec: TreeSlice) -> dict[str, Any]:
-        # One translation unit; no quantized thresholds (see COMPILER_OPTIONS).
-        return {}
 
     def key(self, sha256: str, spec: TreeSlice) -> str:
         """The cache key of a slice: model sha256, slice name and recipe digest."""
-        recipe = json.dumps(self.recipe(spec), sort_keys=True).encode()
+        recipe = json.dumps(self.recipe(), sort_keys=True).encode()
         return f"{sha256}-{spec.name}-{hashlib.sha256(recipe).hexdigest()[:16]}"
 
     def load_or_build(self, sha256: str, spec: TreeSlice, num_feature: int) -> CompiledPredictor:
@@ -366,7 +351,7 @@ class TreeCompiler:
 
     def _cached_library(self, entry: Path, key: str, sha256: str, spec: TreeSlice) -> Path:
         meta = json.loads(entry.read_text(encoding="utf-8"))
-        want = {"key": key, "model_sha256": sha256, "slice": spec.name, **self.recipe(spec)}
+        want = {"key": key, "model_sha256": sha256, "slice": spec.name, **self.recipe()}
         for field, value in want.items():
             if meta.get(field) != value:
                 raise CompiledTreesError(f"its {field} is {meta.get(field)!r}, not {value!r}")
@@ -387,7 +372,7 @@ class TreeCompiler:
         toolchain = find_c_compiler()
         if toolchain is None:
             raise CompiledTreesError("no C compiler")
-        recipe = self.recipe(spec)
+        recipe = self.recipe()
         # The build directory is in the cache directory: the renames below stay on one
         # file system, so they are atomic.
         with tempfile.TemporaryDirectory(prefix=".build-", dir=self.cache_dir) as tmp:
@@ -395,7 +380,8 @@ class TreeCompiler:
             (build / "model.txt").write_text(spec.text(), encoding="utf-8")
             model = treelite.frontend.load_lightgbm_model(build / "model.txt")
             source = build / "src"
-            tl2cgen.generate_c_code(model, source, dict(recipe["params"]))
+            # tl2cgen's defaults: no quantized thresholds (see COMPILER_OPTIONS).
+            tl2cgen.generate_c_code(model, source, {})
             built = tl2cgen.create_shared(
                 toolchain,
                 source,

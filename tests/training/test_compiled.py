@@ -52,11 +52,17 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("compiled")
 
 
-def compiled_surrogate(family: str, cache: Path) -> Surrogate:
-    surrogate = load(SEED_DIR / "surrogates", family)
+def attach(surrogate: Surrogate, cache: Path) -> CompiledTrees:
+    """Compiled trees for ``surrogate`` from ``cache``, once every slice is ready or failed."""
     trees = surrogate.use_compiled(TreeCompiler("auto", cache), screen_fractions=(FRACTION,))
     assert trees is not None
     assert trees.wait()
+    return trees
+
+
+def compiled_surrogate(family: str, cache: Path) -> Surrogate:
+    surrogate = load(SEED_DIR / "surrogates", family)
+    attach(surrogate, cache)
     return surrogate
 
 
@@ -127,9 +133,7 @@ def _attach(
 ) -> tuple[CompiledTrees, list[str]]:
     """Compiled trees from ``cache``, once ready, and the warnings logged on the way."""
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        trees = surrogate.use_compiled(TreeCompiler("auto", cache), screen_fractions=(FRACTION,))
-        assert trees is not None
-        assert trees.wait()
+        trees = attach(surrogate, cache)
     return trees, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
@@ -231,14 +235,11 @@ def test_concurrent_predictions_are_the_single_threaded_ones(cache: Path) -> Non
 def test_golden_answers_are_the_same_with_compiled_trees(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    compiler = TreeCompiler("auto", cache)
     loaded: list[Surrogate] = []
 
     def compiled_from_text(text: str, meta: dict[str, object], **kw: object) -> Surrogate:
         surrogate = from_text(text, meta, **kw)  # type: ignore[arg-type]
-        trees = surrogate.use_compiled(compiler, screen_fractions=(FRACTION,))
-        assert trees is not None
-        assert trees.wait()
+        trees = attach(surrogate, cache)
         assert trees.ready == ("outputs", screen_slice(surrogate))
         loaded.append(surrogate)
         return surrogate
@@ -257,13 +258,11 @@ def test_off_never_imports_tl2cgen() -> None:
 import sys
 from hyperprior.service.app import create_app
 from hyperprior.service.settings import Settings
-from hyperprior.training.compiled import TreeCompiler
 from hyperprior.training.seed import SEED_DIR
 from hyperprior.training.surrogate import load
 
-compiler = TreeCompiler.from_env()
+compiler = Settings().tree_compiler()
 assert compiler.mode == "off", compiler.mode
-assert Settings().compiled_trees == "off"
 surrogate = load(SEED_DIR / "surrogates", "lightgbm")
 assert surrogate.use_compiled(compiler) is None
 import numpy as np

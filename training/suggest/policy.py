@@ -520,7 +520,7 @@ class SuggestionPolicy:
         The calibration, averaged with the beats-the-default classifier when the
         surrogate has one (:func:`~hyperprior.training.confidence.combine_p`).
         """
-        if self.calibration is None:
+        if self.calibration is None or self.surrogate is None:
             return None
         advantage = members - members[default_at]
         p = self.calibration.p_beats_default(
@@ -530,8 +530,8 @@ class SuggestionPolicy:
             math.nan if distance is None else distance,
             signal,
         )
-        weight = self.surrogate.params.beats_weight if self.surrogate is not None else 0.5
-        p = combine_p(p, None if beats is None else probability(beats), weight)
+        q = None if beats is None else probability(beats)
+        p = combine_p(p, q, self.surrogate.params.beats_weight)
         p[default_at] = math.nan
         return p
 
