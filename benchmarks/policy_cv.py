@@ -130,6 +130,14 @@ regret over the 3 seeds (share not losing): lightgbm 0.0704 (86%) at 0.5, 0.0723
 at 0.75, 0.0741 (86%) at 1; random_forest 0.0703 (92%), 0.0692 (91%), 0.0688 (91%).
 random_forest's gain from trusting the classifier alone (seen on the late seed) shrank
 to 0.0015, an eighth of its seed-to-seed spread (0.064-0.077): the mean stays for both.
+
+On the 2026-12-06 evening seed (309 datasets, 86 groups), same protocol: a third
+classifier, of "this run lands in its dataset's bottom half" (normalised regret >= 0.5),
+as a penalty on the pick's score (``benchmarks/experiments/risk_penalty.py``, which
+holds every number): lightgbm served regret 0.0746 -> 0.0732 / 0.0728 at a penalty of
+1 / 2 (worst loss 0.70 -> 0.54 / 0.45; seed 2 lost), random_forest 0.0728 -> 0.0734 /
+0.0754; a lower cut (0.3) and a veto were no better. Dropped: an eighth recipe within
+the seed spread.
 """
 
 from __future__ import annotations
