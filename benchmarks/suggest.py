@@ -35,8 +35,9 @@ new Sobol pool p50 <= 10 ms; HTTP, 2 workers, 4 clients: >= 400 requests/s, p99 
 ``--baseline FILE`` adds an in-process A/B: the policy module in FILE (e.g. ``git show
 554a6eb:training/suggest.py > /tmp/suggest_before.py``) and the current one answer the
 same requests interleaved, and the answers are compared. ``--baseline git:REV`` takes the
-whole training code of revision REV instead (policy, candidates, features, surrogate:
-the request path spans them), loaded beside today's under another package name.
+whole training code of revision REV instead (policy, candidates, features, surrogate,
+compiled trees: the request path spans them), loaded beside today's under another package
+name; when REV has compiled trees, its surrogate uses its own, built the way REV builds them.
 
 Usage::
 
@@ -358,12 +359,23 @@ def bench_paired(url: str, bodies: list[dict[str, Any]], baseline: Path | str) -
 
     old, old_surrogates = _baseline_modules(baseline, Path(tempfile.mkdtemp(prefix="hp-base-")))
     store = Store(make_engine(url))
-    new_policy = SuggestionEngine(store, store, compiler=Settings().tree_compiler()).policy(FAMILY)
+    compiler = Settings().tree_compiler()
+    new_policy = SuggestionEngine(store, store, compiler=compiler).policy(FAMILY)
     surrogate = new_policy.surrogate
     _wait_compiled(surrogate)
     if old_surrogates is not None and surrogate is not None:
-        # The old prediction code too, on the same model text.
+        # The old prediction code too, on the same model text, with its own compiled trees
+        # when it has them (else the A/B would time compiled against LightGBM).
         surrogate = old_surrogates.Surrogate(surrogate.text, surrogate.metadata)
+        if hasattr(surrogate, "use_compiled") and compiler.mode != "off":
+            import importlib
+
+            old_compiled = importlib.import_module(f"{BASELINE_PACKAGE}.training.compiled")
+            surrogate.use_compiled(
+                old_compiled.TreeCompiler(compiler.mode, compiler.cache_dir),
+                screen_fractions=(new_policy.settings.screen_fraction,),
+            )
+            _wait_compiled(surrogate)
     old_policy = old.SuggestionPolicy(
         FAMILY,
         surrogate=surrogate,

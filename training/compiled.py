@@ -3,11 +3,13 @@
 An optional accelerator of :meth:`Surrogate.screen <hyperprior.training.surrogate.Surrogate.screen>`
 and :meth:`Surrogate.predict_outputs <hyperprior.training.surrogate.Surrogate.predict_outputs>`:
 treelite reads the model text, tl2cgen writes it out as C and the machine's C compiler
-builds a library whose predictions are LightGBM's (checked on every load, below). On the
-shapes of one suggestion request it is cheaper than ``Booster.predict`` (measured on a busy
-2-core machine: the screen, 2,048 rows x 20 trees, 1.3 -> 0.5 ms; all outputs, 112 rows x
-200 trees, 0.85 -> 0.5 ms), which takes about a sixth off a request's CPU
-(``benchmarks/suggest.py --baseline git:REV``).
+builds a library whose predictions are LightGBM's (checked on every load, below). Rows
+are passed to the generated code by a small C loop compiled into the same library
+(:data:`BATCH_SOURCE`), not through tl2cgen's runtime (a DMatrix copy and a lock, plus the
+input checks in numpy). On the shapes of one suggestion request, medians on a 2-core
+machine busy with other work: the screen, 2,048 rows x 20 trees, LightGBM 1.1 ms, tl2cgen's
+runtime with the checks 0.85 ms, the loop 0.36 ms; all outputs, 112 rows x 200 trees,
+0.64, 0.21 and 0.11 ms (``benchmarks/suggest.py --baseline git:REV`` for whole requests).
 
 Each prediction that is compiled is a *slice* of the model: ``outputs`` (every member and
 the beats-the-default classifier, all rounds) and ``screen-rN`` (the first member's first
@@ -34,7 +36,8 @@ slices of a surrogate on one background thread of the compiler (one compile at a
 at a lower CPU priority where the OS allows), and every prediction uses LightGBM until its
 slice is ready. A cache hit costs a few milliseconds. Libraries are content-addressed, so
 processes that compile the same slice at once each write their own file and rename it in
-place, never a half-written one.
+place, never a half-written one. tl2cgen writes the C sources in a child process (see
+``_generate_c``), so its native log lines never reach the server's stderr.
 
 ``HYPERPRIOR_COMPILED_TREES``: ``auto`` (the default) uses compiled trees when tl2cgen
 imports and a C compiler (``$CC``, ``gcc``, ``clang`` or ``cc``) is on the PATH; ``off``
@@ -52,9 +55,11 @@ import platform
 import queue
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +73,7 @@ MODES: tuple[str, ...] = ("auto", "off")
 # Largest difference from LightGBM a compiled slice may show on the probe matrix.
 TOLERANCE = 1e-9
 # Bumped when the cache layout or the recipe below changes meaning.
-CACHE_FORMAT = "hyperprior-compiled/1"
+CACHE_FORMAT = "hyperprior-compiled/2"
 # -O1 builds in about half the time of tl2cgen's -O3 and predicted as fast here. tl2cgen's
 # quantized thresholds (compare bin indices) were faster over many trees but took the
 # wrong side next to some thresholds (the probe caught it on every shipped surrogate).
@@ -76,8 +81,42 @@ COMPILER_OPTIONS: tuple[str, ...] = ("-O1",)
 PROBE_ROWS = 512
 # LightGBM's kZeroThreshold (1e-35 as a float32), see CompiledPredictor.predict.
 ZERO_THRESHOLD = float(np.float32(1e-35))
-# Which 32-bit half of a double holds its low bits (the half tl2cgen's union reads).
-_LOW_WORD = 0 if sys.byteorder == "little" else 1
+# Compiled into every library beside tl2cgen's code: a loop over the rows of a dense
+# float64 matrix (see CompiledPredictor). NaN is missing; an input within LightGBM's zero
+# threshold reads as 0; a row whose value reads as the union's missing flag is flagged.
+BATCH_SOURCE = """\
+#include <stdlib.h>
+#include <math.h>
+#include "header.h"
+
+int hp_output_width(void) { return N_TARGET * MAX_N_CLASS; }
+
+int hp_predict_dense(const double* X, long n, long nf, double zero, double* out, long width,
+                     unsigned char* clash) {
+  if (nf != get_num_feature() || width != N_TARGET * MAX_N_CLASS) return -1;
+  union Entry* row = (union Entry*)malloc(sizeof(union Entry) * (nf > 0 ? nf : 1));
+  if (row == NULL) return -2;
+  for (long i = 0; i < n; ++i) {
+    const double* x = X + i * nf;
+    unsigned char bad = 0;
+    for (long j = 0; j < nf; ++j) {
+      double v = x[j];
+      if (isnan(v)) {
+        row[j].missing = -1;
+        continue;
+      }
+      row[j].fvalue = fabs(v) <= zero ? 0.0 : v;
+      bad |= row[j].missing == -1;
+    }
+    clash[i] = bad;
+    double* result = out + i * width;
+    for (long k = 0; k < width; ++k) result[k] = 0.0;
+    predict(row, 1, result);
+  }
+  free(row);
+  return 0;
+}
+"""
 
 
 def default_cache_dir() -> Path:
@@ -115,47 +154,66 @@ class TreeSlice:
 class CompiledPredictor:
     """A loaded library: raw predictions ``(n, k)`` of one slice.
 
+    Rows go straight from the float64 matrix into the generated ``predict()`` through a
+    small C loop compiled into the same library (:data:`BATCH_SOURCE`): tl2cgen's own
+    runtime copied the matrix into a DMatrix and took a lock, which cost more than the
+    trees on the screen's 2,048 rows. The loop keeps no state, so threads call it at once.
+
     tl2cgen's generated code keeps an input's value and its missing flag in one C union
     (``int missing; double fvalue``) and takes the value for missing when its first 32 bits
     read as the int -1: a double whose low 32 bits are all ones (``0.25`` minus one ulp is
-    one, and LightGBM puts thresholds on such values) would take the missing side. Rows
-    holding one are predicted by ``fallback`` (LightGBM) instead.
-
-    tl2cgen lets one thread at a time call a predictor, so calls take a lock (a call costs
-    well under a millisecond).
+    one, and LightGBM puts thresholds on such values) would take the missing side. The
+    loop flags rows holding one and ``fallback`` (LightGBM) predicts them instead.
     """
 
     def __init__(
         self,
-        predictor: Any,
+        library: ctypes.CDLL,
         num_feature: int,
         path: Path,
         fallback: Callable[[np.ndarray], np.ndarray],
     ) -> None:
-        """Wrap a ``tl2cgen.Predictor`` loaded from ``path``."""
-        import tl2cgen
-
-        self._dmatrix = tl2cgen.DMatrix
-        self._predictor = predictor
+        """Wrap ``library``, loaded from ``path`` (built with :data:`BATCH_SOURCE`)."""
+        self._library = library
+        self._batch = library.hp_predict_dense
+        self._batch.restype = ctypes.c_int
+        self._batch.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_long,
+            ctypes.c_long,
+            ctypes.c_double,
+            ctypes.c_void_p,
+            ctypes.c_long,
+            ctypes.c_void_p,
+        ]
+        library.hp_output_width.restype = ctypes.c_int
+        self.width = int(library.hp_output_width())
         self._fallback = fallback
-        self._lock = threading.Lock()
         self.num_feature = num_feature
         self.path = path
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Raw outputs ``(n, k)`` of the rows of ``X`` (float64, one row per sample)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
+        n = len(X)
+        if X.ndim != 2 or X.shape[1] != self.num_feature:
+            raise ValueError(f"expected rows of {self.num_feature} features, got {X.shape}")
+        out = np.empty((n, self.width), dtype=np.float64)
+        clash = np.empty(n, dtype=np.uint8)
         # LightGBM reads an input within its kZeroThreshold of zero as zero (its dense-row
-        # reader drops it); so does the compiled slice, or it would split such values apart.
-        tiny = np.abs(X) <= ZERO_THRESHOLD
-        if tiny.any():
-            X = np.where(tiny, 0.0, X)
-        data = self._dmatrix(X, dtype="float64")
-        with self._lock:
-            out = self._predictor.predict(data, pred_margin=True)
-        out = np.asarray(out, dtype=np.float64).reshape(len(X), -1)
-        low = X.view(np.uint32)[:, _LOW_WORD::2]
-        clash = (low == 0xFFFFFFFF).any(axis=1)
+        # reader drops it); so does the loop, or the compiled slice would split such values
+        # apart.
+        status = self._batch(
+            X.ctypes.data,
+            n,
+            self.num_feature,
+            ZERO_THRESHOLD,
+            out.ctypes.data,
+            self.width,
+            clash.ctypes.data,
+        )
+        if status != 0:
+            raise CompiledTreesError(f"{self.path.name} refused a {X.shape} matrix")
         if clash.any():
             rows = np.flatnonzero(clash)
             out[rows] = np.asarray(self._fallback(X[rows]), dtype=np.float64).reshape(len(rows), -1)
@@ -260,8 +318,6 @@ class TreeCompiler:
                 if compiler is None:
                     log.info("compiled trees unavailable (no C compiler); predicting with LightGBM")
                 self._available = compiler is not None
-                if self._available:
-                    _route_native_logs()
         return self._available
 
     def attach(self, sha256: str, num_feature: int) -> CompiledTrees | None:
@@ -366,7 +422,6 @@ class TreeCompiler:
 
     def _build(self, key: str, sha256: str, spec: TreeSlice) -> Path:
         import tl2cgen
-        import treelite
 
         self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         toolchain = find_c_compiler()
@@ -378,10 +433,9 @@ class TreeCompiler:
         with tempfile.TemporaryDirectory(prefix=".build-", dir=self.cache_dir) as tmp:
             build = Path(tmp)
             (build / "model.txt").write_text(spec.text(), encoding="utf-8")
-            model = treelite.frontend.load_lightgbm_model(build / "model.txt")
             source = build / "src"
-            # tl2cgen's defaults: no quantized thresholds (see COMPILER_OPTIONS).
-            tl2cgen.generate_c_code(model, source, {})
+            _generate_c(build / "model.txt", source)
+            _add_batch_source(source)
             built = tl2cgen.create_shared(
                 toolchain,
                 source,
@@ -411,12 +465,13 @@ class TreeCompiler:
     def _load_verified(
         path: Path, spec: TreeSlice, probe: np.ndarray, num_feature: int
     ) -> CompiledPredictor:
-        import tl2cgen
-
-        raw = tl2cgen.Predictor(path, nthread=1)
-        if raw.num_feature != num_feature:
-            raise CompiledTreesError(f"{path.name} takes {raw.num_feature} features")
-        predictor = CompiledPredictor(raw, num_feature, path, spec.reference)
+        library = _open_library(path)
+        library.get_num_feature.restype = ctypes.c_int32
+        if library.get_num_feature() != num_feature:
+            raise CompiledTreesError(f"{path.name} takes {library.get_num_feature()} features")
+        if not hasattr(library, "hp_predict_dense"):
+            raise CompiledTreesError(f"{path.name} has no batch loop")
+        predictor = CompiledPredictor(library, num_feature, path, spec.reference)
         want = np.asarray(spec.reference(probe), dtype=np.float64).reshape(len(probe), -1)
         got = predictor.predict(probe)
         if got.shape != want.shape:
@@ -466,6 +521,30 @@ def probe_matrix(text: str, num_feature: int, rows: int = PROBE_ROWS) -> np.ndar
     return X
 
 
+def _open_library(path: Path) -> ctypes.CDLL:
+    """``dlopen`` the library at ``path``, closed again when nothing refers to it.
+
+    ctypes never unloads a library: without the close, every model a server loaded over its
+    life would stay mapped (tl2cgen's own predictor closed its handle when collected).
+    """
+    import _ctypes
+
+    library = ctypes.CDLL(str(path))
+    close = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary", None)
+    if close is not None:
+        weakref.finalize(library, close, library._handle)
+    return library
+
+
+def _add_batch_source(source: Path) -> None:
+    """Write :data:`BATCH_SOURCE` beside tl2cgen's sources and list it in the recipe."""
+    (source / "hp_batch.c").write_text(BATCH_SOURCE, encoding="utf-8")
+    recipe_path = source / "recipe.json"
+    recipe = json.loads(recipe_path.read_text(encoding="utf-8"))
+    recipe["sources"].append({"name": "hp_batch", "length": BATCH_SOURCE.count("\n")})
+    recipe_path.write_text(json.dumps(recipe), encoding="utf-8")
+
+
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -483,26 +562,40 @@ def _lower_priority() -> None:
         pass
 
 
-_NATIVE_LOG: Any = None
+# Run by _generate_c in a child process.
+_GENERATE_C = """\
+import sys
+
+import tl2cgen
+import treelite
+
+model = treelite.frontend.load_lightgbm_model(sys.argv[1])
+# tl2cgen's defaults: no quantized thresholds (see COMPILER_OPTIONS).
+tl2cgen.generate_c_code(model, sys.argv[2], {})
+"""
 
 
-def _route_native_logs() -> None:
-    # tl2cgen's native library prints its log lines (how it splits the C sources) to
-    # stdout; send them to this module's debug log instead. The treelite built into it
-    # writes one note per compile to stderr that no callback reaches: the model was
-    # serialised by a newer treelite (the wheel's 4.8 vs its 4.1). Harmless here: the probe
-    # checks every library.
-    global _NATIVE_LOG
-    if _NATIVE_LOG is not None:
-        return
-    try:
-        from tl2cgen import libloader
+def _generate_c(model: Path, source: Path) -> None:
+    """tl2cgen's C sources of the LightGBM model file ``model``, written to ``source``.
 
-        @ctypes.CFUNCTYPE(None, ctypes.c_char_p)
-        def _to_debug(msg: bytes) -> None:
-            log.debug("tl2cgen: %s", msg.decode("utf-8", "replace").strip())
+    In a child process: the treelite built into tl2cgen writes a note to the process's
+    stderr for every model (serialised by a newer treelite, the wheel's 4.8 vs its 4.1;
+    harmless, the probe checks every library) that no callback reaches, and tl2cgen's own
+    log callbacks are per thread. The child's output goes to the debug log; a crash in
+    native code fails this slice, not the server.
 
-        if libloader._LIB.TL2cgenRegisterLogCallback(_to_debug) == 0:
-            _NATIVE_LOG = _to_debug  # kept alive: the library holds the pointer
-    except Exception:  # noqa: BLE001 - only where the lines go
-        pass
+    Raises:
+        CompiledTreesError: the child failed.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", _GENERATE_C, str(model), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.strip():
+            log.debug("tl2cgen: %s", line.strip())
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise CompiledTreesError(f"generating C failed ({proc.returncode}): {tail[0]}")

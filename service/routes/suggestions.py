@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from hyperprior.service.auth import require_scope
@@ -22,8 +22,9 @@ from hyperprior.vocabulary import Task
 router = APIRouter(tags=["suggestions"])
 
 
-def get_engine(request: Request) -> SuggestionEngine:
+async def get_engine(request: Request) -> SuggestionEngine:
     """The suggestion engine of this process (built by the app factory)."""
+    # async: an attribute read, not worth a trip through the threadpool.
     engine: SuggestionEngine = request.app.state.suggestions.engine
     return engine
 
@@ -170,9 +171,10 @@ _FIELD_LOC = {
 @router.post(
     "/suggestions",
     dependencies=[Depends(require_scope("read"))],
+    response_model=SuggestionsPublic,
     responses={422: {"description": "Unknown family or parameter, impossible meta-features."}},
 )
-def create_suggestions(body: SuggestionCreate, engine: EngineDep) -> SuggestionsPublic:
+def create_suggestions(body: SuggestionCreate, engine: EngineDep) -> Response:
     """Suggest configs for a dataset, ranked by the active surrogate."""
     request = SuggestionRequest(
         family=body.family,
@@ -192,4 +194,6 @@ def create_suggestions(body: SuggestionCreate, engine: EngineDep) -> Suggestions
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=[{"loc": loc, "msg": str(error), "type": "value_error"}],
         ) from None
-    return to_public(result)
+    # Serialised here, as FastAPI would (the same bytes): returned as a model from a sync
+    # route, it is validated again on a second trip through the threadpool.
+    return Response(to_public(result).model_dump_json(by_alias=True), media_type="application/json")

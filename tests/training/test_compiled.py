@@ -195,7 +195,7 @@ def test_rows_whose_low_word_reads_as_missing_go_to_the_fallback(cache: Path) ->
     assert real is not None
     width = len(surrogate.feature_names)
     sentinel = CompiledPredictor(
-        real._predictor, width, real.path, lambda X: np.full((len(X), surrogate.n_outputs), 7.0)
+        real._library, width, real.path, lambda X: np.full((len(X), surrogate.n_outputs), 7.0)
     )
     X = np.zeros((4, width))
     X[1, 3] = np.nextafter(0.25, -np.inf)  # 0x3FCFFFFFFFFFFFFF
@@ -251,6 +251,37 @@ def test_golden_answers_are_the_same_with_compiled_trees(
     assert [g["request"] for g in want] == [f["request"] for f in fresh]
     for w, got in zip(want, fresh, strict=True):
         assert got["answer"] == w["answer"], w["request"]
+
+
+def test_compiling_writes_nothing_to_the_process_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # treelite's version note and tl2cgen's log lines go to the debug log, not stderr.
+    surrogate = load(SEED_DIR / "surrogates", "lightgbm")
+    rounds = max(1, round(surrogate.params.n_rounds * FRACTION))
+    predictor = TreeCompiler("auto", tmp_path).load_or_build(
+        surrogate.sha256, surrogate._screen_slice(rounds), len(surrogate.feature_names)
+    )
+    X = inputs(surrogate)
+    np.testing.assert_allclose(
+        predictor.predict(X)[:, 0], surrogate.screen(X, fraction=FRACTION), rtol=0, atol=TOLERANCE
+    )
+    out, err = capfd.readouterr()
+    assert "Treelite" not in out + err
+    assert "tl2cgen" not in out + err
+
+
+def test_a_failing_code_generator_is_a_compile_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hyperprior.training.compiled as compiled
+
+    monkeypatch.setattr(compiled, "_GENERATE_C", "import sys; sys.exit('no C today')")
+    surrogate = load(SEED_DIR / "surrogates", "lightgbm")
+    with pytest.raises(CompiledTreesError, match="generating C failed.*no C today"):
+        TreeCompiler("auto", tmp_path).load_or_build(
+            surrogate.sha256, surrogate._screen_slice(1), len(surrogate.feature_names)
+        )
 
 
 def test_off_never_imports_tl2cgen() -> None:
