@@ -375,6 +375,30 @@ def dataset_spec(name: str, *, seed: int = 0) -> DatasetSpec:
     return DatasetSpec(name=name, task=data.task, meta_features=mf)
 
 
+def refresh_metafeatures(
+    store: Store, names: Sequence[str], *, progress: bool = True
+) -> tuple[int, int]:
+    """Compute the meta-features of the stored catalog datasets among ``names`` again, and
+    add to each record the ones it lacks (a meta-feature added since it was stored).
+
+    Stored values are never changed: a recomputed value that differs from a stored one
+    is a conflict the store reports (:meth:`Store.ensure_dataset`). Returns how many
+    records were looked at and how many gained meta-features.
+    """
+    from tqdm import tqdm
+
+    looked, filled = 0, 0
+    for name in tqdm(names, desc="meta-features", unit="dataset", disable=not progress):
+        stored = store.list_datasets(name=name, limit=1).data
+        if not stored:
+            continue
+        looked += 1
+        before = dict(stored[0].meta_features)
+        after = store.ensure_dataset(dataset_spec(name)).meta_features
+        filled += int(after != before)
+    return looked, filled
+
+
 def to_new_run(spec: TrialSpec, result: Any, dataset: DatasetSpec) -> NewRun:
     """The run to record for a finished trial."""
     ok = result.status == "ok"

@@ -17,10 +17,12 @@ into the same columns at fidelity 1. The columns, in order (:func:`feature_names
   ``log(n_estimators * learning_rate)``, ``log(batch_size / rows)``, the number of SGD
   steps ``log(epochs * rows / batch_size)``, ``log(C * rows)``. ``rows`` is
   ``n_rows * fidelity``: a run at fidelity 0.25 saw a quarter of the rows, so a
-  min_child_samples that is large for it is large because of the fidelity. Two are the
+  min_child_samples that is large for it is large because of the fidelity. Three are the
   data's signal, for every family: ``lm_1nn - lm_linear`` (a curved, low-noise boundary,
-  where capacity pays) and the best landmarker's gain over a stump (leave-one-group-out,
-  they cut random_forest's top-1 regret from 0.090 to 0.074: ``benchmarks/policy_cv.py``).
+  where capacity pays), the best landmarker's gain over a stump (leave-one-group-out,
+  they cut random_forest's top-1 regret from 0.090 to 0.074: ``benchmarks/policy_cv.py``)
+  and ``lm_gbdt - lm_linear`` (structure a booster finds and a linear model does not,
+  which the 1-NN misses among irrelevant columns; features version 3).
 
 The target: raw scores are not comparable across datasets (an AUC of 0.8 is superb on
 one and poor on another), so quality is normalised within each (dataset, metric) group
@@ -75,7 +77,7 @@ import pandas as pd
 
 from hyperprior.vocabulary import TASKS
 
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 """Bumped whenever the columns or their meaning change; stored with every surrogate."""
 
 NORMALISATIONS: tuple[str, ...] = ("rank", "minmax", "tied_rank")
@@ -142,7 +144,7 @@ class Interaction:
     (the training rows the run saw: n_rows, times the fidelity for families whose
     fidelity cuts rows), ``epoch_fraction`` (the fidelity for families whose fidelity
     cuts epochs, else 1), ``features`` (n_features) and the landmarkers ``lm_1nn``,
-    ``lm_linear``, ``lm_nb``, ``lm_stump``, each a float array. Each family lists its
+    ``lm_linear``, ``lm_nb``, ``lm_stump``, ``lm_gbdt``, each a float array. Each family lists its
     own (``Family.interactions``).
     """
 
@@ -160,6 +162,7 @@ DATA_INTERACTIONS: tuple[Interaction, ...] = (
         (),
         lambda v: np.fmax(np.fmax(v["lm_1nn"], v["lm_linear"]), v["lm_nb"]) - v["lm_stump"],
     ),
+    Interaction("signal_gbdt_minus_linear", (), lambda v: v["lm_gbdt"] - v["lm_linear"]),
 )
 """Interactions of the data alone, appended to every family's own."""
 
@@ -465,7 +468,7 @@ def design_matrix(
         values["rows"] = _meta_column(meta, N_ROWS, n) * (1.0 if by_epochs else fid)
         values["epoch_fraction"] = fid if by_epochs else np.ones(n)
         values["features"] = _meta_column(meta, N_FEATURES, n)
-        for name in ("lm_1nn", "lm_linear", "lm_nb", "lm_stump"):
+        for name in ("lm_1nn", "lm_linear", "lm_nb", "lm_stump", "lm_gbdt"):
             values[name] = _meta_column(meta, name, n)
         with np.errstate(divide="ignore", invalid="ignore"):
             for ix in ixs:

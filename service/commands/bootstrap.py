@@ -147,6 +147,13 @@ def register(subparsers: Any) -> None:
         "before every metric was recorded) and add their metrics; scores are kept",
     )
     parser.add_argument(
+        "--metafeatures",
+        action="store_true",
+        help="instead of trials, compute the selected stored datasets' meta-features again "
+        "and add those their records lack (one added since they were stored); stored "
+        "values are kept",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print how many trials would run, run none"
     )
     parser.add_argument(
@@ -198,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         bootstrap,
         plan_summary,
         plan_trials,
+        refresh_metafeatures,
         run_adaptive,
     )
     from hyperprior.training.datasets import get_entry, list_datasets
@@ -214,8 +222,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--workers must be 0 or more")
     if args.adaptive < 0:
         raise CommandError("--adaptive must be 0 or more")
-    if args.adaptive and args.remeasure:
-        raise CommandError("--adaptive and --remeasure are separate jobs: run one at a time")
+    if sum(map(bool, (args.adaptive, args.remeasure, args.metafeatures))) > 1:
+        raise CommandError(
+            "--adaptive, --remeasure and --metafeatures are separate jobs: run one at a time"
+        )
     if args.large_rows < 0:
         raise CommandError("--large-rows must be 0 (no large-data plan) or more")
     if args.large_full_configs < 1:
@@ -258,6 +268,15 @@ def run(args: argparse.Namespace) -> int:
     require_database(url)
     migrate.verify_schema(url)
     store = Store(make_engine(url))
+    if args.metafeatures:
+        looked, filled = refresh_metafeatures(
+            store, [e.name for e in entries], progress=not args.no_progress
+        )
+        print(
+            f"bootstrap: meta-features of {plural(looked, 'stored dataset')} computed again, "
+            f"{filled} gained new ones"
+        )
+        return 0
     if args.dry_run:
         if args.remeasure:
             todo = len(store.runs_without_metrics(s.run_id for s in specs))

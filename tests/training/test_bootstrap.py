@@ -213,6 +213,28 @@ def test_remeasure_adds_metrics_to_runs_stored_without_them(store: Store) -> Non
     assert (again.ran, again.skipped) == (0, len(specs))
 
 
+def test_refreshing_metafeatures_adds_what_a_stored_record_lacks_and_keeps_the_rest(
+    store: Store,
+) -> None:
+    from hyperprior.db.store import DatasetSpec
+    from hyperprior.training.bootstrap import dataset_spec, refresh_metafeatures
+
+    name = SMALL[1][0]
+    full = dataset_spec(name)
+    # As stored before the boosting landmarker existed.
+    old = {k: v for k, v in full.meta_features.items() if k != "lm_gbdt"}
+    store.ensure_dataset(DatasetSpec(name=name, task=full.task, meta_features=old))
+
+    assert refresh_metafeatures(store, [name, SMALL[0][0]], progress=False) == (1, 1)
+
+    stored = store.list_datasets(name=name).data
+    assert len(stored) == 1  # the same record, not a second version
+    assert stored[0].meta_features["lm_gbdt"] == pytest.approx(full.meta_features["lm_gbdt"])
+    assert stored[0].meta_features["lm_linear"] == old["lm_linear"]
+    assert store.list_datasets(name=SMALL[0][0]).data == []  # never stored: not created
+    assert refresh_metafeatures(store, [name], progress=False) == (1, 0)
+
+
 @sqlite_only
 def test_adaptive_rounds_search_near_the_best_configs_and_resume(store: Store) -> None:
     import numpy as np

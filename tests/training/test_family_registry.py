@@ -90,6 +90,7 @@ def test_it_gets_feature_columns_and_a_cost_prior(decision_tree: Family) -> None
         "ix_log_min_leaf_per_row",
         "ix_signal_1nn_minus_linear",
         "ix_learnable_beyond_stump",
+        "ix_signal_gbdt_minus_linear",
     ]
     assert "cfg_min_samples_leaf" in names
     assert "cfg_max_depth" in names

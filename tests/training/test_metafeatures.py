@@ -120,12 +120,27 @@ def test_landmarkers_are_scored_in_the_primary_metric(task: str) -> None:
     else:
         y = pd.cut(signal, [-np.inf, -1, 1, np.inf], labels=["lo", "mid", "hi"]).astype(str)
     mf = compute_metafeatures(X, pd.Series(y), task, seed=3)
-    names = {"lm_stump", "lm_1nn", "lm_linear"} | ({"lm_nb"} if task != "regression" else set())
+    names = {"lm_stump", "lm_1nn", "lm_linear", "lm_gbdt"} | (
+        {"lm_nb"} if task != "regression" else set()
+    )
     assert names <= set(mf)
     assert mf["lm_linear"] > 0.8  # a linear signal: the linear landmarker finds it
     for name in names:
         assert mf[name] <= 1.0
     assert mf == compute_metafeatures(X, pd.Series(y), task, seed=3)
+
+
+def test_the_boosting_landmarker_sees_structure_the_1nn_misses_among_noise_columns() -> None:
+    # An interaction of 2 columns among 28 irrelevant ones: a booster finds it, a linear
+    # model cannot, and the 1-NN's distances are drowned by the noise columns.
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame(rng.normal(size=(2000, 30)), columns=[f"x{i}" for i in range(30)])
+    y = pd.Series(((X["x0"] > 0) ^ (X["x1"] > 0)).astype(int))
+    mf = compute_metafeatures(X, y, "binary", seed=0)
+    assert mf["lm_gbdt"] - mf["lm_linear"] > 0.3
+    assert mf["lm_gbdt"] - mf["lm_1nn"] > 0.2
+    noise = compute_metafeatures(X, pd.Series(rng.integers(0, 2, 2000)), "binary", seed=0)
+    assert abs(noise["lm_gbdt"] - noise["lm_linear"]) < 0.1
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -1,9 +1,12 @@
 """The same requests give the same answers as the golden file, bit for bit.
 
-The golden answers were written by the policy before the suggestion-speed work (issue 19)
-with a frozen copy of the shipped surrogates (``data/suggest_golden/``, gzipped, loaded
-through the sha256 check like any registered model). Any change to how candidates are
-built, scored or picked shows up here as a diff of configs, predictions or explanations.
+The golden answers were first written by the policy before the suggestion-speed work
+(issue 19), which kept them bit for bit, with a frozen copy of the shipped surrogates
+(``data/suggest_golden/``, gzipped, loaded through the sha256 check like any registered
+model). They were regenerated once, on purpose, when the surrogates' inputs changed
+(features version 3, the ``lm_gbdt`` landmarker; 2026-12-06 night), with copies of the
+surrogates shipped then. Any change to how candidates are built, scored or picked shows
+up here as a diff of configs, predictions or explanations.
 
 Regenerate only for an intended change of the answers, and say so in the commit::
 
