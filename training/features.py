@@ -129,8 +129,9 @@ def _safe(name: str) -> str:
 def safe_log(x: np.ndarray) -> np.ndarray:
     """``log(x)`` where ``x > 0``, NaN elsewhere (no warnings)."""
     x = np.asarray(x, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), np.nan)
+    pos = x > 0
+    # log only sees positive numbers (NaN and <= 0 become 1): no errstate needed.
+    return np.where(pos, np.log(np.where(pos, x, 1.0)), np.nan)
 
 
 _log = safe_log
@@ -295,6 +296,11 @@ def raw_values(
         default = getattr(param, "default", None)
         value = _raw_value(none_means if default is None else default, name)
         fill = math.nan if value is None else value
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        # Decoded numbers as an array (no None): what the paths below give, in one go.
+        out = np.full(len(mask), fill)
+        out[mask] = values.reshape(len(mask))[mask]
+        return out
     if none_means is None and math.isnan(fill):
         try:
             # Fast path: plain numbers (None and missing become NaN).
@@ -402,6 +408,9 @@ def _constant_head(
         value = meta.get(name)
         if value is None:
             head.append(math.nan)
+            continue
+        if isinstance(value, float):  # Python or numpy float64: no array needed
+            head.append(float(value))
             continue
         arr = np.asarray(value, dtype=np.float64)
         if arr.ndim != 0:

@@ -247,12 +247,27 @@ class _Numeric(Param):
             arr = np.array([nm if v is None else v for v in values], dtype=np.float64).reshape(-1)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{self.name}: non-numeric value in {list(values)[:5]!r}") from exc
+        return self.to_unit_array(arr)
+
+    def to_unit_array(self, arr: np.ndarray) -> np.ndarray:
+        """:meth:`to_unit` of a numeric array (``None`` already replaced)."""
+        arr = np.asarray(arr, dtype=np.float64)
         if self.log:
             # Values <= 0 (reg_alpha=0) lie below any log box: they clip to 0.
             with np.errstate(divide="ignore", invalid="ignore"):
                 arr = np.log(np.where(arr > 0, arr, self.low))
         unit = (arr - self._lo) / self._span  # type: ignore[attr-defined]
-        return np.clip(np.nan_to_num(unit, nan=INACTIVE), 0.0, 1.0)
+        # Same as clip(nan_to_num(unit)): +-inf clip to the faces either way.
+        unit = np.clip(unit, 0.0, 1.0)
+        unit[np.isnan(unit)] = INACTIVE
+        return unit
+
+    def from_unit(self, u: np.ndarray) -> list[Any]:
+        return self.from_unit_array(u).tolist()
+
+    def from_unit_array(self, u: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        """:meth:`from_unit` as an array (float64 or int64), before ``tolist``."""
+        raise NotImplementedError
 
     def _from_unit_float(self, u: np.ndarray) -> np.ndarray:
         x = self._lo + np.clip(u, 0.0, 1.0) * self._span  # type: ignore[attr-defined]
@@ -327,9 +342,9 @@ class Float(_Numeric):
         self._check_range(out, value)
         return out
 
-    def from_unit(self, u: np.ndarray) -> list[Any]:
+    def from_unit_array(self, u: np.ndarray) -> np.ndarray:
         x = _round_significant(self._from_unit_float(u), SIGNIFICANT_DIGITS)
-        return np.clip(x, self.low, self.high).tolist()
+        return np.clip(x, self.low, self.high)
 
 
 @dataclass(frozen=True, init=False)
@@ -378,11 +393,11 @@ class Int(_Numeric):
         self._check_range(float(out), value)
         return out
 
-    def from_unit(self, u: np.ndarray) -> list[Any]:
+    def from_unit_array(self, u: np.ndarray) -> np.ndarray:
         x = self._from_unit_float(u)
         if self.power_of_two:
             x = 2.0 ** np.round(np.log2(x))
-        return np.clip(np.round(x), self.low, self.high).astype(np.int64).tolist()
+        return np.clip(np.round(x), self.low, self.high).astype(np.int64)
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
@@ -472,7 +487,9 @@ class Categorical(Param):
         return np.minimum(np.floor(np.clip(u, 0.0, 1.0) * k), k - 1).astype(np.int64)
 
     def from_unit(self, u: np.ndarray) -> list[Any]:
-        return [self.choices[i] for i in self.unit_to_index(u)]
+        choices = self.choices
+        # tolist: indexing a tuple with Python ints beats iterating numpy ints.
+        return [choices[i] for i in self.unit_to_index(u).tolist()]
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()

@@ -215,7 +215,9 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
 
 _CHART_MARKS = """
 (() => {
-  if (!document.body || !document.getElementById("status")) return { ready: false };
+  // The page is still being parsed until every element read below exists.
+  if (!document.body || !document.getElementById("status") || !document.getElementById("sum-runs"))
+    return { ready: false };
   const count = (selector) => document.querySelectorAll(selector).length;
   const marks = (chart) => count(`svg[data-chart="${chart}"] .mark[data-value]`);
   return {

@@ -40,6 +40,11 @@ def test_encoding_points_equals_decoding_then_encoding(family: str, task: str) -
         list(want.configs[i].items()) for i in (399, 5, 7, -1)
     ]
     assert list(reversed(got.configs)) == list(reversed(want.configs))
+    # Plain Python values (not numpy scalars), as decode_many gives them.
+    for i in (0, 5, 399):
+        assert [type(v) for v in got.configs[i].values()] == [
+            type(v) for v in want.configs[i].values()
+        ]
 
 
 def test_chained_blocks_index_like_concatenated_ones() -> None:
@@ -114,3 +119,26 @@ def test_raw_values_in_one_go_equal_value_by_value(family: str) -> None:
                 got = raw_values(p, values, present)
                 want = _raw_one_by_one(p, values, present)
                 assert got.tobytes() == want.tobytes(), (p.name, values[:6])
+            if hasattr(p, "from_unit_array"):
+                # Decoded numbers given as an array, as _encode_points passes them.
+                u = _points(family, 6)[:, space.params.index(p)]
+                present = [i % 3 != 1 for i in range(len(u))]
+                got = raw_values(p, p.from_unit_array(u), np.array(present))
+                want = _raw_one_by_one(p, p.from_unit(u), present)
+                assert got.tobytes() == want.tobytes(), p.name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_numeric_to_unit_of_odd_values_as_before(family: str) -> None:
+    """to_unit replaces NaN after clipping: the same as clip(nan_to_num(unit)), bit for bit."""
+    for p in get_space(family).params:
+        if not hasattr(p, "to_unit_array"):
+            continue
+        values = [p.low, p.high, 0, -0.0, -1, 1e300, float("inf"), -float("inf"), float("nan")]
+        arr = np.array(values, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if p.log:
+                arr = np.log(np.where(arr > 0, arr, p.low))
+            unit = (arr - p._lo) / p._span
+            want = np.clip(np.nan_to_num(unit, nan=0.5), 0.0, 1.0)
+        assert p.to_unit(values).tobytes() == want.tobytes(), p.name
