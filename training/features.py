@@ -93,6 +93,13 @@ N_FEATURES = "n_features"
 _UNSAFE = re.compile(r"[^0-9A-Za-z_.\-]")
 
 
+def landmarkers() -> tuple[str, ...]:
+    """The landmarker meta-features, which every interaction may read."""
+    from hyperprior.training.metafeatures import LANDMARKERS
+
+    return LANDMARKERS
+
+
 def core_metafeatures() -> tuple[str, ...]:
     """The core meta-feature names, in the order they appear as ``mf_*`` columns."""
     from hyperprior.training.metafeatures import CORE
@@ -144,9 +151,9 @@ class Interaction:
     ``fn`` gets a mapping with the raw parameters named in ``params`` plus ``rows``
     (the training rows the run saw: n_rows, times the fidelity for families whose
     fidelity cuts rows), ``epoch_fraction`` (the fidelity for families whose fidelity
-    cuts epochs, else 1), ``features`` (n_features) and the landmarkers ``lm_1nn``,
-    ``lm_linear``, ``lm_nb``, ``lm_stump``, ``lm_gbdt``, each a float array. Each family lists its
-    own (``Family.interactions``).
+    cuts epochs, else 1), ``features`` (n_features) and the landmarkers
+    (:func:`landmarkers`), each a float array. Each family lists its own
+    (``Family.interactions``).
     """
 
     name: str
@@ -477,7 +484,7 @@ def design_matrix(
         values["rows"] = _meta_column(meta, N_ROWS, n) * (1.0 if by_epochs else fid)
         values["epoch_fraction"] = fid if by_epochs else np.ones(n)
         values["features"] = _meta_column(meta, N_FEATURES, n)
-        for name in ("lm_1nn", "lm_linear", "lm_nb", "lm_stump", "lm_gbdt"):
+        for name in landmarkers():
             values[name] = _meta_column(meta, name, n)
         with np.errstate(divide="ignore", invalid="ignore"):
             for ix in ixs:

@@ -39,6 +39,7 @@ __all__ = [
     "CORE",
     "COUNTS",
     "DESCRIPTIONS",
+    "LANDMARKERS",
     "LANDMARK_ROWS",
     "MOMENT_ROWS",
     "REQUIRED",
@@ -156,7 +157,8 @@ _CLASSIFICATION_ONLY = (
     "lm_nb",
 )
 _REGRESSION_ONLY = ("target_skew", "target_kurtosis")
-_LANDMARKERS = ("lm_stump", "lm_1nn", "lm_nb", "lm_linear", "lm_gbdt")
+LANDMARKERS: tuple[str, ...] = ("lm_stump", "lm_1nn", "lm_nb", "lm_linear", "lm_gbdt")
+"""The landmarker meta-features (each in its task's primary metric)."""
 
 
 # ---------------------------------------------------------------------------- compute
@@ -246,6 +248,7 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
     classification = is_classification(task)
     models: dict[str, Any]
     if classification:
+        counts = np.bincount(y)
         models = {
             "lm_stump": DecisionTreeClassifier(max_depth=1, random_state=seed),
             "lm_1nn": KNeighborsClassifier(n_neighbors=1),
@@ -255,10 +258,9 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
             # capacity pays) from noise; the 1-NN misses it among irrelevant columns.
             # A tree per class and round: about 150 trees in all, so many classes stay cheap.
             "lm_gbdt": HistGradientBoostingClassifier(
-                max_iter=gbdt_rounds(len(np.unique(y))), random_state=seed
+                max_iter=gbdt_rounds(int(np.count_nonzero(counts))), random_state=seed
             ),
         }
-        counts = np.bincount(y)
         splitter: Any = (
             StratifiedKFold(2, shuffle=True, random_state=seed)
             if counts[counts > 0].min() >= 2
@@ -517,7 +519,7 @@ def validate_metafeatures(task: str, mf: Mapping[str, Any]) -> dict[str, Any]:
             values[name] = min(1.0, max(0.0, v))  # rounding error, not a wrong value
         elif v is not None:
             errors.append(f"{name}={v:g} must be in [0, 1]")
-    for name in _LANDMARKERS:
+    for name in LANDMARKERS:
         v = values.get(name)
         if v is None:
             continue
