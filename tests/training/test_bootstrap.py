@@ -297,6 +297,11 @@ def test_local_pool_close_kills_trials_in_flight() -> None:
     # Stopped, not finished: less than the trials' own 60 s (no bound on the machine's speed).
     assert time.monotonic() - started < 60
     assert len(processes) == 2
+    # The broken pool's own manager thread joins the same workers: whichever thread reaps
+    # one, the other can read it as alive until the reaper records its exit code.
+    from waiting import wait_until
+
+    wait_until(lambda: not any(p.is_alive() for p in processes), "the killed workers' exit")
     assert not any(p.is_alive() for p in processes)
 
 
