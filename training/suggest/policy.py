@@ -676,12 +676,17 @@ def _copy_json(value: Any) -> Any:
     strings, None) and shared.
     """
     if isinstance(value, dict):
-        return {k: _copy_json(v) for k, v in value.items()}
+        # Leaves are most of an answer: shared here without a call each.
+        return {k: v if type(v) in _JSON_LEAVES else _copy_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy_json(v) for v in value]
+        return [v if type(v) in _JSON_LEAVES else _copy_json(v) for v in value]
     if type(value) is tuple:
-        return tuple(_copy_json(v) for v in value)
+        return tuple(v if type(v) in _JSON_LEAVES else _copy_json(v) for v in value)
     return value
+
+
+# Exact types only: a subclass of one could be a dict, list or tuple in disguise.
+_JSON_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 def _check_meta(task: str, given: Mapping[str, Any]) -> dict[str, float]:
@@ -759,18 +764,23 @@ def _diverse(
     picked: list[int] = []
     seen: set[str] = set()
     skipped: list[int] = []
-    for i in order:
-        i = int(i)
-        text = canonical_json(block.configs[i])
-        if text in seen:
-            continue
+    # Where each pick stands in ``order``, to restore the score order after filling.
+    position: dict[int, int] = {}
+    for p, i in enumerate(order.tolist()):
+        # Distance first: a config's text (the costly part) is only needed to pick it. A
+        # duplicate of a pick is at distance 0, so it is skipped here and refused below.
         if picked:
             d = np.sqrt(((unit[picked] - unit[i]) ** 2).mean(axis=1)).min()
             if d < min_distance:
                 skipped.append(i)
+                position[i] = p
                 continue
+        text = canonical_json(block.configs[i])
+        if text in seen:
+            continue
         seen.add(text)
         picked.append(i)
+        position[i] = p
         if len(picked) >= n:
             return picked
     for i in skipped:
@@ -780,8 +790,6 @@ def _diverse(
             picked.append(i)
             if len(picked) >= n:
                 break
-    # Keep the score order after filling.
-    position = {int(i): p for p, i in enumerate(order)}
     return sorted(picked, key=position.__getitem__)
 
 
