@@ -17,12 +17,15 @@ into the same columns at fidelity 1. The columns, in order (:func:`feature_names
   ``log(n_estimators * learning_rate)``, ``log(batch_size / rows)``, the number of SGD
   steps ``log(epochs * rows / batch_size)``, ``log(C * rows)``. ``rows`` is
   ``n_rows * fidelity``: a run at fidelity 0.25 saw a quarter of the rows, so a
-  min_child_samples that is large for it is large because of the fidelity. Three are the
+  min_child_samples that is large for it is large because of the fidelity. Six are the
   data's signal, for every family: ``lm_1nn - lm_linear`` (a curved, low-noise boundary,
   where capacity pays), the best landmarker's gain over a stump (leave-one-group-out,
   they cut random_forest's top-1 regret from 0.090 to 0.074: ``benchmarks/policy_cv.py``)
   and ``lm_gbdt - lm_linear`` (structure a booster finds and a linear model does not,
-  which the 1-NN misses among irrelevant columns; features version 3).
+  which the 1-NN misses among irrelevant columns; features version 3). Features version
+  4 adds how a fully grown tree, a small forest and a fifth of the boosting rounds fare
+  against ``lm_gbdt``: label noise a deep tree fits, structure averaging recovers, and
+  whether more rounds pay (``benchmarks/experiments/landmarker_ablation.py``).
 
 The target: raw scores are not comparable across datasets (an AUC of 0.8 is superb on
 one and poor on another), so quality is normalised within each (dataset, metric) group
@@ -77,7 +80,7 @@ import pandas as pd
 
 from hyperprior.vocabulary import TASKS
 
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 """Bumped whenever the columns or their meaning change; stored with every surrogate."""
 
 NORMALISATIONS: tuple[str, ...] = ("rank", "minmax", "tied_rank")
@@ -171,6 +174,11 @@ DATA_INTERACTIONS: tuple[Interaction, ...] = (
         lambda v: np.fmax(np.fmax(v["lm_1nn"], v["lm_linear"]), v["lm_nb"]) - v["lm_stump"],
     ),
     Interaction("signal_gbdt_minus_linear", (), lambda v: v["lm_gbdt"] - v["lm_linear"]),
+    # Features version 4: how a deep tree, a forest and shorter boosting fare against
+    # lm_gbdt (noise a deep tree fits, structure averaging recovers, rounds that pay).
+    Interaction("tree_minus_gbdt", (), lambda v: v["lm_tree"] - v["lm_gbdt"]),
+    Interaction("rf_minus_gbdt", (), lambda v: v["lm_rf"] - v["lm_gbdt"]),
+    Interaction("gbdt_minus_short", (), lambda v: v["lm_gbdt"] - v["lm_gbdt_short"]),
 )
 """Interactions of the data alone, appended to every family's own."""
 

@@ -87,6 +87,10 @@ DESCRIPTIONS: Mapping[str, str] = {
     "lm_linear": "Landmarker: logistic regression / ridge, primary metric.",
     "lm_gbdt": "Landmarker: histogram gradient boosting, 50 rounds (10-37 from 4 classes "
     "on), primary metric.",
+    "lm_tree": "Landmarker: one fully grown decision tree, primary metric.",
+    "lm_rf": "Landmarker: random forest of 20 fully grown trees, primary metric.",
+    "lm_gbdt_short": "Landmarker: histogram gradient boosting with a fifth of lm_gbdt's "
+    "rounds (at least 2), primary metric.",
 }
 """Every meta-feature this module knows, one line each, in a stable order."""
 
@@ -132,6 +136,9 @@ CORE: tuple[str, ...] = (
     "lm_nb",
     "lm_linear",
     "lm_gbdt",
+    "lm_tree",
+    "lm_rf",
+    "lm_gbdt_short",
 )
 """The surrogate's meta-feature inputs, in column order. Raw counts are left out:
 trees are invariant to the log, and the ratios carry the rest."""
@@ -157,7 +164,16 @@ _CLASSIFICATION_ONLY = (
     "lm_nb",
 )
 _REGRESSION_ONLY = ("target_skew", "target_kurtosis")
-LANDMARKERS: tuple[str, ...] = ("lm_stump", "lm_1nn", "lm_nb", "lm_linear", "lm_gbdt")
+LANDMARKERS: tuple[str, ...] = (
+    "lm_stump",
+    "lm_1nn",
+    "lm_nb",
+    "lm_linear",
+    "lm_gbdt",
+    "lm_tree",
+    "lm_rf",
+    "lm_gbdt_short",
+)
 """The landmarker meta-features (each in its task's primary metric)."""
 
 
@@ -237,7 +253,12 @@ def gbdt_rounds(n_classes: int) -> int:
 
 
 def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str, float]:
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.metrics import accuracy_score, r2_score, roc_auc_score
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -249,6 +270,7 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
     models: dict[str, Any]
     if classification:
         counts = np.bincount(y)
+        rounds = gbdt_rounds(int(np.count_nonzero(counts)))
         models = {
             "lm_stump": DecisionTreeClassifier(max_depth=1, random_state=seed),
             "lm_1nn": KNeighborsClassifier(n_neighbors=1),
@@ -257,9 +279,14 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
             # Tells signal that needs feature selection and interactions (where boosting
             # capacity pays) from noise; the 1-NN misses it among irrelevant columns.
             # A tree per class and round: about 150 trees in all, so many classes stay cheap.
-            "lm_gbdt": HistGradientBoostingClassifier(
-                max_iter=gbdt_rounds(int(np.count_nonzero(counts))), random_state=seed
+            "lm_gbdt": HistGradientBoostingClassifier(max_iter=rounds, random_state=seed),
+            # Against lm_gbdt: whether boosting longer pays. The fully grown tree and
+            # forest tell noise (a deep tree overfits it) from fine structure.
+            "lm_gbdt_short": HistGradientBoostingClassifier(
+                max_iter=max(2, rounds // 5), random_state=seed
             ),
+            "lm_tree": DecisionTreeClassifier(random_state=seed),
+            "lm_rf": RandomForestClassifier(n_estimators=20, random_state=seed, n_jobs=1),
         }
         splitter: Any = (
             StratifiedKFold(2, shuffle=True, random_state=seed)
@@ -272,6 +299,9 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
             "lm_1nn": KNeighborsRegressor(n_neighbors=1),
             "lm_linear": Ridge(alpha=1.0),
             "lm_gbdt": HistGradientBoostingRegressor(max_iter=50, random_state=seed),
+            "lm_gbdt_short": HistGradientBoostingRegressor(max_iter=10, random_state=seed),
+            "lm_tree": DecisionTreeRegressor(random_state=seed),
+            "lm_rf": RandomForestRegressor(n_estimators=20, random_state=seed, n_jobs=1),
         }
         splitter = KFold(2, shuffle=True, random_state=seed)
     splits = list(splitter.split(M, y))

@@ -374,14 +374,15 @@ def test_trees_with_categorical_splits_are_left_to_lightgbm(tmp_path: Path) -> N
 def test_shap_tables_refuse_what_is_not_a_tree() -> None:
     surrogate = load(SEED_DIR / "surrogates", "lightgbm")
     text = member_text(surrogate.text, 0, surrogate.n_outputs)
-    tables = shap_tables(text, 49)
+    n_features = len(surrogate.feature_names)
+    tables = shap_tables(text, n_features)
     assert len(tables.num_leaves) == lgb.Booster(model_str=text).num_trees()
     assert tables.max_depth > 0
     with pytest.raises(CompiledTreesError, match="outside 0..9"):
         shap_tables(text, 10)
     looped = re.sub(r"^left_child=(-?\d+) ", r"left_child=0 ", text, count=1, flags=re.M)
     with pytest.raises(CompiledTreesError, match="not a tree"):
-        shap_tables(looped, 49)
+        shap_tables(looped, n_features)
 
 
 def test_a_corrupted_shap_library_is_refused_and_compiled_anew(

@@ -278,3 +278,23 @@ def test_without_a_likely_winner_the_default_leads(
     assert any("likely to beat the library default" in w for w in answer.warnings)
     # The others are still the surrogate's best, each with its probability.
     assert all(s.p_beats_default is not None for s in answer.suggestions[1:])
+
+
+def test_a_lower_scored_candidate_is_not_promoted_for_its_p_beats_default(
+    calibrated: tuple[Surrogate, pd.DataFrame],
+) -> None:
+    # The guard rule: the best-scored candidate leads if it clears the bar, else the
+    # default does; a likelier candidate further down keeps its place behind the default.
+    surrogate, frame = calibrated
+    policy = SuggestionPolicy(
+        FAMILY, surrogate=surrogate, portfolio=Portfolio.from_frame(frame, FAMILY)
+    )
+    bar = policy.min_p_beats_default
+    score = np.array([0.9, 0.8, 0.7, 0.5])  # the last is the default
+    below, above = bar / 2, (1 + bar) / 2
+    key = policy._rank_key(score, np.array([below, above, above, np.nan]), 3, far=False)
+    assert list(np.argsort(-key, kind="stable")) == [3, 1, 2, 0]
+    key = policy._rank_key(score, np.array([above, above, below, np.nan]), 3, far=False)
+    assert list(np.argsort(-key, kind="stable")) == [0, 1, 3, 2]
+    key = policy._rank_key(score, np.array([above, above, above, np.nan]), 3, far=True)
+    assert list(np.argsort(-key, kind="stable")) == [3, 0, 1, 2]

@@ -91,6 +91,9 @@ def test_it_gets_feature_columns_and_a_cost_prior(decision_tree: Family) -> None
         "ix_signal_1nn_minus_linear",
         "ix_learnable_beyond_stump",
         "ix_signal_gbdt_minus_linear",
+        "ix_tree_minus_gbdt",
+        "ix_rf_minus_gbdt",
+        "ix_gbdt_minus_short",
     ]
     assert "cfg_min_samples_leaf" in names
     assert "cfg_max_depth" in names

@@ -194,7 +194,14 @@ def test_each_family_keeps_its_interaction_columns() -> None:
     # The shipped surrogates were trained on these columns, in this order.
     from hyperprior.training.features import interactions_for
 
-    data = ["signal_1nn_minus_linear", "learnable_beyond_stump", "signal_gbdt_minus_linear"]
+    data = [
+        "signal_1nn_minus_linear",
+        "learnable_beyond_stump",
+        "signal_gbdt_minus_linear",
+        "tree_minus_gbdt",
+        "rf_minus_gbdt",
+        "gbdt_minus_short",
+    ]
     assert [ix.name for ix in interactions_for("lightgbm")] == [
         "log_min_child_per_row",
         "leaves_per_log_rows",

@@ -120,7 +120,7 @@ def test_landmarkers_are_scored_in_the_primary_metric(task: str) -> None:
     else:
         y = pd.cut(signal, [-np.inf, -1, 1, np.inf], labels=["lo", "mid", "hi"]).astype(str)
     mf = compute_metafeatures(X, pd.Series(y), task, seed=3)
-    names = {"lm_stump", "lm_1nn", "lm_linear", "lm_gbdt"} | (
+    names = {"lm_stump", "lm_1nn", "lm_linear", "lm_gbdt", "lm_tree", "lm_rf", "lm_gbdt_short"} | (
         {"lm_nb"} if task != "regression" else set()
     )
     assert names <= set(mf)
@@ -141,6 +141,23 @@ def test_the_boosting_landmarker_sees_structure_the_1nn_misses_among_noise_colum
     assert mf["lm_gbdt"] - mf["lm_1nn"] > 0.2
     noise = compute_metafeatures(X, pd.Series(rng.integers(0, 2, 2000)), "binary", seed=0)
     assert abs(noise["lm_gbdt"] - noise["lm_linear"]) < 0.1
+
+
+def test_the_deep_tree_landmarkers_tell_label_noise_from_fine_structure() -> None:
+    # The same curved boundary, clean and with 30% of the labels flipped: a fully grown
+    # tree fits the flipped labels and falls behind boosting, a forest averages them out.
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.uniform(-1, 1, size=(2000, 4)), columns=list("abcd"))
+    clean = ((X["a"] ** 2 + X["b"] ** 2) < 0.5).astype(int)
+    flipped = clean ^ (rng.random(2000) < 0.3).astype(int)
+    a = compute_metafeatures(X, pd.Series(clean), "binary", seed=0)
+    b = compute_metafeatures(X, pd.Series(flipped), "binary", seed=0)
+    assert a["lm_tree"] > 0.9
+    assert a["lm_rf"] > 0.95
+    assert b["lm_tree"] - b["lm_gbdt"] < a["lm_tree"] - a["lm_gbdt"] - 0.02
+    assert b["lm_rf"] - b["lm_tree"] > 0.05
+    # Boosting longer pays on the clean boundary (a fifth of the rounds is cruder).
+    assert a["lm_gbdt"] > a["lm_gbdt_short"]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -250,9 +267,12 @@ def test_perfectly_balanced_many_classes_pass_validation() -> None:
     assert mf["class_entropy_norm"] == 1.0
     assert validate_metafeatures("multiclass", mf)["class_entropy_norm"] == 1.0
     # A client's own value a hair above 1 is the same rounding error; a real excess is not.
-    assert validate_metafeatures(
-        "multiclass", {**mf, "class_entropy_norm": 1.0 + 1e-12}
-    )["class_entropy_norm"] == 1.0
+    assert (
+        validate_metafeatures("multiclass", {**mf, "class_entropy_norm": 1.0 + 1e-12})[
+            "class_entropy_norm"
+        ]
+        == 1.0
+    )
     with pytest.raises(ValueError, match="class_entropy_norm"):
         validate_metafeatures("multiclass", {"n_rows": 10, "n_features": 2,
                                              "class_entropy_norm": 1.2})  # fmt: skip

@@ -3,9 +3,10 @@
 The golden answers were first written by the policy before the suggestion-speed work
 (issue 19), which kept them bit for bit, with a frozen copy of the shipped surrogates
 (``data/suggest_golden/``, gzipped, loaded through the sha256 check like any registered
-model). They were regenerated once, on purpose, when the surrogates' inputs changed
-(features version 3, the ``lm_gbdt`` landmarker; 2026-12-06 night), with copies of the
-surrogates shipped then. Any change to how candidates are built, scored or picked shows
+model). They were regenerated on purpose, with copies of the surrogates shipped then,
+when the surrogates' inputs changed: features version 3 (the ``lm_gbdt`` landmarker;
+2026-12-06 night), and features version 4 with the guard rule for the first suggestion
+(2026-12-07). Any change to how candidates are built, scored or picked shows
 up here as a diff of configs, predictions or explanations.
 
 Regenerate only for an intended change of the answers, and say so in the commit::

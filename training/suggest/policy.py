@@ -502,8 +502,8 @@ class SuggestionPolicy:
             )
         if p_beats is not None and suggestions and suggestions[0].source == "default" and not far:
             warnings.append(
-                f"no candidate is at least {self.min_p_beats_default:.0%} likely to "
-                "beat the library default on this dataset, so the default comes first"
+                f"the best-scored candidate is not at least {self.min_p_beats_default:.0%} "
+                "likely to beat the library default on this dataset, so the default comes first"
             )
         return SuggestionResult(suggestions, self.info, warnings)
 
@@ -541,8 +541,10 @@ class SuggestionPolicy:
         """What the candidates are sorted by (higher first).
 
         The pessimistic score, except that candidates not likely enough to beat the
-        default rank after it and every likely one, and far from the history the
-        default leads.
+        default rank after it and every likely one, and the default leads far from the
+        history or when the best-scored candidate is not likely enough to beat it
+        (the ``guard`` rule of :mod:`hyperprior.training.confidence`: a lower-scored
+        candidate is not promoted for its ``p_beats_default``).
         """
         if p_beats is None:
             return score
@@ -552,7 +554,7 @@ class SuggestionPolicy:
         # Scores are quality percentiles (about 0..1): an offset of 10 puts every
         # unlikely candidate below every likely one and keeps their own order.
         key[unlikely] -= 10.0
-        if far:
+        if far or unlikely[int(np.argmax(score))]:
             key[default_at] = np.inf
         return key
 
