@@ -109,6 +109,18 @@ COUNTS: tuple[str, ...] = (
 )
 """Meta-features that are non-negative integers."""
 
+LANDMARKERS: tuple[str, ...] = (
+    "lm_stump",
+    "lm_1nn",
+    "lm_nb",
+    "lm_linear",
+    "lm_gbdt",
+    "lm_tree",
+    "lm_rf",
+    "lm_gbdt_short",
+)
+"""The landmarker meta-features (each in its task's primary metric)."""
+
 CORE: tuple[str, ...] = (
     "log_n_rows",
     "log_n_features",
@@ -131,14 +143,7 @@ CORE: tuple[str, ...] = (
     "kurt_max",
     "target_skew",
     "target_kurtosis",
-    "lm_stump",
-    "lm_1nn",
-    "lm_nb",
-    "lm_linear",
-    "lm_gbdt",
-    "lm_tree",
-    "lm_rf",
-    "lm_gbdt_short",
+    *LANDMARKERS,
 )
 """The surrogate's meta-feature inputs, in column order. Raw counts are left out:
 trees are invariant to the log, and the ratios carry the rest."""
@@ -164,17 +169,6 @@ _CLASSIFICATION_ONLY = (
     "lm_nb",
 )
 _REGRESSION_ONLY = ("target_skew", "target_kurtosis")
-LANDMARKERS: tuple[str, ...] = (
-    "lm_stump",
-    "lm_1nn",
-    "lm_nb",
-    "lm_linear",
-    "lm_gbdt",
-    "lm_tree",
-    "lm_rf",
-    "lm_gbdt_short",
-)
-"""The landmarker meta-features (each in its task's primary metric)."""
 
 
 # ---------------------------------------------------------------------------- compute
