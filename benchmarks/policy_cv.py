@@ -166,7 +166,7 @@ lightgbm top-1 0.0707, served 0.0698 (85.6% not losing); random_forest 0.0734, 0
   rounds (``lm_gbdt_short``), each with its difference to ``lm_gbdt`` as a signal input:
   lightgbm 0.0707 / 0.0698 (85.6%) -> 0.0691 / 0.0668 (86.2%); random_forest
   0.0734 / 0.0681 (92.7%) -> 0.0691 / 0.0650 (93.9%); keras_mlp 0.0395 / 0.0456 ->
-  0.0410 / 0.0456. Each one alone helped one family and not the other
+  0.0410 / 0.0456. No one alone improved both families on both numbers
   (``benchmarks/experiments/landmarker_ablation.py`` holds the table).
 - **The guard rule** (kept, ``confidence.SERVED_RULE``): the first suggestion is the
   best-scored candidate if its ``p_beats_default`` clears the bar, else the default;
