@@ -19,6 +19,7 @@ plus categorical codes, standardised.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Mapping
@@ -274,14 +275,12 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
             # capacity pays) from noise; the 1-NN misses it among irrelevant columns.
             # A tree per class and round: about 150 trees in all, so many classes stay cheap.
             "lm_gbdt": HistGradientBoostingClassifier(max_iter=rounds, random_state=seed),
-            # Against lm_gbdt: whether boosting longer pays. The fully grown tree and
-            # forest tell noise (a deep tree overfits it) from fine structure.
-            "lm_gbdt_short": HistGradientBoostingClassifier(
-                max_iter=max(2, rounds // 5), random_state=seed
-            ),
+            # The fully grown tree and forest tell noise (a deep tree overfits it) from
+            # fine structure.
             "lm_tree": DecisionTreeClassifier(random_state=seed),
             "lm_rf": RandomForestClassifier(n_estimators=20, random_state=seed, n_jobs=1),
         }
+        short_rounds = max(2, rounds // 5)
         splitter: Any = (
             StratifiedKFold(2, shuffle=True, random_state=seed)
             if counts[counts > 0].min() >= 2
@@ -293,30 +292,47 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
             "lm_1nn": KNeighborsRegressor(n_neighbors=1),
             "lm_linear": Ridge(alpha=1.0),
             "lm_gbdt": HistGradientBoostingRegressor(max_iter=50, random_state=seed),
-            "lm_gbdt_short": HistGradientBoostingRegressor(max_iter=10, random_state=seed),
             "lm_tree": DecisionTreeRegressor(random_state=seed),
             "lm_rf": RandomForestRegressor(n_estimators=20, random_state=seed, n_jobs=1),
         }
+        short_rounds = 10
         splitter = KFold(2, shuffle=True, random_state=seed)
     splits = list(splitter.split(M, y))
+
+    def score(fitted: Any, y_true: np.ndarray, pred: np.ndarray) -> float:
+        """``pred``: class probabilities for binary, predictions otherwise."""
+        if task == "binary":
+            classes = list(fitted.classes_)
+            p1 = pred[:, classes.index(1)] if 1 in classes else np.zeros(len(y_true))
+            return float(roc_auc_score(y_true, p1))
+        if task == "multiclass":
+            return float(accuracy_score(y_true, pred))
+        return float(r2_score(y_true, pred))
+
     out: dict[str, float] = {}
     for name, model in models.items():
         try:
-            scores = []
+            scores: dict[str, list[float]] = {name: []}
             for tr, va in splits:
                 model.fit(M[tr], y[tr])
                 if task == "binary":
-                    proba = model.predict_proba(M[va])
-                    pos = list(model.classes_).index(1) if 1 in model.classes_ else None
-                    p1 = proba[:, pos] if pos is not None else np.zeros(len(va))
-                    scores.append(roc_auc_score(y[va], p1))
-                elif task == "multiclass":
-                    scores.append(accuracy_score(y[va], model.predict(M[va])))
+                    scores[name].append(score(model, y[va], model.predict_proba(M[va])))
                 else:
-                    scores.append(r2_score(y[va], model.predict(M[va])))
-            value = float(np.mean(scores))
-            if math.isfinite(value):
-                out[name] = value
+                    scores[name].append(score(model, y[va], model.predict(M[va])))
+                if name == "lm_gbdt":
+                    # Against lm_gbdt: whether boosting longer pays. The staged prediction
+                    # after its first rounds is bit-identical to a short model's, unrefit.
+                    staged = (
+                        model.staged_predict_proba(M[va])
+                        if task == "binary"
+                        else model.staged_predict(M[va])
+                    )
+                    pred = next(itertools.islice(staged, short_rounds - 1, None))
+                    scores.setdefault("lm_gbdt_short", []).append(score(model, y[va], pred))
+            for key, values in scores.items():
+                value = float(np.mean(values))
+                if math.isfinite(value):
+                    out[key] = value
         except Exception:  # an unscorable landmarker is simply absent
             continue
     return out

@@ -160,6 +160,50 @@ def test_the_deep_tree_landmarkers_tell_label_noise_from_fine_structure() -> Non
     assert a["lm_gbdt"] > a["lm_gbdt_short"]
 
 
+@pytest.mark.parametrize(
+    ("task", "n_classes"), [("binary", 2), ("multiclass", 7), ("regression", 0)]
+)
+def test_the_short_boosting_landmarker_equals_a_short_model_fitted_apart(
+    task: str, n_classes: int
+) -> None:
+    # lm_gbdt_short is read off lm_gbdt's staged predictions; the stored datasets' values
+    # came from a separately fitted model with fewer rounds, so the two must agree exactly.
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.metrics import accuracy_score, r2_score, roc_auc_score
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from hyperprior.training.metafeatures import _landmark_matrix, gbdt_rounds
+
+    rng = np.random.default_rng(8)
+    n = 1500  # under the landmarkers' subsample size: every row is used
+    X = pd.DataFrame(rng.normal(size=(n, 6)), columns=list("abcdef"))
+    signal = X["a"] * X["b"] + np.sin(3 * X["c"]) + rng.normal(scale=0.3, size=n)
+    if task == "regression":
+        y = signal.to_numpy()
+    else:
+        y = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    mf = compute_metafeatures(X, pd.Series(y), task, seed=2)
+    M = _landmark_matrix(X)
+    if task == "regression":
+        model = HistGradientBoostingRegressor(max_iter=10, random_state=2)
+        splits = KFold(2, shuffle=True, random_state=2).split(M, y)
+    else:
+        rounds = max(2, gbdt_rounds(n_classes) // 5)
+        model = HistGradientBoostingClassifier(max_iter=rounds, random_state=2)
+        splits = StratifiedKFold(2, shuffle=True, random_state=2).split(M, y)
+    scores = []
+    for tr, va in splits:
+        model.fit(M[tr], y[tr])
+        if task == "binary":
+            scores.append(roc_auc_score(y[va], model.predict_proba(M[va])[:, 1]))
+        elif task == "multiclass":
+            scores.append(accuracy_score(y[va], model.predict(M[va])))
+        else:
+            scores.append(r2_score(y[va], model.predict(M[va])))
+    assert mf["lm_gbdt_short"] == float(np.mean(scores))
+    assert mf["lm_gbdt_short"] != mf["lm_gbdt"]
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_computed_values_pass_validation(task: str) -> None:
     rng = np.random.default_rng(2)
