@@ -489,11 +489,15 @@ def design_matrix(
     if ixs:
         values: dict[str, np.ndarray] = dict(block.raw)
         by_epochs = fidelity_unit(family) == "epochs"
-        values["rows"] = _meta_column(meta, N_ROWS, n) * (1.0 if by_epochs else fid)
-        values["epoch_fraction"] = fid if by_epochs else np.ones(n)
-        values["features"] = _meta_column(meta, N_FEATURES, n)
+        # One dataset's candidates share the data's columns: one value each, broadcast
+        # by the interactions (the same arithmetic on the same numbers, once).
+        m = 1 if head is not None else n
+        fid_m = fid[:m]
+        values["rows"] = _meta_column(meta, N_ROWS, m) * (1.0 if by_epochs else fid_m)
+        values["epoch_fraction"] = fid_m if by_epochs else np.ones(m)
+        values["features"] = _meta_column(meta, N_FEATURES, m)
         for name in landmarkers():
-            values[name] = _meta_column(meta, name, n)
+            values[name] = _meta_column(meta, name, m)
         with np.errstate(divide="ignore", invalid="ignore"):
             for ix in ixs:
                 out = np.asarray(ix.fn(values), dtype=np.float64)
