@@ -112,6 +112,29 @@ def test_training_rows_equal_candidate_rows_built_on_the_suggestion_path() -> No
         np.testing.assert_allclose(np.nan_to_num(X[0]), np.nan_to_num(ts.X[i]))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_datasets_candidates_equal_rows_given_meta_per_row(family: str) -> None:
+    # Scalar meta-features (a suggestion) take a broadcast shortcut; the per-row path
+    # (training) must give the same bits.
+    rng = np.random.default_rng(5)
+    space = get_space(family)
+    configs = space.decode_many(rng.random((40, len(space.dim_names))), "binary")
+    block = encode_configs(family, configs)
+    meta = SyntheticHistory(family, seed=1).sample_meta(rng, "binary")
+    scalar = design_matrix(family, block, meta, task="binary", fidelity=1.0)
+    per_row = design_matrix(
+        family,
+        block,
+        {
+            k: np.full(len(block), np.nan if v is None else v, dtype=np.float64)
+            for k, v in meta.items()
+        },
+        task=np.array(["binary"] * len(block), dtype=object),
+        fidelity=np.ones(len(block)),
+    )
+    np.testing.assert_array_equal(scalar, per_row)
+
+
 def _row_id(frame: pd.DataFrame, ts: object, i: int) -> str:
     # Training rows are sorted by (group, run id): recover the id of row i.
     ordered = frame.assign(_g=frame["dataset_id"].astype(str) + "|" + frame["metric"])
