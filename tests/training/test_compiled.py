@@ -363,6 +363,28 @@ def test_shap_equals_lightgbm_on_random_models_and_inputs(
     assert predictor.predict(np.empty((0, 6))).shape == (0, 7)
 
 
+@pytest.mark.parametrize("n", [1, 5, 8, 9, 17])
+def test_shap_of_a_block_of_rows_is_each_rows_own(n: int, cache: Path) -> None:
+    # The routine walks each tree once for up to 8 rows; a row's answer must not depend on
+    # the rows it shares the walk with.
+    text = trained_text(6)
+    predictor = TreeCompiler("auto", cache).load_or_build(sha256_text(text), shap_spec(text), 6)
+    assert isinstance(predictor, ShapPredictor)
+    rng = np.random.default_rng(n)
+    X = rng.normal(0.0, 2.0, (n + 3, 6))
+    X[rng.random(X.shape) < 0.15] = np.nan
+    X[rng.random(X.shape) < 0.05] = 0.0
+    X[: n // 2, :3] = X[0, :3]  # rows that agree on some splits, as a request's rows do
+    for start in (0, 3):
+        block = X[start : start + n]
+        alone = np.vstack([predictor.predict(row[None, :]) for row in block])
+        together = predictor.predict(block)
+        assert together.shape == alone.shape == (n, 7)
+        assert np.max(np.abs(together - alone)) <= TOLERANCE
+        want = lgb.Booster(model_str=text).predict(block, pred_contrib=True)
+        assert np.max(np.abs(together - want)) <= TOLERANCE
+
+
 def test_trees_with_categorical_splits_are_left_to_lightgbm(tmp_path: Path) -> None:
     text = trained_text(5, categorical=True)
     assert re.search(r"^num_cat=[1-9]", text, flags=re.M)
