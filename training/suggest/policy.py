@@ -486,10 +486,10 @@ class SuggestionPolicy:
                 Suggestion(
                     rank=rank,
                     config=dict(block.configs[i]),
-                    predicted_quality=round(float(np.clip(pred.mean[i], 0.0, 1.0)), 5),
+                    predicted_quality=_unit(pred.mean[i]),
                     interval=(
-                        round(float(np.clip(pred.lower[i], 0.0, 1.0)), 5),
-                        round(float(np.clip(pred.upper[i], 0.0, 1.0)), 5),
+                        _unit(pred.lower[i]),
+                        _unit(pred.upper[i]),
                     ),
                     source=sources[i],
                     explanation=explanation,
@@ -799,6 +799,12 @@ def _config_features(names: Sequence[str]) -> np.ndarray:
     # Only features that depend on the config: the dataset's own meta-features shift
     # every candidate alike and say nothing about why this config ranks where it does.
     return np.array([n.startswith(("cfg_", "ix_")) for n in names])
+
+
+def _unit(x: float) -> float:
+    """``x`` clipped to [0, 1] and rounded to 5 places (``np.clip``'s result, NaN and
+    -0.0 included, without its cost on a scalar)."""
+    return round(min(max(float(x), 0.0), 1.0), 5)
 
 
 def _top_features(
