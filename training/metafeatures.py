@@ -274,7 +274,11 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
             # Tells signal that needs feature selection and interactions (where boosting
             # capacity pays) from noise; the 1-NN misses it among irrelevant columns.
             # A tree per class and round: about 150 trees in all, so many classes stay cheap.
-            "lm_gbdt": HistGradientBoostingClassifier(max_iter=rounds, random_state=seed),
+            # No early stopping (it would only start above 10,000 rows anyway): lm_gbdt_short
+            # is read off this model's first rounds.
+            "lm_gbdt": HistGradientBoostingClassifier(
+                max_iter=rounds, early_stopping=False, random_state=seed
+            ),
             # The fully grown tree and forest tell noise (a deep tree overfits it) from
             # fine structure.
             "lm_tree": DecisionTreeClassifier(random_state=seed),
@@ -291,7 +295,9 @@ def _landmarkers(M: np.ndarray, y: np.ndarray, task: str, seed: int) -> dict[str
             "lm_stump": DecisionTreeRegressor(max_depth=1, random_state=seed),
             "lm_1nn": KNeighborsRegressor(n_neighbors=1),
             "lm_linear": Ridge(alpha=1.0),
-            "lm_gbdt": HistGradientBoostingRegressor(max_iter=50, random_state=seed),
+            "lm_gbdt": HistGradientBoostingRegressor(
+                max_iter=50, early_stopping=False, random_state=seed
+            ),
             "lm_tree": DecisionTreeRegressor(random_state=seed),
             "lm_rf": RandomForestRegressor(n_estimators=20, random_state=seed, n_jobs=1),
         }
