@@ -410,7 +410,9 @@ def require_scope(scope: RouteScope) -> Callable[..., Any]:
     if scope == "public":
         return public
 
-    def dependency(
+    # async: the admitted case is a dict read, not worth a trip through the threadpool;
+    # only a key the middleware did not check goes there (it may query the store).
+    async def dependency(
         request: Request,
         _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
@@ -420,7 +422,9 @@ def require_scope(scope: RouteScope) -> Callable[..., Any]:
             # AuthMiddleware normally admitted the request already; this covers an app
             # assembled without it (and keeps the route safe if it ever is).
             try:
-                principal = guard.check(request.headers.get("authorization"), scope)
+                principal = await run_in_threadpool(
+                    guard.check, request.headers.get("authorization"), scope
+                )
             except AuthError as error:
                 raise error.http_exception() from None
         elif not guard.admits(principal, scope):

@@ -34,6 +34,7 @@ Everything is stored as plain numbers in the surrogate's JSON metadata (never pi
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -258,11 +259,17 @@ class Calibration:
             "distance": dist,
             "signal": np.broadcast_to(np.asarray(signal, dtype=np.float64), (n,)),
         }
+        center, scale, coef = self._arrays
         X = np.column_stack([cols[f] for f in self.features])
-        X = np.where(np.isfinite(X), X, np.asarray(self.center))
-        z = (X - np.asarray(self.center)) / np.asarray(self.scale)
-        logit = z @ np.asarray(self.coef) + self.intercept
+        X = np.where(np.isfinite(X), X, center)
+        z = (X - center) / scale
+        logit = z @ coef + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(logit, -40.0, 40.0)))
+
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Once per calibration, not per request (a frozen dataclass keeps a cached property).
+        return np.asarray(self.center), np.asarray(self.scale), np.asarray(self.coef)
 
     def to_json(self) -> dict[str, Any]:
         """Plain numbers for the surrogate's metadata."""

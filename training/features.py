@@ -147,6 +147,32 @@ def safe_log(x: np.ndarray) -> np.ndarray:
 _log = safe_log
 
 
+class Inputs(dict[str, np.ndarray]):
+    """The columns an :class:`Interaction` reads, remembering transforms of them: several
+    interactions take the log of one parameter, computed once per design matrix."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._memo: dict[tuple[str, Callable[..., np.ndarray]], np.ndarray] = {}
+
+    def apply(self, fn: Callable[[np.ndarray], np.ndarray], name: str) -> np.ndarray:
+        """``fn(self[name])``, computed on first use (read-only: it is shared)."""
+        key = (name, fn)
+        out = self._memo.get(key)
+        if out is None:
+            out = self._memo[key] = fn(self[name])
+        return out
+
+
+def applied(
+    values: Mapping[str, np.ndarray], fn: Callable[[np.ndarray], np.ndarray], name: str
+) -> np.ndarray:
+    """``fn(values[name])``, remembered when ``values`` is an :class:`Inputs`."""
+    if isinstance(values, Inputs):
+        return values.apply(fn, name)
+    return fn(values[name])
+
+
 @dataclass(frozen=True)
 class Interaction:
     """A derived column computed from raw parameter values and the data's size.
@@ -487,7 +513,7 @@ def design_matrix(
     X[:, col : col + d] = block.unit
     col += d
     if ixs:
-        values: dict[str, np.ndarray] = dict(block.raw)
+        values = Inputs(block.raw)
         by_epochs = fidelity_unit(family) == "epochs"
         # One dataset's candidates share the data's columns: one value each, broadcast
         # by the interactions (the same arithmetic on the same numbers, once).

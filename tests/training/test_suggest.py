@@ -345,3 +345,23 @@ def test_engine_rejects_unknown_family(frame: pd.DataFrame) -> None:
     with pytest.raises(SuggestionError, match="unknown family") as info:
         engine.suggest(SuggestionRequest("catboost", "binary", {"n_rows": 10, "n_features": 2}))
     assert info.value.field == "family"
+
+
+def test_engine_says_when_it_can_answer_without_loading(
+    frame: pd.DataFrame, surrogate: Surrogate
+) -> None:
+    registry = _Registry()
+    registry.add(with_portfolio(surrogate, Portfolio.from_frame(frame, FAMILY)), active=True)
+    engine = SuggestionEngine(FrameReader(frame), registry)
+    meta = {"n_rows": 5000, "n_features": 20, "n_classes": 2}
+    request = SuggestionRequest(FAMILY, "binary", meta, n=2)
+    assert not engine.ready(request)  # the policy is built (and the model read) on first use
+    engine.suggest(request)
+    assert engine.ready(request)
+    assert engine.ready(SuggestionRequest(FAMILY, "binary", meta, n=2, metric="roc_auc"))
+    # Another metric asks the registry which metric surrogates exist: not known yet.
+    other = SuggestionRequest(FAMILY, "binary", meta, n=2, metric="log_loss")
+    assert not engine.ready(other)
+    engine.suggest(other)  # no log_loss surrogate: the primary one answers
+    assert engine.ready(other)
+    assert not engine.ready(SuggestionRequest("random_forest", "binary", meta, n=2))

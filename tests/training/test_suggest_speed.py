@@ -142,3 +142,106 @@ def test_numeric_to_unit_of_odd_values_as_before(family: str) -> None:
             unit = (arr - p._lo) / p._span
             want = np.clip(np.nan_to_num(unit, nan=0.5), 0.0, 1.0)
         assert p.to_unit(values).tobytes() == want.tobytes(), p.name
+
+
+def _diverse_row_by_row(
+    order: np.ndarray, block: ConfigBlock, free: np.ndarray, n: int, min_distance: float
+) -> list[int]:
+    """The picks as first written: each candidate's distance to the picks, one at a time."""
+    from hyperprior.vocabulary import canonical_json
+
+    dims = free if free.any() else np.ones_like(free)
+    unit = block.unit[:, dims]
+    picked: list[int] = []
+    seen: set[str] = set()
+    skipped: list[int] = []
+    position: dict[int, int] = {}
+    for p, i in enumerate(order.tolist()):
+        if picked:
+            d = np.sqrt(((unit[picked] - unit[i]) ** 2).mean(axis=1)).min()
+            if d < min_distance:
+                skipped.append(i)
+                position[i] = p
+                continue
+        text = canonical_json(block.configs[i])
+        if text in seen:
+            continue
+        seen.add(text)
+        picked.append(i)
+        position[i] = p
+        if len(picked) >= n:
+            return picked
+    for i in skipped:
+        text = canonical_json(block.configs[i])
+        if text not in seen:
+            seen.add(text)
+            picked.append(i)
+            if len(picked) >= n:
+                break
+    return sorted(picked, key=position.__getitem__)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_diverse_picks_equal_the_row_by_row_ones(family: str) -> None:
+    from hyperprior.training.suggest.policy import _diverse
+
+    space = get_space(family)
+    rng = np.random.default_rng(8)
+    for trial in range(30):
+        u = rng.random((int(rng.integers(1, 120)), len(space.params)))
+        # Clusters and exact duplicates, as refinement children make them.
+        u[len(u) // 2 :] = u[: len(u) - len(u) // 2] + rng.normal(0, 0.03, u[len(u) // 2 :].shape)
+        u = np.clip(u, 0, 1)
+        u[-3:] = u[0]
+        block = encode_configs(family, space.decode_many(u, "binary"))
+        order = rng.permutation(len(u))
+        free = rng.random(len(space.dim_names)) < 0.8
+        for n, min_distance in ((1, 0.08), (5, 0.08), (12, 0.2), (50, 0.0)):
+            assert _diverse(order, block, free, n, min_distance) == _diverse_row_by_row(
+                order, block, free, n, min_distance
+            ), (trial, n, min_distance)
+
+
+def test_answer_copies_are_deep_and_equal() -> None:
+    from hyperprior.training.suggest.policy import _copy_json
+
+    class Tagged(dict):  # a dict subclass: marshal refuses it, the Python walk copies it
+        pass
+
+    values = [
+        {"a": [1, 2.5, None, True, "x"], "b": {"c": (1, [2])}, "d": -0.0},
+        {"n": np.float64(0.25), "nested": [{"k": np.int64(3)}]},
+        Tagged(z=[1]),
+    ]
+    for value in values:
+        copy = _copy_json(value)
+        assert copy == value
+        assert copy is not value
+        assert [type(v) for v in copy.values()] == [type(v) for v in value.values()]
+    copy = _copy_json(values[0])
+    copy["a"].append(9)
+    copy["b"]["c"][1].append(3)
+    assert values[0] == {"a": [1, 2.5, None, True, "x"], "b": {"c": (1, [2])}, "d": -0.0}
+    assert str(_copy_json(values[0])["d"]) == "-0.0"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_remembered_transforms_give_the_interactions_computed_afresh(family: str) -> None:
+    from hyperprior.training.features import design_matrix, interactions_for, landmarkers
+
+    space = get_space(family)
+    block = encode_configs(family, space.decode_many(_points(family, 9)[:80], "binary"))
+    meta = {"n_rows": 3000.0, "n_features": 12.0, "n_classes": 2.0}
+    meta.update({name: 0.7 for name in landmarkers()})
+    X = design_matrix(family, block, meta, task="binary")
+    ixs = interactions_for(family)
+    # The same functions on a plain dict (nothing remembered) give the same columns.
+    plain: dict[str, np.ndarray] = dict(block.raw)
+    plain.update(rows=np.array([3000.0]), epoch_fraction=np.ones(1), features=np.array([12.0]))
+    plain.update({name: np.array([0.7]) for name in landmarkers()})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k, ix in enumerate(ixs):
+            want = np.broadcast_to(np.asarray(ix.fn(plain), dtype=np.float64), (80,))
+            want = np.where(np.isfinite(want), want, np.nan)
+            got = X[:, X.shape[1] - len(ixs) + k]
+            assert got.tobytes() == np.ascontiguousarray(want).tobytes(), ix.name

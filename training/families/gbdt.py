@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hyperprior.training.features import Interaction, safe_log
+from hyperprior.training.features import Interaction, applied, safe_log
 
 
 def gbdt_interactions(
@@ -24,22 +24,26 @@ def gbdt_interactions(
         Interaction(
             "log_min_child_per_row",
             (min_child,),
-            lambda v: safe_log(v[min_child]) - safe_log(v["rows"]),
+            lambda v: applied(v, safe_log, min_child) - safe_log(v["rows"]),
         ),
         Interaction(
             "leaves_per_log_rows",
             (leaves,),
-            lambda v: log_leaves(v[leaves]) / safe_log(np.maximum(v["rows"], 2.0)),
+            lambda v: applied(v, log_leaves, leaves) / safe_log(np.maximum(v["rows"], 2.0)),
         ),
         Interaction(
             "log_leaves_per_feature",
             (leaves,),
-            lambda v: log_leaves(v[leaves]) - safe_log(v["features"]),
+            lambda v: applied(v, log_leaves, leaves) - safe_log(v["features"]),
         ),
         Interaction(
             "log_rows_per_leaf_over_min_child",
             (leaves, min_child),
-            lambda v: safe_log(v["rows"]) - log_leaves(v[leaves]) - safe_log(v[min_child]),
+            lambda v: (
+                safe_log(v["rows"])
+                - applied(v, log_leaves, leaves)
+                - applied(v, safe_log, min_child)
+            ),
         ),
         Interaction(
             "log_rounds_x_lr",

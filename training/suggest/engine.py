@@ -101,6 +101,22 @@ class SuggestionEngine:
                     return replace(policy.suggest(request), ranked_by=metric)
         return replace(self.policy(request.family).suggest(request), ranked_by=primary)
 
+    def ready(self, request: SuggestionRequest) -> bool:
+        """Whether :meth:`suggest` answers ``request`` from loaded policies alone (no
+        registry query, no model to load), so an event loop may run it inline."""
+        from hyperprior.training.families import PRIMARY_METRICS
+
+        if request.family not in self._policies:
+            return False
+        metric = request.metric
+        if not metric or metric == PRIMARY_METRICS.get(request.task):
+            return True
+        keys = self._active_keys
+        if keys is None:
+            return False
+        key = surrogate_key(request.family, metric)
+        return key not in keys or key in self._policies
+
     def _known_keys(self) -> set[str]:
         # Refreshed with the policies (refresh()); one registry query on first use.
         if self._active_keys is None:

@@ -125,6 +125,7 @@ class SuggestionPolicy:
         self.notes = list(notes)
         self.target = target
         self._cache: OrderedDict[tuple[Any, ...], ConfigBlock] = OrderedDict()
+        self._noises: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._portfolio_blocks: dict[tuple[str, str, int], ConfigBlock] = {}
         self._answers: OrderedDict[str, SuggestionResult] = OrderedDict()
@@ -430,10 +431,7 @@ class SuggestionPolicy:
         if s.refine_parents > 0 and s.refine_children > 0:
             key = self._rank_key(pred.score, p_beats, default_at, far)
             parents = _top_distinct(key, block.unit, s.refine_parents)
-            rng = np.random.default_rng([seed, 7, 1])
-            noise = rng.normal(
-                0.0, s.refine_sigma, (len(parents), s.refine_children, block.unit.shape[1])
-            )
+            noise = self._noise(seed, (len(parents), s.refine_children, block.unit.shape[1]))
             u = np.clip(block.unit[parents][:, None, :] + noise, 0.0, 1.0).reshape(
                 -1, block.unit.shape[1]
             )
@@ -470,14 +468,16 @@ class SuggestionPolicy:
         order = np.argsort(-self._rank_key(pred.score, p_beats, default_at, far), kind="stable")
         free = np.array([name not in fixed for name in self.space.dim_names])
         picks = _diverse(order, block, free, request.n, s.min_distance)
-        contrib = surrogate.contributions(X[picks]) if picks else np.empty((0, X.shape[1]))
+        Xp = X[picks]
+        contrib = surrogate.contributions(Xp) if picks else np.empty((0, X.shape[1]))
+        tops = _top_features(
+            surrogate.feature_names, self._config_features, Xp, contrib, s.top_features
+        )
         suggestions = []
-        for rank, (i, c) in enumerate(zip(picks, contrib, strict=True), start=1):
+        for rank, (i, top) in enumerate(zip(picks, tops, strict=True), start=1):
             explanation: dict[str, Any] = {
                 "nearest_datasets": nb_json,
-                "top_features": _top_features(
-                    surrogate.feature_names, self._config_features, X[i], c, s.top_features
-                ),
+                "top_features": top,
                 "spread": round(float(pred.spread[i]), 5),
             }
             if sources[i] == "portfolio":
@@ -506,6 +506,21 @@ class SuggestionPolicy:
                 "likely to beat the library default on this dataset, so the default comes first"
             )
         return SuggestionResult(suggestions, self.info, warnings)
+
+    def _noise(self, seed: int, shape: tuple[int, int, int]) -> np.ndarray:
+        """The refinement's perturbations for ``seed`` (the same every time: cached)."""
+        key = (seed, shape)
+        with self._lock:
+            hit = self._noises.get(key)
+        if hit is None:
+            rng = np.random.default_rng([seed, 7, 1])
+            hit = rng.normal(0.0, self.settings.refine_sigma, shape)
+            hit.flags.writeable = False
+            with self._lock:
+                self._noises[key] = hit
+                while len(self._noises) > self.settings.cache_size:
+                    self._noises.popitem(last=False)
+        return hit
 
     def _p_beats_default(
         self,
@@ -768,15 +783,16 @@ def _diverse(
     skipped: list[int] = []
     # Where each pick stands in ``order``, to restore the score order after filling.
     position: dict[int, int] = {}
+    # Every candidate's distance to its nearest pick so far, updated once per pick (a
+    # pick is rare, a candidate's test common): the same numbers as row by row.
+    nearest = np.full(len(unit), np.inf)
     for p, i in enumerate(order.tolist()):
         # Distance first: a config's text (the costly part) is only needed to pick it. A
         # duplicate of a pick is at distance 0, so it is skipped here and refused below.
-        if picked:
-            d = np.sqrt(((unit[picked] - unit[i]) ** 2).mean(axis=1)).min()
-            if d < min_distance:
-                skipped.append(i)
-                position[i] = p
-                continue
+        if nearest[i] < min_distance:
+            skipped.append(i)
+            position[i] = p
+            continue
         text = canonical_json(block.configs[i])
         if text in seen:
             continue
@@ -785,6 +801,7 @@ def _diverse(
         position[i] = p
         if len(picked) >= n:
             return picked
+        np.minimum(nearest, np.sqrt(((unit - unit[i]) ** 2).mean(axis=1)), out=nearest)
     for i in skipped:
         text = canonical_json(block.configs[i])
         if text not in seen:
@@ -808,16 +825,23 @@ def _unit(x: float) -> float:
 
 
 def _top_features(
-    names: Sequence[str], config_features: np.ndarray, x: np.ndarray, contrib: np.ndarray, k: int
-) -> list[dict[str, Any]]:
+    names: Sequence[str], config_features: np.ndarray, X: np.ndarray, contrib: np.ndarray, k: int
+) -> list[list[dict[str, Any]]]:
+    """The ``k`` largest config contributions of each row of ``X`` (one sort for all)."""
     contrib = np.where(config_features, contrib, 0.0)
-    order = np.argsort(-np.abs(contrib), kind="stable")[:k]
-    return [
-        {
-            "feature": names[j],
-            "value": None if not math.isfinite(x[j]) else round(float(x[j]), 5),
-            "contribution": round(float(contrib[j]), 5),
-        }
-        for j in order
-        if contrib[j] != 0.0
-    ]
+    # A stable sort of each row, as of each row alone.
+    orders = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k].tolist()
+    out = []
+    for x, c, order in zip(X.tolist(), contrib.tolist(), orders, strict=True):
+        out.append(
+            [
+                {
+                    "feature": names[j],
+                    "value": None if not math.isfinite(x[j]) else round(x[j], 5),
+                    "contribution": round(c[j], 5),
+                }
+                for j in order
+                if c[j] != 0.0
+            ]
+        )
+    return out

@@ -75,6 +75,8 @@ class Portfolio:
         # What nearest() compares: an unknown meta-feature of a dataset counts as the median.
         self._known = np.nan_to_num(self.matrix, nan=0.0)
         self.tasks = np.array([str(datasets[k].get("task", "")) for k in self.keys], dtype=object)
+        # Each task's datasets, by index (comparing strings per request costs more).
+        self._of_task = {str(t): np.flatnonzero(self.tasks == t) for t in set(self.tasks.tolist())}
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -168,10 +170,11 @@ class Portfolio:
         used = np.isfinite(q)
         if not used.any():
             return []
-        diff = self._known[:, used] - q[used]
+        # Most requests give every meta-feature: no column selection (a copy) needed.
+        diff = self._known - q if used.all() else self._known[:, used] - q[used]
         dist = np.sqrt((diff**2).mean(axis=1))
-        same = self.tasks == task
-        pool = np.flatnonzero(same) if same.any() else np.arange(len(self))
+        same = self._of_task.get(task)
+        pool = same if same is not None and len(same) else np.arange(len(self))
         # Ties (identical meta-features) break by dataset key for determinism.
         order = pool[np.lexsort((pool, dist[pool]))]  # keys are sorted: index breaks ties
         return [
