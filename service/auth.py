@@ -43,6 +43,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -73,6 +74,7 @@ __all__ = [
     "AdminDep",
     "AuthMiddleware",
     "Guard",
+    "NeedsStore",
     "Principal",
     "ReadDep",
     "RouteScope",
@@ -113,6 +115,8 @@ _MAX_REMEMBERED_KEYS = 10_000
 JOB_RETRY_AFTER_S = 30
 _ACTIVE_JOB_STATUSES = ("queued", "running")
 _SCOPE_ATTR = "__hyperprior_scope__"
+#: Distinct (method, path) pairs whose route `AuthMiddleware` remembers.
+ROUTE_CACHE_SIZE = 1024
 _PRINCIPAL_KEY = "hyperprior.principal"
 
 
@@ -207,6 +211,10 @@ def _invalid(detail: str) -> AuthError:
     return AuthError(401, detail, f'{_REALM}, error="invalid_token"')
 
 
+class NeedsStore(Exception):
+    """`Guard.check` with ``remembered_only``: the key must be read from the database."""
+
+
 class Guard:
     """Authenticates API keys against the store and checks scopes.
 
@@ -233,12 +241,16 @@ class Guard:
         self._lock = threading.Lock()
         self._toucher: ThreadPoolExecutor | None = None
 
-    def check(self, authorization: str | None, required: RouteScope) -> Principal:
+    def check(
+        self, authorization: str | None, required: RouteScope, *, remembered_only: bool = False
+    ) -> Principal:
         """Admit or refuse a request to a route that needs ``required``.
 
         Args:
             authorization: The ``Authorization`` header, if any.
             required: The route's declared scope.
+            remembered_only: Raise `NeedsStore` instead of asking the database (so an
+                event loop can answer remembered keys without a thread).
 
         Returns:
             Who is calling.
@@ -259,7 +271,7 @@ class Guard:
                 f"'Authorization: Bearer KEY' ({_CREATE_HINT})",
                 _REALM,
             )
-        principal = self.authenticate(authorization)
+        principal = self.authenticate(authorization, remembered_only=remembered_only)
         if not grants(principal.scopes, required):
             raise AuthError(
                 403,
@@ -277,7 +289,7 @@ class Guard:
             )
         return grants(principal.scopes, required)
 
-    def authenticate(self, authorization: str) -> Principal:
+    def authenticate(self, authorization: str, *, remembered_only: bool = False) -> Principal:
         """The principal of a ``Bearer`` header.
 
         Raises:
@@ -290,7 +302,7 @@ class Guard:
         if not _KEY_PATTERN.fullmatch(key):
             raise _invalid("invalid API key")
         digest = hash_key(key)
-        found = self._lookup(digest)
+        found = self._lookup(digest, remembered_only=remembered_only)
         # The lookup is by hash, so this compare is belt and braces against timing.
         if found is None or not hmac.compare_digest(found.key_hash, digest):
             raise _invalid("invalid API key")
@@ -299,15 +311,18 @@ class Guard:
         self._touch(found)
         return Principal(found.id, found.name, found.scopes)
 
-    def _lookup(self, digest: str) -> ApiKey | None:
+    def _lookup(self, digest: str, *, remembered_only: bool = False) -> ApiKey | None:
         """The key with this hash: remembered, or from the database.
 
         Raises:
             StoreError: When the database cannot be asked and the key is not (or no
                 longer) remembered.
+            NeedsStore: ``remembered_only`` and the answer needs the database.
         """
         ttl = self.settings.auth_cache_s
         if ttl <= 0:
+            if remembered_only:
+                raise NeedsStore
             return self.store.find_api_key_by_hash(digest, include_revoked=True)
         now = self._clock()
         with self._lock:
@@ -318,6 +333,8 @@ class Guard:
                 return remembered[0]
             if not 0 <= age < ttl:
                 remembered = None
+        if remembered_only:
+            raise NeedsStore
         try:
             found = self.store.find_api_key_by_hash(digest, include_revoked=True)
         except DatabaseUnavailableError as error:
@@ -585,18 +602,36 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, guard: Guard) -> None:
         self.app = app
         self.guard = guard
+        # (app, its routes, method, path) -> what _route found: flattening and matching
+        # every route costs more per request than the rest of the middleware.
+        self._routes: OrderedDict[tuple[Any, ...], tuple[Any, set[str]]] = OrderedDict()
 
-    @staticmethod
-    def _route(scope: ASGIScope) -> tuple[Any, set[str]]:
+    def _route(self, scope: ASGIScope) -> tuple[Any, set[str]]:
         """The route that will serve the request, else the methods the path allows."""
+        app = scope.get("app")
+        key = (
+            id(app),
+            len(getattr(app, "routes", ())),
+            scope["method"],
+            scope.get("root_path", ""),
+            scope["path"],
+        )
+        hit = self._routes.get(key)
+        if hit is not None:
+            return hit
         allowed: set[str] = set()
-        for route in served_routes(scope.get("app")):
+        found: tuple[Any, set[str]] = (None, allowed)
+        for route in served_routes(app):
             match, _ = route.matches(scope)
             if match == Match.FULL:
-                return route, allowed
+                found = (route, allowed)
+                break
             if match == Match.PARTIAL:
                 allowed.update(getattr(route, "methods", None) or ())
-        return None, allowed
+        self._routes[key] = found
+        while len(self._routes) > ROUTE_CACHE_SIZE:
+            self._routes.popitem(last=False)
+        return found
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -627,9 +662,9 @@ class AuthMiddleware:
                     authorization = value.decode("latin-1")
                     break
             try:
-                if authorization is None:  # no database work: answer on the event loop
-                    principal = self.guard.check(None, required)
-                else:
+                try:  # a remembered key (or none) needs no database: the event loop answers
+                    principal = self.guard.check(authorization, required, remembered_only=True)
+                except NeedsStore:
                     principal = await run_in_threadpool(self.guard.check, authorization, required)
             except AuthError as error:
                 await error.response()(scope, receive, send)

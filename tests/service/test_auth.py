@@ -549,3 +549,32 @@ def test_cors_origins_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv("HYPERPRIOR_CORS_ORIGINS", bad)
         with pytest.raises(ValidationError, match="invalid CORS origin"):
             Settings()
+
+
+@SQLITE
+def test_remembered_routes_answer_as_the_first_time(store: Store, keys: dict[str, str]) -> None:
+    import hyperprior.service.auth as auth
+
+    with TestClient(make_app(store)) as client:
+        first = [
+            client.delete("/v1/runs").status_code,
+            client.get("/nowhere").status_code,
+            client.get("/v1/runs", headers=bearer(keys["read"])).status_code,
+            client.post("/v1/runs", json={"runs": []}).status_code,
+        ]
+        again = [
+            client.delete("/v1/runs"),
+            client.get("/nowhere"),
+            client.get("/v1/runs", headers=bearer(keys["read"])),
+            client.post("/v1/runs", json={"runs": []}),
+        ]
+        assert first == [405, 404, 200, 401]
+        assert [r.status_code for r in again] == first
+        assert again[0].headers["allow"] == "GET, POST"
+        # Many distinct paths (ids in them) do not make the memory grow without bound.
+        for i in range(auth.ROUTE_CACHE_SIZE + 50):
+            client.get(f"/v1/surrogates/{i}", headers=bearer(keys["read"]))
+        layer = client.app.middleware_stack
+        while not isinstance(layer, auth.AuthMiddleware):
+            layer = layer.app
+        assert len(layer._routes) == auth.ROUTE_CACHE_SIZE

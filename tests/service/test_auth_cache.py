@@ -221,3 +221,34 @@ def test_keyed_reads_answer_while_the_database_is_down(
     assert answered.status_code == 200, answered.text
     assert other.status_code == 503  # a key this process never verified cannot be checked
     assert other.headers["retry-after"] == "7"
+
+
+@SQLITE
+def test_the_event_loop_answers_remembered_keys_and_hands_the_rest_on(store: Store) -> None:
+    from hyperprior.service.auth import NeedsStore
+
+    record, key = issue_key(store, "read", name="loop")
+    ticks = Ticks()
+    guard, flaky = _guard(store, ticks)
+    try:
+        with pytest.raises(NeedsStore):  # never verified: the database must be asked
+            guard.check(_header(key), "read", remembered_only=True)
+        assert flaky.lookups == 0
+        assert guard.check(_header(key), "read").key_id == record.id
+        assert guard.check(_header(key), "read", remembered_only=True).key_id == record.id
+        with pytest.raises(AuthError, match="needs scope 'write'"):  # remembered, refused
+            guard.check(_header(key), "write", remembered_only=True)
+        ticks.now += TTL / 2  # due for a fresh look: not from memory any more
+        with pytest.raises(NeedsStore):
+            guard.check(_header(key), "read", remembered_only=True)
+        assert flaky.lookups == 1
+        with pytest.raises(AuthError, match="invalid API key"):  # malformed: no lookup
+            guard.check("Bearer nonsense", "read", remembered_only=True)
+    finally:
+        guard.close()
+    uncached, flaky = _guard(store, Ticks(), cache_s=0)
+    try:
+        with pytest.raises(NeedsStore):
+            uncached.check(_header(key), "read", remembered_only=True)
+    finally:
+        uncached.close()
