@@ -49,6 +49,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import http.client
 import json
@@ -477,6 +479,109 @@ def bench_http(
     return rows
 
 
+# Run as a server's main script (uvicorn's arguments follow): imports hyperprior from the
+# checkout in $HP_CHECKOUT. Spawned workers run this file's top level again, so they do too.
+LAUNCHER = """\
+import importlib.util
+import os
+import sys
+
+ROOT = os.environ["HP_CHECKOUT"]
+DIRS = {"hyperprior": "hyperprior", "hyperprior.client": "client", "hyperprior.db": "db",
+        "hyperprior.service": "service", "hyperprior.training": "training"}
+
+
+class CheckoutFinder:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name not in DIRS:
+            return None
+        where = os.path.join(ROOT, DIRS[name])
+        return importlib.util.spec_from_file_location(
+            name, os.path.join(where, "__init__.py"), submodule_search_locations=[where]
+        )
+
+
+sys.meta_path.insert(0, CheckoutFinder)
+if __name__ == "__main__":
+    import uvicorn.main
+
+    sys.exit(uvicorn.main.main())
+"""
+
+
+def checkout(rev: str, target: Path) -> Path:
+    """The service, training and db code of git revision ``rev``, unpacked in ``target``."""
+    archive = subprocess.run(
+        ["git", "archive", rev, "hyperprior", "client", "db", "service", "training"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    target.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def bench_http_paired(
+    url: str, bodies: list[dict[str, Any]], workers: int, rev: str, rounds: int, tmp: Path
+) -> dict[str, Any]:
+    """Requests/s of today's server and revision ``rev``'s, 4 clients, blocks interleaved.
+
+    Both servers (``workers`` processes each) run on the same database; they take turns,
+    ``rounds`` blocks of 4 x 60 requests each, the order swapped every round, so the
+    machine's drift falls on both alike.
+    """
+    from hyperprior.service.devserver import serve_subprocess
+
+    launcher = tmp / "launch_server.py"
+    launcher.write_text(LAUNCHER)
+    roots = {"new": ROOT, "old": checkout(rev, tmp / "baseline-checkout")}
+    encoded = [json.dumps(b).encode() for b in bodies]
+    needed = 8 * workers + rounds * 2 * 240
+    if len(encoded) < needed:
+        raise ValueError(f"need {needed} distinct bodies, got {len(encoded)}")
+    rates: dict[str, list[float]] = {"new": [], "old": []}
+    with contextlib.ExitStack() as stack:
+        ports = {}
+        for name, root in roots.items():
+            base = stack.enter_context(
+                serve_subprocess(
+                    url,
+                    workers=workers,
+                    cwd=root,
+                    launcher=launcher,
+                    env={"HP_CHECKOUT": str(root)},
+                )
+            )
+            ports[name] = int(base.rsplit(":", 1)[1])
+        offset = 0
+        for name in ("new", "old"):  # warm every worker of both
+            for _ in range(4 * workers):
+                _post_many("127.0.0.1", ports[name], [encoded[offset]])
+                offset += 1
+        for r in range(rounds):
+            for name in ("new", "old") if r % 2 == 0 else ("old", "new"):
+                shares = [encoded[offset + c * 60 : offset + (c + 1) * 60] for c in range(4)]
+                offset += 240
+                started = time.perf_counter()
+                port = ports[name]
+                with ThreadPoolExecutor(4) as pool:
+                    list(pool.map(functools.partial(_post_many, "127.0.0.1", port), shares))
+                rates[name].append(round(240 / (time.perf_counter() - started), 1))
+    return {
+        "baseline": f"git:{rev}",
+        "clients": 4,
+        "server_workers": workers,
+        "rounds": rounds,
+        "requests_per_s": rates,
+        "median_requests_per_s": {k: round(float(np.median(v)), 1) for k, v in rates.items()},
+        "rounds_new_faster": int(
+            sum(a > b for a, b in zip(rates["new"], rates["old"], strict=True))
+        ),
+    }
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     """Latency quantiles and HTTP throughput, with the targets."""
     import matplotlib
@@ -623,6 +728,7 @@ def readme_table(directory: Path = RESULTS) -> str:
     for report in reports:
         lines += ["| " + " | ".join(row) + " |" for row in _rows_of(report, current)]
     notes = [_paired_note(r) for r in reports if r.get("paired")]
+    notes += [_http_paired_note(r) for r in reports if r.get("http_paired")]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
@@ -643,6 +749,21 @@ def _paired_note(report: dict[str, Any]) -> str:
     return (
         f"A/B on {report['setup']['history']}, {report['created_at'][:10]}, this code against "
         f"`{baseline}` interleaved request by request ({same}): " + "; ".join(parts) + "."
+    )
+
+
+def _http_paired_note(report: dict[str, Any]) -> str:
+    paired = report["http_paired"]
+    med = paired["median_requests_per_s"]
+    rates = paired["requests_per_s"]
+    return (
+        f"HTTP A/B on {report['setup']['history']}, {report['created_at'][:10]}, this code "
+        f"(`{str(report.get('commit') or '')[:7]}`) against `{paired['baseline'][4:]}`, both "
+        f"served ({paired['server_workers']} workers each), 4 clients, {paired['rounds']} "
+        f"blocks of 240 requests each in turn: median {med['new']:.0f} vs {med['old']:.0f} "
+        f"requests/s (blocks {min(rates['new']):.0f}-{max(rates['new']):.0f} vs "
+        f"{min(rates['old']):.0f}-{max(rates['old']):.0f}; this code faster in "
+        f"{paired['rounds_new_faster']} of {paired['rounds']} rounds)."
     )
 
 
@@ -679,6 +800,15 @@ def main(argv: list[str] | None = None) -> int:
         "interleaved request by request",
     )
     parser.add_argument(
+        "--http-baseline",
+        metavar="REV",
+        help="also serve git revision REV beside today's code and time both over HTTP "
+        "(4 clients), blocks of requests interleaved",
+    )
+    parser.add_argument(
+        "--http-rounds", type=int, default=8, help="blocks per server for --http-baseline"
+    )
+    parser.add_argument(
         "--commit", default=None, help="the code's commit, when not run from a git checkout"
     )
     parser.add_argument(
@@ -694,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     http_bodies = request_bodies(4 * args.workers + sum(clients) * args.per_client, seed=2)
+    paired_bodies = request_bodies(8 * args.workers + args.http_rounds * 480, seed=3)
     bodies = request_bodies(max(args.requests, 64))
     with tempfile.TemporaryDirectory(prefix="hp-bench-suggest-") as tmp:
         url = f"sqlite:///{tmp}/bench.db"
@@ -703,6 +834,13 @@ def main(argv: list[str] | None = None) -> int:
             bench_paired(url, bodies[: args.requests], args.baseline) if args.baseline else None
         )
         http_rows = bench_http(url, http_bodies, args.workers, clients, args.per_client)
+        http_paired = (
+            bench_http_paired(
+                url, paired_bodies, args.workers, args.http_baseline, args.http_rounds, Path(tmp)
+            )
+            if args.http_baseline
+            else None
+        )
     report = {
         "benchmark": "suggest",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -715,6 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         "in_process": in_process,
         "paired": paired,
         "http": http_rows,
+        "http_paired": http_paired,
         "targets": TARGETS,
     }
     print(
@@ -743,6 +882,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"CPU {row['new_cpu_ms']:6.2f} vs {row['old_cpu_ms']:6.2f} ms; "
                 f"median ratio {row['median_ratio']:.2f} (CPU {row['median_cpu_ratio']:.2f})"
             )
+    if http_paired is not None:
+        med = http_paired["median_requests_per_s"]
+        print(
+            f"HTTP A/B against {http_paired['baseline']}, 4 clients, {args.http_rounds} blocks "
+            f"each: median {med['new']:.0f} vs {med['old']:.0f} requests/s; today's faster in "
+            f"{http_paired['rounds_new_faster']} of {args.http_rounds} rounds"
+        )
     written = write_results(report, args.output_dir, result_name(args.history, args.label))
     print("wrote " + ", ".join(str(p) for p in written))
     ok = (

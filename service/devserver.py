@@ -49,6 +49,7 @@ def serve_subprocess(
     log_path: Path | None = None,
     ready_timeout_s: float = 90.0,
     cwd: Path | None = None,
+    launcher: Path | None = None,
 ) -> Iterator[str]:
     """Run ``uvicorn service.app:app_factory`` on a free port until the block ends.
 
@@ -59,6 +60,8 @@ def serve_subprocess(
         log_path: where the server's output goes (default: inherited).
         ready_timeout_s: how long to wait for ``/readyz`` to answer 200.
         cwd: the server's working directory.
+        launcher: a script run instead of ``python -m uvicorn`` (with uvicorn's arguments),
+            e.g. one that imports the app from another checkout.
 
     Yields:
         The base URL, ``http://127.0.0.1:PORT``.
@@ -75,8 +78,7 @@ def serve_subprocess(
     }
     cmd = [
         sys.executable,
-        "-m",
-        "uvicorn",
+        *(["-m", "uvicorn"] if launcher is None else [str(launcher)]),
         "hyperprior.service.app:app_factory",
         "--factory",
         "--host",

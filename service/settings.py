@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         "and a C compiler is on the PATH (else LightGBM predicts, as with off); the answers "
         "are the same either way.",
     )
+    suggest_inline: bool = Field(
+        default=True,
+        description="Answer a suggestion whose policy is loaded on the event loop, without a "
+        "trip through the threadpool: more requests/s on cores the server has to itself. "
+        "Where other CPU-bound work shares them (trials, a retrain), the threadpool (false) "
+        "kept more throughput in the benchmark (benchmarks/suggest.py).",
+    )
     compiled_cache_dir: Path | None = Field(
         default=None,
         description="Where compiled trees are kept (default: "

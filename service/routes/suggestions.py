@@ -175,7 +175,9 @@ _FIELD_LOC = {
     response_model=SuggestionsPublic,
     responses={422: {"description": "Unknown family or parameter, impossible meta-features."}},
 )
-async def create_suggestions(body: SuggestionCreate, engine: EngineDep) -> Response:
+async def create_suggestions(
+    body: SuggestionCreate, engine: EngineDep, http_request: Request
+) -> Response:
     """Suggest configs for a dataset, ranked by the active surrogate."""
     request = SuggestionRequest(
         family=body.family,
@@ -191,7 +193,7 @@ async def create_suggestions(body: SuggestionCreate, engine: EngineDep) -> Respo
         # A loaded policy answers in a few milliseconds of CPU that hold the GIL anyway:
         # inline, without two thread switches. Loading one reads the database and the
         # model: that goes to the threadpool, so the event loop keeps serving.
-        if engine.ready(request):
+        if http_request.app.state.settings.suggest_inline and engine.ready(request):
             result = engine.suggest(request)
         else:
             result = await run_in_threadpool(engine.suggest, request)

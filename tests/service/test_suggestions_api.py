@@ -168,3 +168,24 @@ def test_a_newly_activated_model_is_picked_up_without_restart(history_store: Sto
 
         wait_until(lambda: serving() is not None, "the new model served at a poll")
         assert serving()["id"] == result.candidate_id
+
+
+def test_inline_and_threadpool_answers_are_the_same(history_store: Store) -> None:
+    retrain(history_store, "lightgbm", params=FAST)
+    answers = []
+    for inline in (True, False):
+        settings = Settings(
+            database_url="sqlite://",
+            retrain_in_process=False,
+            surrogate_poll_s=3600,
+            suggest_inline=inline,
+        )
+        with TestClient(create_app(settings, store=history_store)) as client:
+            # The first request loads the policy (threadpool either way), the second is
+            # answered inline or in the threadpool as configured.
+            first = client.post("/v1/suggestions", json=_body(n=3, seed=2))
+            second = client.post("/v1/suggestions", json=_body(n=3, seed=2))
+        assert first.status_code == second.status_code == 200, second.text
+        assert first.content == second.content
+        answers.append(second.content)
+    assert answers[0] == answers[1]
