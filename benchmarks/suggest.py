@@ -39,9 +39,15 @@ whole training code of revision REV instead (policy, candidates, features, surro
 compiled trees: the request path spans them), loaded beside today's under another package
 name; when REV has compiled trees, its surrogate uses its own, built the way REV builds them.
 
+``--http-baseline REV`` serves revision REV (its service, training and db code, unpacked from
+git) beside today's code on the same database and times both over HTTP with 4 clients, in
+blocks of 240 requests taken in turn (``--http-rounds`` each), so that the machine's drift
+falls on both: single HTTP runs move by a third from one to the next.
+
 Usage::
 
     python benchmarks/suggest.py --requests 200 --clients 1,4 --per-client 100 --workers 2
+    python benchmarks/suggest.py --clients '' --http-baseline 893a689 --http-rounds 8
     python benchmarks/suggest.py --history seed3x --requests 200 --clients 1,4 --per-client 100
     python benchmarks/suggest.py --readme
 """
