@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -128,14 +129,16 @@ class _NumericPlan:
     where: dict[str, int]  # parameter name -> position
 
 
-_PLANS: dict[tuple[int, str], _NumericPlan] = {}
+# (id of the space, task) -> (the space, weakly, and its plan): a space built later (a
+# declared family) may get a dead one's id, so the entry holds only if it is the same space.
+_PLANS: dict[tuple[int, str], tuple[weakref.ref[Any], _NumericPlan]] = {}
 
 
 def _numeric_plan(space: Any, task: str) -> _NumericPlan:
     key = (id(space), task)
-    plan = _PLANS.get(key)
-    if plan is not None:
-        return plan
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0]() is space:
+        return hit[1]
     from hyperprior.training.spaces import Float, Int
 
     chosen = [
@@ -157,7 +160,7 @@ def _numeric_plan(space: Any, task: str) -> _NumericPlan:
         pow2=positions(lambda p: type(p) is Int and p.power_of_two),
         where={p.name: k for k, (_, p) in enumerate(chosen)},
     )
-    _PLANS[key] = plan  # spaces are module-level singletons: ids are stable
+    _PLANS[key] = (weakref.ref(space), plan)
     return plan
 
 
