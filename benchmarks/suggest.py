@@ -830,7 +830,11 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     http_bodies = request_bodies(4 * args.workers + sum(clients) * args.per_client, seed=2)
-    paired_bodies = request_bodies(8 * args.workers + args.http_rounds * 480, seed=3)
+    paired_bodies = (
+        request_bodies(8 * args.workers + args.http_rounds * 480, seed=3)
+        if args.http_baseline
+        else []
+    )
     bodies = request_bodies(max(args.requests, 64))
     with tempfile.TemporaryDirectory(prefix="hp-bench-suggest-") as tmp:
         url = f"sqlite:///{tmp}/bench.db"
