@@ -305,6 +305,16 @@ def bench_in_process(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
 BASELINE_PACKAGE = "hyperprior_baseline"
 
 
+def unpack(rev: str, paths: list[str], target: Path) -> Path:
+    """``paths`` as they are in git revision ``rev``, unpacked in ``target`` (made here)."""
+    archive = subprocess.run(
+        ["git", "archive", rev, *paths], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    target.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 def baseline_package(rev: str, target: Path) -> Path:
     """The training code of git revision ``rev`` as package ``BASELINE_PACKAGE`` in ``target``.
 
@@ -312,15 +322,7 @@ def baseline_package(rev: str, target: Path) -> Path:
     ``hyperprior/vocabulary.py``, with every ``hyperprior.`` import renamed, so the old
     code and today's load side by side in one process.
     """
-    root = target / BASELINE_PACKAGE
-    root.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", rev, "training", "db", "hyperprior/vocabulary.py"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    root = unpack(rev, ["training", "db", "hyperprior/vocabulary.py"], target / BASELINE_PACKAGE)
     (root / "vocabulary.py").write_bytes((root / "hyperprior" / "vocabulary.py").read_bytes())
     (root / "__init__.py").write_text("")
     for path in root.rglob("*.py"):
@@ -516,19 +518,6 @@ if __name__ == "__main__":
 """
 
 
-def checkout(rev: str, target: Path) -> Path:
-    """The service, training and db code of git revision ``rev``, unpacked in ``target``."""
-    archive = subprocess.run(
-        ["git", "archive", rev, "hyperprior", "client", "db", "service", "training"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
-    target.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
-
-
 def bench_http_paired(
     url: str, bodies: list[dict[str, Any]], workers: int, rev: str, rounds: int, tmp: Path
 ) -> dict[str, Any]:
@@ -542,7 +531,8 @@ def bench_http_paired(
 
     launcher = tmp / "launch_server.py"
     launcher.write_text(LAUNCHER)
-    roots = {"new": ROOT, "old": checkout(rev, tmp / "baseline-checkout")}
+    code = ["hyperprior", "client", "db", "service", "training"]
+    roots = {"new": ROOT, "old": unpack(rev, code, tmp / "baseline-checkout")}
     encoded = [json.dumps(b).encode() for b in bodies]
     needed = 8 * workers + rounds * 2 * 240
     if len(encoded) < needed:

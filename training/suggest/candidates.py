@@ -126,7 +126,7 @@ class _NumericPlan:
     floats: np.ndarray  # positions of Float parameters
     ints: np.ndarray  # positions of Int parameters
     pow2: np.ndarray  # positions of power-of-two Int parameters
-    where: dict[str, int]  # parameter name -> position
+    where: dict[str, tuple[int, bool]]  # parameter name -> (position, whether an Int)
 
 
 # (id of the space, task) -> (the space, weakly, and its plan): a space built later (a
@@ -158,7 +158,7 @@ def _numeric_plan(space: Any, task: str) -> _NumericPlan:
         floats=positions(lambda p: type(p) is Float),
         ints=positions(lambda p: type(p) is Int),
         pow2=positions(lambda p: type(p) is Int and p.power_of_two),
-        where={p.name: k for k, (_, p) in enumerate(chosen)},
+        where={p.name: (k, type(p) is Int) for k, (_, p) in enumerate(chosen)},
     )
     _PLANS[key] = (weakref.ref(space), plan)
     return plan
@@ -212,7 +212,6 @@ def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigB
     cat_index: dict[str, np.ndarray] = {}
     plan = _numeric_plan(space, task)
     num_x, num_unit = _decode_numeric(plan, u)
-    ints = set(plan.ints.tolist())
     # (name, decoded values, where present; None: on every row) of each active parameter.
     columns: list[tuple[str, Any, list[bool] | None]] = []
     for j, p in enumerate(space.params):
@@ -234,10 +233,11 @@ def _encode_points(family: str, space: Any, u: np.ndarray, task: str) -> ConfigB
                 hit |= parent_idx == parent_param.index_of(v)
             mask &= hit
         rows = None if mask is None else np.flatnonzero(mask)
-        k = plan.where.get(p.name)
-        if k is not None:
+        numeric = plan.where.get(p.name)
+        if numeric is not None:
             # Numbers stay an array (float64 or int64); configs read them with .item().
-            decoded = num_x[:, k].astype(np.int64) if k in ints else num_x[:, k].copy()
+            k, is_int = numeric
+            decoded = num_x[:, k].astype(np.int64) if is_int else num_x[:, k].copy()
             if rows is None:
                 unit[:, j] = num_unit[:, k]
             elif len(rows):

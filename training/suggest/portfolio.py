@@ -170,11 +170,11 @@ class Portfolio:
         used = np.isfinite(q)
         if not used.any():
             return []
-        # Most requests give every meta-feature: no column selection (a copy) needed.
-        diff = self._known - q if used.all() else self._known[:, used] - q[used]
+        diff = self._known[:, used] - q[used]
         dist = np.sqrt((diff**2).mean(axis=1))
-        same = self._of_task.get(task)
-        pool = same if same is not None and len(same) else np.arange(len(self))
+        pool = self._of_task.get(task)
+        if pool is None:  # no dataset of this task: every dataset
+            pool = np.arange(len(self))
         # Ties (identical meta-features) break by dataset key for determinism.
         order = pool[np.lexsort((pool, dist[pool]))]  # keys are sorted: index breaks ties
         return [
