@@ -51,9 +51,11 @@ CALIBRATION_FEATURES = ("adv_mean", "adv_spread", "default_mean", "distance", "s
 # A pick must be at least this likely to beat the default to replace it.
 MIN_P_BEATS_DEFAULT = 0.5
 # The bar is raised (in these steps) until held-out picks stop losing to the default on
-# more than this share of datasets.
+# more than this share of datasets. 0.8 -> 0.95 (leave-one-group-out, 3 surrogate seeds,
+# benchmarks/experiments/bar_target.py): lightgbm served regret 0.0645 -> 0.0674, not
+# losing 91.7% -> 95.6%, losses over 0.05 15.7 -> 9.3; the other families within 0.0015.
 MIN_P_GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
-TARGET_NOT_LOSE = 0.8
+TARGET_NOT_LOSE = 0.95
 # The calibration is fitted on the candidates a policy actually chooses among: the best
 # few per dataset by the pessimistic score (picks are the top of ~2,000 candidates, so
 # all 48 measured configs of a dataset would teach it about configs it never picks).
@@ -589,20 +591,25 @@ def fit_from_cv(
 
 
 def choose_bar(
-    outcomes: pd.DataFrame, grid: Sequence[float]
+    outcomes: pd.DataFrame, grid: Sequence[float], target: float = TARGET_NOT_LOSE
 ) -> tuple[float, dict[float, dict[str, Any]]]:
     """The lowest bar on ``p_beats_default`` whose held-out picks met the not-lose target.
 
     ``outcomes`` holds the policies ``p>=T`` for every ``T`` of ``grid``. When no bar meets
-    :data:`TARGET_NOT_LOSE`, the one whose picks lost least often (the lowest on ties).
+    ``target``, the one whose picks lost least often (the lowest on ties).
     """
     by_bar = {t: summarise(outcomes[outcomes["policy"] == f"p>={t}"]) for t in grid}
-    reaching = [t for t in grid if by_bar[t]["not_lose_share"] >= TARGET_NOT_LOSE]
+    reaching = [t for t in grid if by_bar[t]["not_lose_share"] >= target]
     bar = reaching[0] if reaching else max(grid, key=lambda t: (by_bar[t]["not_lose_share"], -t))
     return bar, by_bar
 
 
-def nested_policy(outcomes: pd.DataFrame, fold_of: Mapping[str, int], grid: Sequence[float]):
+def nested_policy(
+    outcomes: pd.DataFrame,
+    fold_of: Mapping[str, int],
+    grid: Sequence[float],
+    target: float = TARGET_NOT_LOSE,
+):
     """Outcomes of the served policy with its bar and distance threshold learned per fold.
 
     For each fold, the bar (:func:`choose_bar`) and the distance threshold
@@ -614,7 +621,7 @@ def nested_policy(outcomes: pd.DataFrame, fold_of: Mapping[str, int], grid: Sequ
     parts = []
     for f in np.unique(fold):
         other = outcomes[fold != f]
-        bar, _ = choose_bar(other, grid)
+        bar, _ = choose_bar(other, grid, target)
         threshold = learn_distance_threshold(other)
         mine = outcomes[fold == f]
         picked = mine[mine["policy"] == f"p>={bar}"].set_index("dataset")
@@ -637,15 +644,16 @@ POLICIES: dict[str, tuple[str, float]] = {
 CHOSEN = "hyperprior (learned bar, distance fallback)"
 
 
-def evaluate_policies(
-    frame: pd.DataFrame, family: str, *, n_folds: int = 10, params: Any = None
-) -> dict[str, Any] | None:
-    """Leave-one-group-out evaluation of the policies for one family (see the module doc)."""
-    from hyperprior.training.datasets import dataset_group
-    from hyperprior.training.suggest import Portfolio
-    from hyperprior.training.surrogate import SurrogateParams, oof_beats, oof_member_predictions
+def held_out_rows(frame: pd.DataFrame, family: str, *, n_folds: int, params: Any):
+    """Each held-out dataset's candidates with out-of-fold scores and ``p_beats_default``.
 
-    params = params or SurrogateParams.for_family(family)
+    Returns ``(ts, folds, rows, fold_of)``, or None with fewer than 3 datasets: the
+    members, the beats classifier and the calibration are all fitted without the
+    candidate's own source group.
+    """
+    from hyperprior.training.suggest import Portfolio
+    from hyperprior.training.surrogate import oof_beats, oof_member_predictions
+
     ts = build_training_set(frame, family, normalisation=params.normalisation)
     if ts.n_datasets < 3:
         return None
@@ -662,6 +670,21 @@ def evaluate_policies(
     rows["p"] = combine_p(
         cross_fit_p(rows, fold_of, kappa=params.kappa), rows["q"].to_numpy(), params.beats_weight
     )
+    return ts, folds, rows, fold_of
+
+
+def evaluate_policies(
+    frame: pd.DataFrame, family: str, *, n_folds: int = 10, params: Any = None
+) -> dict[str, Any] | None:
+    """Leave-one-group-out evaluation of the policies for one family (see the module doc)."""
+    from hyperprior.training.datasets import dataset_group
+    from hyperprior.training.surrogate import SurrogateParams
+
+    params = params or SurrogateParams.for_family(family)
+    held = held_out_rows(frame, family, n_folds=n_folds, params=params)
+    if held is None:
+        return None
+    ts, folds, rows, fold_of = held
     grid = list(MIN_P_GRID)
     policies = {
         **POLICIES,

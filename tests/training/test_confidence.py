@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from hyperprior.training.confidence import (
+    TARGET_NOT_LOSE,
     Calibration,
+    choose_bar,
     combine_p,
     fit_calibration,
     group_folds,
@@ -194,6 +196,32 @@ def test_distance_threshold_is_where_held_out_picks_stop_paying() -> None:
     # One near loss does not send every request back to the default.
     one_loss = outcomes.assign(regret=np.where(np.arange(40) == 3, 0.6, 0.05))
     assert learn_distance_threshold(one_loss) == pytest.approx(distance.max())
+
+
+def test_the_bar_is_the_lowest_whose_held_out_picks_kept_the_not_lose_target() -> None:
+    grid = [0.5, 0.6, 0.7, 0.8]
+    lost_share = {0.5: 0.10, 0.6: 0.06, 0.7: 0.03, 0.8: 0.01}
+    n = 100
+    outcomes = pd.concat(
+        pd.DataFrame(
+            {
+                "policy": f"p>={t}",
+                "regret": 0.1,
+                "default_regret": 0.1,
+                "lost": np.arange(n) < round(share * n),
+                "beats": False,
+                "picked_default": False,
+            }
+        )
+        for t, share in lost_share.items()
+    )
+    bar, by_bar = choose_bar(outcomes, grid, target=0.95)
+    assert bar == 0.7
+    assert by_bar[0.6]["not_lose_share"] == pytest.approx(0.94)
+    assert choose_bar(outcomes, grid, target=0.9)[0] == 0.5
+    # Out of reach: the bar whose picks lost least often.
+    assert choose_bar(outcomes, grid, target=0.999)[0] == 0.8
+    assert choose_bar(outcomes, grid)[0] == choose_bar(outcomes, grid, TARGET_NOT_LOSE)[0]
 
 
 def test_calibrated_policy_keeps_its_promises(
