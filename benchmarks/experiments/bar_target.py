@@ -3,8 +3,9 @@
 The served policy answers with its best-scored candidate when that candidate's
 ``p_beats_default`` clears a bar, else with the library default (the ``guard`` rule).
 The bar is learned on held-out groups as the lowest of ``MIN_P_GRID`` whose picks did
-not lose to the default on ``TARGET_NOT_LOSE`` (80%) of the datasets. On the 345-dataset
-seed the lowest bar, 0.5, already reaches 80%, so the bar never rises, and the worst
+not lose to the default on ``TARGET_NOT_LOSE`` of the datasets. At 80% (the target until
+2026-12-07) the lowest bar, 0.5, already reached it on the 345-dataset seed, so the bar
+never rose, and the worst
 losses are picks just over it (``covid_testing`` at p 0.51, ``bow-multiclass-5000x200``
 at 0.56, ``xor-binary-10000x8`` at 0.54).
 
@@ -30,6 +31,11 @@ served policy's regret, share not losing, worst loss, datasets losing by more th
   both); keras_mlp 0.0425 -> 0.0432 (95.6% both); xgboost 0.0429 (94.8%) -> 0.0443
   (96.2%). Targets 0.85 and 0.9 moved almost nothing (the lowest bar already kept them).
 - The ``filter`` rule was worse than ``guard`` at every target but 0.9 for lightgbm.
+
+With 10 group folds (``benchmarks/policy_cv.py``, the same seed), 80% -> 95%: lightgbm
+served regret 0.0689 -> 0.0661, not losing 90.4% -> 95.9%, worst loss 0.84 -> 0.35;
+random_forest 0.0625 -> 0.0647 (94.7% -> 96.2%); linear 0.0497 -> 0.0496; keras_mlp
+0.0448 -> 0.0450.
 
 Shipped: ``TARGET_NOT_LOSE = 0.95``. The product's promise is a first suggestion that
 does not lose to the library default on data it has not seen; five families gave up at
