@@ -48,14 +48,11 @@ for path in (ROOT, ROOT / "benchmarks"):
 from surrogate_cv import load_runs  # noqa: E402
 
 from hyperprior.training import confidence as C  # noqa: E402
-from hyperprior.training.features import TrainingSet, build_training_set  # noqa: E402
-from hyperprior.training.suggest import Portfolio  # noqa: E402
+from hyperprior.training.features import TrainingSet  # noqa: E402
 from hyperprior.training.surrogate import (  # noqa: E402
     SurrogateParams,
     _dataset_params,
     _lgb_params,
-    oof_beats,
-    oof_member_predictions,
 )
 
 RESULTS = ROOT / "benchmarks" / "results" / "experiments"
@@ -98,19 +95,11 @@ def oof_catastrophe(ts: TrainingSet, params: SurrogateParams, folds, cut: float)
 def evaluate(frame: pd.DataFrame, family: str, seed: int, cut: float, variants: list[str]):
     """The served policy's summary per variant, for one surrogate seed."""
     params = SurrogateParams.for_family(family, seed=seed)
-    ts = build_training_set(frame, family, normalisation=params.normalisation)
-    folds = C.group_folds(ts, 0)
-    members = oof_member_predictions(ts, params, folds)
-    beats = oof_beats(ts, params, folds)
-    risk = oof_catastrophe(ts, params, folds, cut)
-    ok = frame[(frame["family"] == family) & (frame["status"] == "ok")]
-    distance = C.held_out_distances(Portfolio.from_frame(ok, family).to_json(), family, ts, folds)
-    rows = C.candidate_rows(ts, members, distance, beats)
-    rows["risk"] = risk[rows["row"].to_numpy()]
-    fold_of = C._fold_of(ts, folds)
-    rows["p"] = C.combine_p(
-        C.cross_fit_p(rows, fold_of, kappa=params.kappa), rows["q"].to_numpy(), params.beats_weight
-    )
+    held = C.held_out_rows(frame, family, n_folds=0, params=params)
+    if held is None:
+        return []
+    ts, folds, rows, fold_of = held
+    rows["risk"] = oof_catastrophe(ts, params, folds, cut)[rows["row"].to_numpy()]
     grid = list(C.MIN_P_GRID)
     policies = {
         "surrogate": ("surrogate", 0.0),
