@@ -480,7 +480,9 @@ def learn_distance_threshold(outcomes: pd.DataFrame, *, min_tail: int = 5) -> fl
     nothing; below ``t`` the surrogate's picks keep their record. ``t`` maximises the
     held-out gain so counted (the default's normalised regret minus the pick's, summed;
     at least ``min_tail`` datasets beyond a cut). When no cut raises the gain, it is the
-    largest held-out distance: beyond it nothing was validated.
+    distance of the ``min_tail``-th farthest held-out dataset: beyond it fewer than
+    ``min_tail`` datasets vouch for the picks (one far dataset that happened to win
+    validated every request up to its distance, and the next far one lost 0.87).
     """
     top = outcomes[outcomes["policy"] == "surrogate"].dropna(subset=["distance"])
     if top.empty:
@@ -491,8 +493,10 @@ def learn_distance_threshold(outcomes: pd.DataFrame, *, min_tail: int = 5) -> fl
     n = len(d)
     kept = np.cumsum(gain)  # the gain when cutting after position i
     cuts = np.arange(n - min_tail)
-    if cuts.size == 0 or kept[cuts].max() <= kept[-1]:
+    if cuts.size == 0:
         return float(d[-1])
+    if kept[cuts].max() <= kept[-1]:
+        return float(d[n - min_tail])
     i = int(cuts[np.argmax(kept[cuts])])
     return float((d[i] + d[i + 1]) / 2.0)
 
