@@ -84,78 +84,69 @@ from hyperprior.training.surrogate import SurrogateParams  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "experiments"
 
 
-def evaluate(frame: pd.DataFrame, family: str, seed: int, targets, rules) -> list[dict]:
-    """The served policy's summary per (rule, target), for one surrogate seed."""
+def _outcomes(rows: pd.DataFrame, rule: str, bars, kappa: float) -> pd.DataFrame:
+    policies = {
+        "surrogate": ("surrogate", 0.0),
+        "default": ("default", 0.0),
+        **{f"p>={t}": (rule, t) for t in bars},
+    }
+    return C.policy_outcomes(rows, policies, kappa=kappa)
+
+
+def _served(chosen: pd.DataFrame, **keys) -> dict:
+    """One result row: ``keys`` and the served policy's summary."""
+    served = C.summarise(chosen)
+    loss = (chosen["regret"] - chosen["default_regret"]).clip(lower=0.0)
+    row = {
+        **keys,
+        "served_regret": served["mean_regret"],
+        "not_lose": served["not_lose_share"],
+        "worst_loss": served["worst_loss"],
+        "losses_over_0.05": int((loss > 0.05).sum()),
+        "beats_share": served["beats_share"],
+        "default_share": served["default_share"],
+    }
+    print(row, flush=True)
+    return row
+
+
+def _held_out(frame: pd.DataFrame, family: str, seed: int):
     params = SurrogateParams.for_family(family, seed=seed)
     held = C.held_out_rows(frame, family, n_folds=0, params=params)
+    return params, (None if held is None else held[2:])
+
+
+def evaluate(frame: pd.DataFrame, family: str, seed: int, targets, rules) -> list[dict]:
+    """The served policy's summary per (rule, target), for one surrogate seed."""
+    params, held = _held_out(frame, family, seed)
     if held is None:
         return []
-    _, _, rows, fold_of = held
+    rows, fold_of = held
     grid = list(C.MIN_P_GRID)
     out = []
     for rule in rules:
-        policies = {
-            "surrogate": ("surrogate", 0.0),
-            "default": ("default", 0.0),
-            **{f"p>={t}": (rule, t) for t in grid},
-        }
-        outcomes = C.policy_outcomes(rows, policies, kappa=params.kappa)
+        outcomes = _outcomes(rows, rule, grid, params.kappa)
         for target in targets:
             chosen = C.nested_policy(outcomes, fold_of, grid, target)
-            served = C.summarise(chosen)
-            loss = (chosen["regret"] - chosen["default_regret"]).clip(lower=0.0)
+            bars = sorted(float(b) for b in chosen["bar"].unique())
             out.append(
-                {
-                    "family": family,
-                    "seed": seed,
-                    "rule": rule,
-                    "target": target,
-                    "served_regret": served["mean_regret"],
-                    "not_lose": served["not_lose_share"],
-                    "worst_loss": served["worst_loss"],
-                    "losses_over_0.05": int((loss > 0.05).sum()),
-                    "default_share": served["default_share"],
-                    "bars": sorted(float(b) for b in chosen["bar"].unique()),
-                }
+                _served(chosen, family=family, seed=seed, rule=rule, target=target, bars=bars)
             )
-            print(out[-1], flush=True)
     return out
 
 
 def frontier(frame: pd.DataFrame, family: str, seed: int, bars) -> list[dict]:
     """The served policy (guard rule, distance fallback) at each fixed bar, one seed."""
-    params = SurrogateParams.for_family(family, seed=seed)
-    held = C.held_out_rows(frame, family, n_folds=0, params=params)
+    params, held = _held_out(frame, family, seed)
     if held is None:
         return []
-    _, _, rows, fold_of = held
-    policies = {
-        "surrogate": ("surrogate", 0.0),
-        "default": ("default", 0.0),
-        **{f"p>={t}": ("guard", t) for t in bars},
-    }
-    outcomes = C.policy_outcomes(rows, policies, kappa=params.kappa)
-    out = []
-    for bar in bars:
-        # A one-bar grid: the bar is fixed, the distance threshold still learned per fold.
-        chosen = C.nested_policy(outcomes, fold_of, [bar])
-        served = C.summarise(chosen)
-        loss = (chosen["regret"] - chosen["default_regret"]).clip(lower=0.0)
-        out.append(
-            {
-                "family": family,
-                "seed": seed,
-                "bar": bar,
-                "served_regret": served["mean_regret"],
-                "not_lose": served["not_lose_share"],
-                "worst_loss": served["worst_loss"],
-                "losses_over_0.05": int((loss > 0.05).sum()),
-                "beats_share": served["beats_share"],
-                "default_share": served["default_share"],
-            }
-        )
-        print(out[-1], flush=True)
-    return out
+    rows, fold_of = held
+    outcomes = _outcomes(rows, "guard", bars, params.kappa)
+    # A one-bar grid: the bar is fixed, the distance threshold still learned per fold.
+    return [
+        _served(C.nested_policy(outcomes, fold_of, [bar]), family=family, seed=seed, bar=bar)
+        for bar in bars
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
