@@ -166,39 +166,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.database_url = None
     frame = load_runs(args)
+    families = args.families.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
     if args.frontier:
-        return run_frontier(frame, args)
+        bars = [float(b) for b in args.frontier.split(",")]
+        results = [r for f in families for s in seeds for r in frontier(frame, f, s, bars)]
+        return _write(results, ["family", "bar"], "bar_frontier.json", args)
     targets = [float(t) for t in args.targets.split(",")]
     rules = args.rules.split(",")
-    results = []
-    for family in args.families.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            results += evaluate(frame, family, seed, targets, rules)
+    results = [r for f in families for s in seeds for r in evaluate(frame, f, s, targets, rules)]
+    return _write(results, ["family", "rule", "target"], "bar_target.json", args)
+
+
+def _write(results: list[dict], keys: list[str], name: str, args: argparse.Namespace) -> int:
+    """Print the mean over seeds by ``keys`` and write every run to ``name``."""
     table = (
         pd.DataFrame(results)
-        .drop(columns=["seed", "bars"])
-        .groupby(["family", "rule", "target"], sort=False)
+        .drop(columns=["seed", "bars"], errors="ignore")
+        .groupby(keys, sort=False)
         .mean()
     )
     print(table.round(4).to_string())
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / "bar_target.json"
-    path.write_text(json.dumps({"seed_dir": args.seed_dir, "runs": results}, indent=2) + "\n")
-    print(f"wrote {path}")
-    return 0
-
-
-def run_frontier(frame: pd.DataFrame, args: argparse.Namespace) -> int:
-    """Print and write the fixed-bar frontier (mean over seeds)."""
-    bars = [float(b) for b in args.frontier.split(",")]
-    results = []
-    for family in args.families.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            results += frontier(frame, family, seed, bars)
-    table = pd.DataFrame(results).drop(columns="seed").groupby(["family", "bar"]).mean()
-    print(table.round(4).to_string())
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / "bar_frontier.json"
+    path = args.output_dir / name
     path.write_text(json.dumps({"seed_dir": args.seed_dir, "runs": results}, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
