@@ -69,6 +69,7 @@ for path in (ROOT, ROOT / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from quality_bench.metrics import regret  # noqa: E402
 from surrogate_cv import load_runs  # noqa: E402
 
 from hyperprior.training import confidence as C  # noqa: E402
@@ -80,7 +81,6 @@ METRICS = ("accuracy", "log_loss", "balanced_accuracy")
 VARIANTS = ("accuracy", "log_loss", "balanced_accuracy", "both", "acc+bal", "ties")
 # Far below accuracy's resolution (1 / rows), so only exact ties move.
 TIE_BREAK = 1e-9
-LOSS_TOLERANCE = 0.002
 
 
 def _metrics(value) -> dict:
@@ -142,8 +142,7 @@ def eval_sets(frame: pd.DataFrame, chosen: pd.Series, family: str) -> dict:
 
 
 def _regret(values: np.ndarray, at: int) -> float:
-    span = values.max() - values.min()
-    return float((values.max() - values[at]) / span) if span > 0 else 0.0
+    return regret(float(values[at]), float(values.max()), float(values.min()))
 
 
 def evaluate(frame, chosen, evals, family, variant, seed) -> list[dict]:
@@ -174,7 +173,7 @@ def evaluate(frame, chosen, evals, family, variant, seed) -> list[dict]:
                     "regret_balanced_accuracy": _regret(e["balanced_accuracy"], top),
                     "best5_accuracy": min(_regret(acc, int(i)) for i in order[:5]),
                     "default_regret_accuracy": _regret(acc, d),
-                    "not_lose": bool(acc[top] >= acc[d] - LOSS_TOLERANCE),
+                    "not_lose": bool(acc[top] >= acc[d] - C.LOSS_TOLERANCE),
                     "beats": bool(acc[top] > acc[d]),
                 }
             )
