@@ -76,7 +76,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "experiments"
 POLICY = ROOT / "benchmarks" / "results" / "policy_cv_logo" / "policy_cv.json"
 
 
-def _choose(runs: pd.DataFrame, tasks: dict[str, str], rows: dict[str, int], args) -> list[str]:
+def _choose(runs: pd.DataFrame, rows: dict[str, int], args: argparse.Namespace) -> list[str]:
     counts = runs.groupby("dataset").size()
     eligible = [
         d
@@ -98,7 +98,9 @@ def _regrets(scores: np.ndarray) -> np.ndarray:
     return np.array([regret(float(s), best, worst) for s in scores])
 
 
-def _summary(frame: pd.DataFrame, task: str, datasets: list[str], picks: dict) -> dict:
+def _summary(
+    frame: pd.DataFrame, task: dict[str, str], datasets: list[str], picks: dict[str, float]
+) -> list[dict[str, Any]]:
     """The per-dataset comparison of measurement A (stored) and B (re-measured)."""
     from scipy.stats import spearmanr
 
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = runs[
         (runs["family"] == args.family) & (runs["status"] == "ok") & (runs["fidelity"] == 1.0)
     ].copy()
-    chosen = _choose(runs, task, rows, args)
+    chosen = _choose(runs, rows, args)
     runs = runs[runs["dataset"].isin(chosen)].reset_index(drop=True)
     configs = [json.loads(c) for c in runs["config"]]
     runs["is_default"] = _is_default(args.family, configs, runs["dataset"].map(task).to_numpy())
