@@ -273,6 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="override SurrogateParams.beats_weight (the classifier's share of p_beats_default)",
     )
+    parser.add_argument(
+        "--candidates-from",
+        type=Path,
+        default=None,
+        metavar="SEED_DIR",
+        help="only runs of this seed directory are candidates and set a held-out dataset's "
+        "best; the surrogate still trains on every run (judges added runs, such as adaptive "
+        "ones, on the candidates of the history without them)",
+    )
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     try:
@@ -298,9 +307,20 @@ def main(argv: list[str] | None = None) -> int:
         overrides["beats_weight"] = args.beats_weight
 
     frame = load_runs(args)
+    not_candidates: set[str] = set()
+    if args.candidates_from is not None:
+        runs_file = args.candidates_from / "runs.parquet"
+        if not runs_file.is_file():
+            parser.error(f"--candidates-from: no runs.parquet in {args.candidates_from}")
+        kept = set(pd.read_parquet(runs_file, columns=["id"])["id"].astype(str))
+        not_candidates = set(frame["id"].astype(str)) - kept
+        print(
+            f"{len(not_candidates)} runs not in {args.candidates_from}: trained on, never picked"
+        )
     report: dict[str, Any] = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": args.database_url or args.seed_dir,
+        "candidates_from": None if args.candidates_from is None else str(args.candidates_from),
         "loss_tolerance": LOSS_TOLERANCE,
     }
     for family in args.families.split(","):
@@ -308,7 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for seed in seeds:
             params = SurrogateParams.for_family(family, seed=seed, **overrides)
-            runs.append(evaluate_policies(frame, family, n_folds=args.folds, params=params))
+            runs.append(
+                evaluate_policies(
+                    frame,
+                    family,
+                    n_folds=args.folds,
+                    params=params,
+                    not_candidates=not_candidates,
+                )
+            )
         result = runs[0]
         if result is None:
             print(f"{family}: too few groups")

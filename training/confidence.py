@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +141,7 @@ def candidate_rows(
             "row": full,
             "is_default": ts.is_default[full].astype(bool),
             "s": ts.oriented[full],
+            "run_id": ts.run_id[full] if ts.run_id is not None else full.astype(str),
         }
     )
     out = []
@@ -678,9 +679,19 @@ def held_out_rows(frame: pd.DataFrame, family: str, *, n_folds: int, params: Any
 
 
 def evaluate_policies(
-    frame: pd.DataFrame, family: str, *, n_folds: int = 10, params: Any = None
+    frame: pd.DataFrame,
+    family: str,
+    *,
+    n_folds: int = 10,
+    params: Any = None,
+    not_candidates: Collection[str] = (),
 ) -> dict[str, Any] | None:
-    """Leave-one-group-out evaluation of the policies for one family (see the module doc)."""
+    """Leave-one-group-out evaluation of the policies for one family (see the module doc).
+
+    ``not_candidates``: run ids the surrogate trains on but no policy may pick, and that
+    do not set a held-out dataset's best: so a history with more runs (adaptive ones)
+    is judged on the same candidates as the history without them.
+    """
     from hyperprior.training.datasets import dataset_group
     from hyperprior.training.surrogate import SurrogateParams
 
@@ -689,6 +700,8 @@ def evaluate_policies(
     if held is None:
         return None
     ts, folds, rows, fold_of = held
+    if not_candidates:
+        rows = rows[~rows["run_id"].isin(set(not_candidates))].reset_index(drop=True)
     grid = list(MIN_P_GRID)
     policies = {
         **POLICIES,

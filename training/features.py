@@ -670,6 +670,7 @@ class TrainingSet:
         is_default: whether the row's config is the library default for its task.
         dataset_names: dataset key -> human-readable name.
         task: task per row.
+        run_id: run id per row (None when the set was not built from stored runs).
     """
 
     family: str
@@ -684,6 +685,7 @@ class TrainingSet:
     is_default: np.ndarray
     task: np.ndarray
     dataset_names: Mapping[str, str] = field(default_factory=dict)
+    run_id: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -709,6 +711,7 @@ class TrainingSet:
             is_default=self.is_default[idx],
             task=self.task[idx],
             dataset_names=self.dataset_names,
+            run_id=None if self.run_id is None else self.run_id[idx],
         )
 
     def summary(self) -> dict[str, Any]:
@@ -814,6 +817,7 @@ def build_training_set(
         is_default=_is_default(family, configs, task),
         task=task,
         dataset_names=dataset_names,
+        run_id=run_id[order],
     )
 
 

@@ -65,9 +65,7 @@ def register(subparsers: Any) -> None:
         help="catalog names, run in the order given (`hyperprior bootstrap --list` shows the "
         "catalog); default: the whole catalog, cheapest first",
     )
-    parser.add_argument(
-        "--task", choices=TASKS, help="only datasets of this task"
-    )
+    parser.add_argument("--task", choices=TASKS, help="only datasets of this task")
     parser.add_argument("--min-rows", type=int, help="only datasets with at least this many rows")
     parser.add_argument("--max-rows", type=int, help="only datasets with at most this many rows")
     parser.add_argument(
@@ -141,6 +139,13 @@ def register(subparsers: Any) -> None:
         "each dataset's best known config is near its optimum",
     )
     parser.add_argument(
+        "--adaptive-only",
+        action="store_true",
+        help="with --adaptive: skip the Sobol trials of --configs that are not stored yet "
+        "and run only the adaptive ones (configs stored beyond that Sobol plan count as "
+        "adaptive), so datasets sampled with fewer configs get their local search now",
+    )
+    parser.add_argument(
         "--remeasure",
         action="store_true",
         help="instead of new trials, re-run the stored ones that have no metrics (measured "
@@ -202,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
     from hyperprior.db.store import Store
     from hyperprior.training.bootstrap import (
         BootstrapConfig,
+        BootstrapReport,
         bootstrap,
         plan_summary,
         plan_trials,
@@ -226,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             "--adaptive, --remeasure and --metafeatures are separate jobs: run one at a time"
         )
+    if args.adaptive_only and not args.adaptive:
+        raise CommandError("--adaptive-only needs --adaptive N (how many adaptive configs)")
     if args.large_rows < 0:
         raise CommandError("--large-rows must be 0 (no large-data plan) or more")
     if args.large_full_configs < 1:
@@ -286,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
             )
             return 0
         done = store.existing_run_ids(s.run_id for s in specs)
-        todo = sum(1 for s in specs if s.run_id not in done)
+        todo = 0 if args.adaptive_only else sum(1 for s in specs if s.run_id not in done)
         more = f" (then up to {args.adaptive} adaptive per dataset and family)"
         print(
             f"{plural(len(entries), 'dataset')}, {plural(len(specs), 'trial')} planned, "
@@ -302,8 +310,12 @@ def run(args: argparse.Namespace) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        report = bootstrap(
-            store, specs, executor, progress=not args.no_progress, remeasure=args.remeasure
+        report = (
+            BootstrapReport()
+            if args.adaptive_only
+            else bootstrap(
+                store, specs, executor, progress=not args.no_progress, remeasure=args.remeasure
+            )
         )
         if args.adaptive:
             adaptive = run_adaptive(

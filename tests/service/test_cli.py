@@ -86,3 +86,35 @@ def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["frobnicate"])
 
     assert info.value.code == 2
+
+
+def test_bootstrap_adaptive_only_skips_the_missing_sobol_configs(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hyperprior.db.engine import make_engine
+    from hyperprior.db.store import Store
+
+    common = ["bootstrap", "--datasets", "sklearn/breast_cancer", "--families", "lightgbm"]
+    common += ["--reduced-configs", "0", "--folds", "2", "--workers", "0", "--no-progress"]
+    common += ["--database-url", db_url]
+    assert main([*common, "--configs", "2"]) == 0
+    store = Store(make_engine(db_url))
+    sobol = set(store.runs_frame(status=None)["id"])
+    assert len(sobol) == 2
+
+    # Asked for a 4-config Sobol plan, it runs none of the 2 configs that plan still lacks:
+    # only the 2 adaptive ones, and says so up front.
+    more = [*common, "--configs", "4", "--adaptive", "2", "--adaptive-only"]
+    assert main([*more, "--dry-run"]) == 0
+    assert "0 still to run (then up to 2 adaptive" in capsys.readouterr().out
+    assert main(more) == 0
+    runs = store.runs_frame(status=None)
+    assert len(runs) == 4
+    assert main([*common, "--configs", "4", "--dry-run"]) == 0
+    assert "2 still to run" in capsys.readouterr().out  # the Sobol configs 3 and 4
+    # Resumable: done is done.
+    assert main(more) == 0
+    assert len(store.runs_frame(status=None)) == 4
+
+    assert main([*common, "--adaptive-only"]) == 2
+    assert "--adaptive-only needs --adaptive N" in capsys.readouterr().err

@@ -62,3 +62,30 @@ def test_policy_evaluation_runs_with_a_large_plan_dataset(frame: pd.DataFrame) -
     report = evaluate_policies(frame, FAMILY, n_folds=3, params=params)
     assert report is not None
     assert report["n_datasets"] == 12
+
+
+def test_runs_that_are_not_candidates_are_trained_on_but_never_picked(
+    frame: pd.DataFrame,
+) -> None:
+    params = SurrogateParams(n_members=2, n_rounds=20, num_leaves=7, min_data_in_leaf=5)
+    full = frame[frame["fidelity"] == 1.0]
+    # Adaptive-like runs: the best config of each dataset again, measured 0.05 higher.
+    best = full.loc[full.groupby("dataset_id")["score"].idxmax()]
+    extra = best.assign(id=best["id"].astype(str) + "-adaptive", score=best["score"] + 0.05)
+    grown = pd.concat([frame, extra], ignore_index=True)
+
+    def default_regrets(report: dict) -> dict[str, float]:
+        return {r["dataset"]: r["default_regret"] for r in report["per_dataset"]}
+
+    before = evaluate_policies(frame, FAMILY, n_folds=3, params=params)
+    judged = evaluate_policies(
+        grown, FAMILY, n_folds=3, params=params, not_candidates=set(extra["id"])
+    )
+    free = evaluate_policies(grown, FAMILY, n_folds=3, params=params)
+    assert before is not None and judged is not None and free is not None
+    # The same candidates and the same best as the history without them...
+    assert default_regrets(judged) == default_regrets(before)
+    assert max(r["regret"] for r in judged["per_dataset"]) <= 1.0
+    # ...where, as candidates, the better runs would have moved every dataset's best.
+    moved = [d for d, r in default_regrets(free).items() if r != default_regrets(before)[d]]
+    assert len(moved) >= len(before["per_dataset"]) // 2
