@@ -94,6 +94,11 @@ def load_runs(args: argparse.Namespace) -> Any:
     from hyperprior.training.seed import read_seed
 
     datasets, runs = read_seed(Path(args.seed_dir))
+    extra = getattr(args, "extra_runs", None)
+    if extra is not None:
+        # Runs in the seed's own format (an experiment's, kept beside its results).
+        more = pd.read_parquet(extra)
+        runs = pd.concat([runs, more[~more["id"].isin(runs["id"])]], ignore_index=True)
     meta = pd.DataFrame(
         [
             {

@@ -53,6 +53,40 @@ def test_policy_cv_averages_over_surrogate_seeds_with_a_recipe_override(tmp_path
     assert bad.value.code == 2
 
 
+def test_policy_cv_judges_added_runs_on_the_candidates_of_the_seed(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    runs = pd.read_parquet(SEED_DIR / "runs.parquet")
+    ok = runs[(runs["family"] == "linear") & (runs["status"] == "ok") & (runs["fidelity"] == 1)]
+    best = ok.loc[ok.groupby("dataset")["score"].idxmax()]
+    # Better than anything the seed measured: as candidates they would move every best.
+    step = np.where(best["direction"] == "minimize", -1.0, 1.0) * 0.05
+    extra = best.assign(id=best["id"] + "-extra", score=best["score"] + step)
+    extra.to_parquet(tmp_path / "extra.parquet", index=False)
+    argv = ["--seed-dir", str(SEED_DIR), "--families", "linear", "--folds", "3"]
+
+    def default_regrets(out: Path, *more: str) -> dict[str, float]:
+        assert policy_cv.main([*argv, *more, "--output-dir", str(out)]) == 0
+        doc = json.loads((out / "policy_cv.json").read_text())
+        return {r["dataset"]: r["default_regret"] for r in doc["linear"]["per_dataset"]}
+
+    before = default_regrets(tmp_path / "before")
+    judged = default_regrets(
+        tmp_path / "judged",
+        "--extra-runs",
+        str(tmp_path / "extra.parquet"),
+        "--candidates-from",
+        str(SEED_DIR),
+    )
+    assert judged == before
+    free = default_regrets(tmp_path / "free", "--extra-runs", str(tmp_path / "extra.parquet"))
+    assert sum(free[d] != before[d] for d in before) >= len(before) // 2
+    with pytest.raises(SystemExit) as bad:
+        policy_cv.main(["--database-url", "sqlite://", "--extra-runs", "x.parquet"])
+    assert bad.value.code == 2
+
+
 def test_coverage_bins_every_corpus_dataset(tmp_path: Path) -> None:
     status = coverage.main(["--no-foreign", "--output-dir", str(tmp_path)])
     assert status == 0
@@ -61,3 +95,24 @@ def test_coverage_bins_every_corpus_dataset(tmp_path: Path) -> None:
         counted = sum(sum(row.values()) for row in doc["counts"][axis].values())
         assert counted == doc["n_datasets"]
     assert doc["foreign_nearest"] == []
+
+
+def test_learning_curve_splits_whole_groups_into_parts_of_about_equal_size() -> None:
+    import pandas as pd
+
+    from benchmarks.experiments.learning_curve import split_groups
+    from hyperprior.training.datasets import dataset_group
+
+    names = pd.read_parquet(SEED_DIR / "datasets.parquet")["name"].astype(str)
+    for k in (1, 2, 4):
+        part = split_groups(names, k, seed=0)
+        assert set(part) == set(names)
+        assert set(part.values()) == set(range(k))
+        # A source group is never split: leave-one-group-out inside a part stays honest.
+        by_group: dict[str, set[int]] = {}
+        for name, p in part.items():
+            by_group.setdefault(dataset_group(name), set()).add(p)
+        assert all(len(parts) == 1 for parts in by_group.values())
+        sizes = pd.Series(part).value_counts()
+        largest = pd.Series([dataset_group(n) for n in names]).value_counts().max()
+        assert sizes.max() - sizes.min() <= largest
