@@ -82,7 +82,9 @@ def test_runs_that_are_not_candidates_are_trained_on_but_never_picked(
         grown, FAMILY, n_folds=3, params=params, not_candidates=set(extra["id"])
     )
     free = evaluate_policies(grown, FAMILY, n_folds=3, params=params)
-    assert before is not None and judged is not None and free is not None
+    assert before is not None
+    assert judged is not None
+    assert free is not None
     # The same candidates and the same best as the history without them...
     assert default_regrets(judged) == default_regrets(before)
     assert max(r["regret"] for r in judged["per_dataset"]) <= 1.0
