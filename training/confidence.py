@@ -141,7 +141,7 @@ def candidate_rows(
             "row": full,
             "is_default": ts.is_default[full].astype(bool),
             "s": ts.oriented[full],
-            "run_id": ts.run_id[full] if ts.run_id is not None else full.astype(str),
+            "run_id": ts.run_id[full] if ts.run_id is not None else None,
         }
     )
     out = []
@@ -701,6 +701,8 @@ def evaluate_policies(
         return None
     ts, folds, rows, fold_of = held
     if not_candidates:
+        if ts.run_id is None:
+            raise ValueError("not_candidates needs runs with ids (an 'id' column)")
         rows = rows[~rows["run_id"].isin(set(not_candidates))].reset_index(drop=True)
     grid = list(MIN_P_GRID)
     policies = {

@@ -817,7 +817,7 @@ def build_training_set(
         is_default=_is_default(family, configs, task),
         task=task,
         dataset_names=dataset_names,
-        run_id=run_id[order],
+        run_id=run_id[order] if "id" in frame.columns else None,
     )
 
 

@@ -67,7 +67,8 @@ def split_groups(names: pd.Series, k: int, seed: int) -> dict[str, int]:
     """Dataset name -> part, whole source groups per part, parts of about equal size."""
     from hyperprior.training.datasets import dataset_group
 
-    groups = names.drop_duplicates().map(dataset_group)
+    names = names.drop_duplicates()
+    groups = names.map(dataset_group)
     sizes = groups.value_counts()
     order = list(sizes.index)
     np.random.default_rng(seed).shuffle(order)
@@ -79,11 +80,12 @@ def split_groups(names: pd.Series, k: int, seed: int) -> dict[str, int]:
         p = int(np.argmin(load))
         part_of[g] = p
         load[p] += int(sizes[g])
-    return {n: part_of[g] for n, g in zip(names.drop_duplicates(), groups, strict=True)}
+    return {n: part_of[g] for n, g in zip(names, groups, strict=True)}
 
 
 def evaluate(frame: pd.DataFrame, family: str, k: int, seed: int, split_seed: int):
-    """Per-dataset outcomes of the three policies, held out within each of ``k`` parts."""
+    """Mean regret of the three policies over every dataset, each held out within its part
+    (means weighted by the datasets each part evaluated)."""
     from hyperprior.training.confidence import evaluate_policies
     from hyperprior.training.surrogate import SurrogateParams
 
@@ -96,7 +98,7 @@ def evaluate(frame: pd.DataFrame, family: str, k: int, seed: int, split_seed: in
         result = evaluate_policies(frame[part == p], family, n_folds=0, params=params)
         if result is None:
             continue
-        n = result["n_datasets"]
+        n = result["policies"][SERVED]["n_datasets"]
         out["parts"].append({"part": p, "n_datasets": n, "n_groups": result["n_groups"]})
         out["n_datasets"] += n
         for name in (SERVED, TOP1, DEFAULT):

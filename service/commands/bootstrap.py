@@ -293,8 +293,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{todo} to re-measure"
             )
             return 0
-        done = store.existing_run_ids(s.run_id for s in specs)
-        todo = 0 if args.adaptive_only else sum(1 for s in specs if s.run_id not in done)
+        todo = 0
+        if not args.adaptive_only:
+            done = store.existing_run_ids(s.run_id for s in specs)
+            todo = sum(1 for s in specs if s.run_id not in done)
         more = f" (then up to {args.adaptive} adaptive per dataset and family)"
         print(
             f"{plural(len(entries), 'dataset')}, {plural(len(specs), 'trial')} planned, "

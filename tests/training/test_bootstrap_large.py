@@ -91,3 +91,8 @@ def test_runs_that_are_not_candidates_are_trained_on_but_never_picked(
     # ...where, as candidates, the better runs would have moved every dataset's best.
     moved = [d for d, r in default_regrets(free).items() if r != default_regrets(before)[d]]
     assert len(moved) >= len(before["per_dataset"]) // 2
+    # Without run ids there is nothing to exclude by: said, not silently ignored.
+    with pytest.raises(ValueError, match="needs runs with ids"):
+        evaluate_policies(
+            frame.drop(columns="id"), FAMILY, n_folds=3, params=params, not_candidates={"x"}
+        )
