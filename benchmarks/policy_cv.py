@@ -298,6 +298,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PARQUET",
         help="with --seed-dir: runs in the seed's format to add to it (an experiment's runs)",
     )
+    parser.add_argument(
+        "--target",
+        default="",
+        metavar="METRIC",
+        help="rank and judge by this metric of the runs' metrics maps, as the surrogate "
+        "of a request naming it does (log_loss, f1_macro, rmse, ...; runs without it are "
+        "left out); default: each task's primary metric",
+    )
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.extra_runs is not None and not args.seed_dir:
@@ -325,6 +333,16 @@ def main(argv: list[str] | None = None) -> int:
         overrides["beats_weight"] = args.beats_weight
 
     frame = load_runs(args)
+    if args.target:
+        from hyperprior.training.features import MINIMISED_METRICS, runs_for_target
+        from hyperprior.training.retrain import TARGETS
+
+        if args.target not in TARGETS:
+            parser.error(f"--target: one of {', '.join(TARGETS)}, not {args.target!r}")
+        frame["metrics"] = [json.loads(m) if isinstance(m, str) else m for m in frame["metrics"]]
+        frame = runs_for_target(frame, args.target)
+        if args.target in MINIMISED_METRICS and args.spread_scale is None:
+            overrides["spread_scale"] = 0.0  # as the retrain fits such a surrogate
     not_candidates: set[str] = set()
     if args.candidates_from is not None:
         runs_file = args.candidates_from / "runs.parquet"
@@ -339,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "candidates_from": None if args.candidates_from is None else str(args.candidates_from),
         "extra_runs": None if args.extra_runs is None else str(args.extra_runs),
         "loss_tolerance": LOSS_TOLERANCE,
+        "target": args.target or None,
     }
     for family in args.families.split(","):
         started = time.perf_counter()

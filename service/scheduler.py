@@ -32,7 +32,7 @@ from typing import Any
 from hyperprior.service.settings import Settings
 from hyperprior.training.families import FAMILIES, add_lookup, remove_lookup
 from hyperprior.training.families.declared import load_declared, store_lookup
-from hyperprior.training.retrain import RetrainResult, retrain_family
+from hyperprior.training.retrain import RetrainResult, retrain_family, retrain_missing_targets
 from hyperprior.training.suggest import SuggestionEngine
 from hyperprior.training.surrogate import SurrogateParams
 
@@ -132,6 +132,9 @@ class RetrainScheduler:
         params: the surrogate recipe (default :class:`SurrogateParams`).
         now: clock (tests inject a fake one).
         on_result: called with each family's result.
+        catch_up: on start, before waiting for the first cron time, fit the metric
+            surrogates that have data but were never trained
+            (:func:`~hyperprior.training.retrain.retrain_missing_targets`).
     """
 
     def __init__(
@@ -146,8 +149,10 @@ class RetrainScheduler:
         params: SurrogateParams | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_result: Callable[[RetrainResult], None] | None = None,
+        catch_up: bool = False,
     ) -> None:
         self.store = store
+        self.catch_up = catch_up
         self.cron = validate_cron(cron)
         self.families = None if families is None else tuple(families)
         self.tolerance = tolerance
@@ -187,6 +192,37 @@ class RetrainScheduler:
                     self.on_result(result)
         return results
 
+    def run_catch_up(self) -> list[RetrainResult]:
+        """Fit every family's never-trained metric surrogates that have data, now."""
+        results = []
+        for family in self._families():
+            if self._stop.is_set():
+                break
+            try:
+                done = retrain_missing_targets(
+                    self.store,
+                    family,
+                    tolerance=self.tolerance,
+                    params=self.params,
+                    lock_ttl_seconds=self.lock_ttl_seconds,
+                    keep_retired=self.keep_retired,
+                )
+            except Exception:  # noqa: BLE001 - the nightly retrain tries again
+                log.exception("catch-up retrain of %s failed", family)
+                continue
+            for result in done:
+                log.info(
+                    "catch-up retrain %s@%s: %s (%s)",
+                    family,
+                    result.target,
+                    result.outcome,
+                    result.reason,
+                )
+                results.append(result)
+                if self.on_result is not None:
+                    self.on_result(result)
+        return results
+
     def _families(self) -> tuple[str, ...]:
         if self.families is not None:
             return self.families
@@ -202,6 +238,8 @@ class RetrainScheduler:
 
     def run_forever(self) -> None:
         """Block, retraining at every cron time, until :meth:`stop` (or Ctrl-C)."""
+        if self.catch_up:
+            self.run_catch_up()
         while not self._stop.is_set():
             fire = next_fire(self.cron, self.now())
             log.info("next retrain at %s", fire.isoformat())
@@ -256,6 +294,7 @@ class BackgroundServices:
                 tolerance=settings.retrain_tolerance,
                 lock_ttl_seconds=settings.retrain_lock_ttl_s,
                 keep_retired=settings.surrogate_keep_retired,
+                catch_up=settings.retrain_catch_up,
             )
 
     def start(self) -> None:

@@ -30,6 +30,9 @@ from sqlalchemy import Engine, make_url, text
 # load the CPU and write to the user's cache. tests/training/test_compiled.py turns
 # compiled trees on with a cache of its own.
 os.environ.setdefault("HYPERPRIOR_COMPILED_TREES", "off")
+# Nor should an app started on a seeded database fit its metric surrogates behind a
+# test's back; tests/service/test_scheduler_catch_up.py turns it on.
+os.environ.setdefault("HYPERPRIOR_RETRAIN_CATCH_UP", "false")
 
 from hyperprior.db import migrate  # noqa: E402
 from hyperprior.db.engine import make_engine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -116,3 +117,50 @@ def test_learning_curve_splits_whole_groups_into_parts_of_about_equal_size() -> 
         sizes = pd.Series(part).value_counts()
         largest = pd.Series([dataset_group(n) for n in names]).value_counts().max()
         assert sizes.max() - sizes.min() <= largest
+
+
+def test_policy_cv_ranks_and_judges_by_a_named_metric(tmp_path: Path) -> None:
+    argv = ["--seed-dir", str(SEED_DIR), "--families", "linear", "--folds", "3"]
+    assert policy_cv.main([*argv, "--target", "mae", "--output-dir", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "policy_cv.json").read_text())
+    assert doc["target"] == "mae"
+    linear = doc["linear"]
+    # MAE has no 0-1 scale: fitted as the retrain fits a surrogate of it.
+    assert linear["params"]["spread_scale"] == 0.0
+    assert {r["task"] for r in linear["per_dataset"]} == {"regression"}
+    assert linear["n_datasets"] >= 50
+    with pytest.raises(SystemExit) as bad:
+        policy_cv.main([*argv, "--target", "r2", "--output-dir", str(tmp_path)])
+    assert bad.value.code == 2
+
+
+def test_metric_experiment_matches_the_primary_picks_to_the_target_rows() -> None:
+    import pandas as pd
+
+    from benchmarks.experiments.metric_surrogates import primary_on_target
+    from benchmarks.surrogate_cv import load_runs
+    from hyperprior.training.confidence import group_folds
+    from hyperprior.training.features import build_training_set, runs_for_target
+    from hyperprior.training.surrogate import SurrogateParams, cross_validate
+
+    frame = load_runs(argparse.Namespace(seed_dir=str(SEED_DIR), database_url=None))
+    runs = frame[(frame["family"] == "linear") & (frame["task"] == "binary")]
+    runs = runs[runs["dataset_name"].isin(sorted(set(runs["dataset_name"]))[:24])].copy()
+    # A target equal to the primary score: both recipes learn the same thing, so the
+    # primary's held-out picks must be the target's own, dataset by dataset.
+    runs["metrics"] = [{"accuracy": s} for s in runs["score"]]
+    runs = runs.sample(frac=1.0, random_state=3)  # row order must not matter
+    params = SurrogateParams.for_family("linear", n_members=2)
+    ts = build_training_set(runs_for_target(runs, "accuracy"), "linear")
+    folds = group_folds(ts, 4)
+    own = cross_validate(ts, params, folds=folds).per_group.set_index("dataset")
+    primary = primary_on_target(runs, ts, folds, params).set_index("dataset")
+    assert len(own) >= 20
+    pd.testing.assert_series_equal(own["regret_at_1"], primary["regret_at_1"])
+    # A target that reverses the score: the primary's picks are judged by it (near its
+    # worst), the target's own surrogate learns the reversal.
+    runs["metrics"] = [{"accuracy": -s} for s in runs["score"]]
+    ts = build_training_set(runs_for_target(runs, "accuracy"), "linear")
+    own = cross_validate(ts, params, folds=folds).per_group
+    primary = primary_on_target(runs, ts, folds, params)
+    assert primary["regret_at_1"].mean() > 0.6 > 0.3 > own["regret_at_1"].mean()

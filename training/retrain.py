@@ -456,6 +456,36 @@ def retrain_family(
     return results
 
 
+def retrain_missing_targets(
+    store: Any,
+    family: str,
+    *,
+    min_target_datasets: int = MIN_TARGET_DATASETS,
+    **options: Any,
+) -> list[RetrainResult]:
+    """Fit now the metric surrogates the nightly retrain would add: each metric the runs
+    measured widely enough (:func:`targets_with_data`) whose (family, metric) has never
+    had a surrogate in the registry, whatever its status.
+
+    A database seeded from the shipped history (whose runs carry every metric) thus
+    ranks ``"metric": "log_loss"`` requests by log-loss within minutes of its first
+    start; a (family, metric) trained before is left to the nightly retrain.
+    ``options`` go to :func:`retrain`.
+    """
+
+    def trained() -> set[str]:
+        return {str(s.target) for s in store.list_surrogates(family)}
+
+    before = trained()
+    runs = store.runs_frame(family=family, status="ok")
+    results = []
+    for target in targets_with_data(runs, min_datasets=min_target_datasets):
+        # Asked again: another process catching up (a second API worker) may have done it.
+        if target not in before and target not in trained():
+            results.append(retrain(store, family, target=target, **options))
+    return results
+
+
 def with_confidence(
     surrogate: Surrogate,
     ts: TrainingSet,

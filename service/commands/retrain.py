@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             lock_ttl_seconds=settings.retrain_lock_ttl_s,
             keep_retired=settings.surrogate_keep_retired,
             on_result=lambda result: _print(result, args.json),
+            catch_up=settings.retrain_catch_up,
         )
         which = ", ".join(args.family) if args.family else "every family"
         print(f"retraining {which} at '{cron}' (UTC); Ctrl-C to stop", flush=True)

@@ -112,6 +112,65 @@ def test_scheduler_retrains_once_per_scheduled_time(history_store: Store, clock:
     assert len(history_store.list_surrogates(FAMILY)) == 1
 
 
+def _history_with_log_loss(store: Store) -> None:
+    # 20 datasets (MIN_TARGET_DATASETS), every run with a log-loss beside its score.
+    frame = SyntheticHistory(FAMILY, seed=4).frame(20, 8, n_reduced=0, tasks=("binary",))
+    rng = np.random.default_rng(0)
+    frame["metrics"] = [{"log_loss": float(x)} for x in rng.uniform(0.2, 0.9, len(frame))]
+    store.ingest_runs(new_runs(frame))
+
+
+@SQLITE
+def test_scheduler_catches_up_on_metric_surrogates_never_trained(store: Store) -> None:
+    _history_with_log_loss(store)
+    scheduler = RetrainScheduler(store, families=(FAMILY, "linear"), params=FAST, catch_up=True)
+    results = scheduler.run_catch_up()
+    assert [(r.family, r.target, r.outcome) for r in results] == [(FAMILY, "log_loss", "activated")]
+    # Only what was never trained: the primary surrogate is the nightly retrain's (or the
+    # seed's), and a metric trained once is the nightly retrain's from then on.
+    assert store.find_active_surrogate(FAMILY) is None
+    assert scheduler.run_catch_up() == []
+    assert len(store.list_surrogates(FAMILY)) == 1
+
+
+@SQLITE
+def test_a_started_service_ranks_by_a_metric_surrogate_it_caught_up_on(
+    store: Store, db_url: str
+) -> None:
+    from waiting import wait_until
+
+    _history_with_log_loss(store)
+    retrain(store, FAMILY, params=FAST)  # the primary one, as a seeded database has it
+    settings = Settings(
+        database_url=db_url,
+        retrain_in_process=True,
+        retrain_catch_up=True,
+        retrain_cron="0 3 1 1 *",
+        surrogate_poll_s=0.05,
+    )
+    body = {
+        "family": FAMILY,
+        "task": "binary",
+        "dataset": {"meta_features": {"n_rows": 3000, "n_features": 12, "n_classes": 2}},
+        "metric": "log_loss",
+    }
+    with TestClient(create_app(settings, store=store)) as client:
+        wait_until(
+            lambda: store.find_active_surrogate(FAMILY, "log_loss") is not None,
+            "the catch-up retrain of lightgbm@log_loss",
+        )
+        answers: list[dict] = []
+
+        def ranked_by_log_loss() -> bool:
+            answers.append(client.post("/v1/suggestions", json=body).json())
+            return answers[-1]["ranked_by"] == "log_loss"
+
+        # The API process reloads it within a poll of the registry.
+        wait_until(ranked_by_log_loss, "the watcher to load lightgbm@log_loss")
+    assert any("not by log_loss" in w for w in answers[0]["warnings"]) == (len(answers) > 1)
+    assert not any("not by log_loss" in w for w in answers[-1]["warnings"])
+
+
 # --- the commands --------------------------------------------------------------------
 
 
