@@ -166,58 +166,45 @@ class RetrainScheduler:
 
     def run_once(self, scheduled_at: datetime | None = None) -> list[RetrainResult]:
         """Retrain every family now (skipping those already retrained since ``scheduled_at``)."""
-        results = []
-        for family in self._families():
-            if self._stop.is_set():
-                break
+
+        def work(family: str) -> list[RetrainResult]:
             if scheduled_at is not None and self._done_since(family, scheduled_at):
                 log.info("retrain %s: already retrained since %s", family, scheduled_at)
-                continue
-            try:
-                done = retrain_family(
-                    self.store,
-                    family,
-                    tolerance=self.tolerance,
-                    params=self.params,
-                    lock_ttl_seconds=self.lock_ttl_seconds,
-                    keep_retired=self.keep_retired,
-                )
-            except Exception:  # noqa: BLE001 - one family failing must not stop the others
-                log.exception("retrain %s failed; the active model keeps serving", family)
-                continue
-            for result in done:
-                log.info("retrain %s: %s (%s)", family, result.outcome, result.reason)
-                results.append(result)
-                if self.on_result is not None:
-                    self.on_result(result)
-        return results
+                return []
+            return retrain_family(self.store, family, **self._options())
+
+        return self._each_family("retrain", work)
 
     def run_catch_up(self) -> list[RetrainResult]:
         """Fit every family's never-trained metric surrogates that have data, now."""
+        return self._each_family(
+            "catch-up retrain",
+            lambda family: retrain_missing_targets(self.store, family, **self._options()),
+        )
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "tolerance": self.tolerance,
+            "params": self.params,
+            "lock_ttl_seconds": self.lock_ttl_seconds,
+            "keep_retired": self.keep_retired,
+        }
+
+    def _each_family(
+        self, what: str, work: Callable[[str], list[RetrainResult]]
+    ) -> list[RetrainResult]:
         results = []
         for family in self._families():
             if self._stop.is_set():
                 break
             try:
-                done = retrain_missing_targets(
-                    self.store,
-                    family,
-                    tolerance=self.tolerance,
-                    params=self.params,
-                    lock_ttl_seconds=self.lock_ttl_seconds,
-                    keep_retired=self.keep_retired,
-                )
-            except Exception:  # noqa: BLE001 - the nightly retrain tries again
-                log.exception("catch-up retrain of %s failed", family)
+                done = work(family)
+            except Exception:  # noqa: BLE001 - one family failing must not stop the others
+                log.exception("%s of %s failed; the active model keeps serving", what, family)
                 continue
             for result in done:
-                log.info(
-                    "catch-up retrain %s@%s: %s (%s)",
-                    family,
-                    result.target,
-                    result.outcome,
-                    result.reason,
-                )
+                key = f"{family}@{result.target}" if result.target else family
+                log.info("%s %s: %s (%s)", what, key, result.outcome, result.reason)
                 results.append(result)
                 if self.on_result is not None:
                     self.on_result(result)
