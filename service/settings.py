@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         description="With the in-process retrain (or `hyperprior retrain --schedule`): at "
         "start, fit the metric surrogates (log_loss, rmse, ...) whose runs are there but that "
         "were never trained, instead of waiting for the first nightly retrain (a newly seeded "
-        "database: some minutes of background CPU).",
+        "database: about 2 minutes of background CPU).",
     )
     retrain_cron: str = Field(
         default="0 3 * * *", description="When to retrain (cron expression, UTC)."
