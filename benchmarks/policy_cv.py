@@ -24,6 +24,9 @@ Usage::
     # runs an experiment added (adaptive ones), judged on the seed's own candidates
     python benchmarks/policy_cv.py --seed-dir training/seed --folds 0 --seeds 0,1,2 \
         --families lightgbm --extra-runs RUNS.parquet --candidates-from training/seed
+    # what a request naming a metric gets from that metric's surrogate, judged by it
+    python benchmarks/policy_cv.py --seed-dir training/seed --target log_loss \
+        --output-dir /tmp/log_loss
 
 Writes ``benchmarks/results/policy_cv.json`` and ``policy_cv.png``.
 
