@@ -31,7 +31,7 @@ from sqlalchemy import Engine, make_url, text
 # compiled trees on with a cache of its own.
 os.environ.setdefault("HYPERPRIOR_COMPILED_TREES", "off")
 # Nor should an app started on a seeded database fit its metric surrogates behind a
-# test's back; tests/service/test_scheduler_catch_up.py turns it on.
+# test's back; the catch-up tests in tests/service/test_surrogates_api.py turn it on.
 os.environ.setdefault("HYPERPRIOR_RETRAIN_CATCH_UP", "false")
 
 from hyperprior.db import migrate  # noqa: E402

@@ -476,12 +476,14 @@ def retrain_missing_targets(
     def trained() -> set[str]:
         return {str(s.target) for s in store.list_surrogates(family)}
 
-    before = trained()
+    if set(TARGETS) <= trained():
+        return []  # a restart of a trained database reads no runs
     runs = store.runs_frame(family=family, status="ok")
     results = []
     for target in targets_with_data(runs, min_datasets=min_target_datasets):
-        # Asked again: another process catching up (a second API worker) may have done it.
-        if target not in before and target not in trained():
+        # Asked before each fit: another process catching up (a second API worker) may
+        # have done it meanwhile.
+        if target not in trained():
             results.append(retrain(store, family, target=target, **options))
     return results
 

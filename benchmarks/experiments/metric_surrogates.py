@@ -122,9 +122,8 @@ def compare(runs: pd.DataFrame, family: str, target: str, seed: int, n_folds: in
     t_params = params
     if target in MINIMISED_METRICS and params.spread_scale > 0:
         t_params = replace(params, spread_scale=0.0)  # as the retrain does
-    ts = build_training_set(
-        runs_for_target(runs, target), family, normalisation=t_params.normalisation
-    )
+    target_runs = runs_for_target(runs, target)
+    ts = build_training_set(target_runs, family, normalisation=t_params.normalisation)
     folds = group_folds(ts, n_folds)
     own = cross_validate(ts, t_params, folds=folds).per_group
     primary = primary_on_target(runs, ts, folds, params)
@@ -141,9 +140,7 @@ def compare(runs: pd.DataFrame, family: str, target: str, seed: int, n_folds: in
     diff = served["regret_at_1_own"] - served["regret_at_1_primary"]
     # What the service answers with the target's surrogate: the policy (learned bar on
     # p_beats_default, distance fallback) on the same folds, judged by the target.
-    policy = evaluate_policies(
-        runs_for_target(runs, target), family, n_folds=n_folds, params=t_params
-    )
+    policy = evaluate_policies(target_runs, family, n_folds=n_folds, params=t_params)
     picks = [
         r for r in (policy or {}).get("per_dataset", []) if PRIMARY_METRICS[r["task"]] != target
     ]

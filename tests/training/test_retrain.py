@@ -235,3 +235,18 @@ def test_targets_need_enough_datasets(store: Store) -> None:
     assert [r.target for r in retrain_family(store, FAMILY, params=GOOD)] == [""]
     with pytest.raises(ValueError, match="unknown target 'r2'"):
         retrain(store, FAMILY, target="r2")
+
+
+def test_catch_up_reads_no_runs_once_every_metric_was_trained() -> None:
+    from types import SimpleNamespace
+
+    from hyperprior.training.retrain import TARGETS, retrain_missing_targets
+
+    class Trained:
+        def list_surrogates(self, family: str) -> list[SimpleNamespace]:
+            return [SimpleNamespace(target=t) for t in ("", *TARGETS)]
+
+        def runs_frame(self, **_: object) -> None:
+            raise AssertionError("a restart must not read the history again")
+
+    assert retrain_missing_targets(Trained(), FAMILY) == []
