@@ -125,7 +125,8 @@ class Suggestions(Sequence[Suggestion]):
         family: The model family.
         distance: Distance of the dataset to the nearest one in the history.
         distance_threshold: Beyond it the surrogate was not validated and the first
-            suggestion is the library default.
+            suggestion is the library default (unless the default is no safe answer
+            for the task; a warning says which).
         ranked_by: The metric they are ranked by (the one asked for when the history
             has a surrogate of it, else the task's primary metric).
         ranking: How they were ranked, in words (a pessimistic bound, so the rank

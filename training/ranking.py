@@ -15,7 +15,8 @@ SURROGATE_RANKING = (
     "similar datasets cannot win by extrapolation; predicted_quality is the mean, so it "
     "need not fall with rank. Configs unlikely to beat the library default "
     "(p_beats_default below the surrogate's bar) rank after it, and for a dataset farther "
-    "from the history than validation reached the default comes first."
+    "from the history than validation reached the default comes first, unless it rarely "
+    "matched the surrogate's held-out picks on the task."
 )
 COLD_START_RANKING = (
     "unscored (no surrogate yet): the nearest dataset's best config, the library default, "

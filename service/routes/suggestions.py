@@ -115,7 +115,8 @@ class SuggestionsPublic(BaseModel):
         default=None,
         description=(
             "Beyond this distance the surrogate was not validated (learned on held-out "
-            "groups) and the first suggestion is the library default."
+            "groups) and the first suggestion is the library default, unless the default "
+            "is no safe answer for the task (then a warning says so)."
         ),
     )
     ranked_by: str | None = Field(

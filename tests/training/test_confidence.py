@@ -18,6 +18,7 @@ from hyperprior.training.confidence import (
     fit_calibration,
     group_folds,
     learn_distance_threshold,
+    unsafe_default_tasks,
 )
 from hyperprior.training.datasets import dataset_group
 from hyperprior.training.features import build_training_set
@@ -97,6 +98,13 @@ def test_calibration_matches_observed_win_rates_and_round_trips() -> None:
         {"features": ["os.system"], "center": [0.0], "scale": [1.0], "coef": [1.0]},
         {"features": ["adv_mean"], "center": [0.0], "scale": [1.0], "coef": [float("nan")]},
         {"features": ["adv_mean"], "center": [0.0], "scale": [1.0], "coef": [1.0], "min_p": 2},
+        {
+            "features": ["adv_mean"],
+            "center": [0.0],
+            "scale": [1.0],
+            "coef": [1.0],
+            "unsafe_default_tasks": ["ranking"],
+        },
         {"coef": "abc"},
     ],
 )
@@ -200,6 +208,36 @@ def test_distance_threshold_is_where_held_out_picks_stop_paying() -> None:
     assert learn_distance_threshold(one_loss, min_tail=1) == pytest.approx(distance.max())
 
 
+def test_a_task_whose_default_rarely_holds_is_no_fallback() -> None:
+    def task(name: str, n: int, default_holds: int) -> pd.DataFrame:
+        held = np.arange(n) < default_holds
+        return pd.DataFrame(
+            {
+                "policy": "surrogate",
+                "task": name,
+                "regret": 0.1,
+                "default_regret": np.where(held, 0.05, 0.9),
+            }
+        )
+
+    outcomes = pd.concat(
+        [
+            task("binary", 100, 30),  # the default matched the pick on 30%
+            task("regression", 100, 4),  # on 4%: ElasticNet(alpha=1) shrinks to zero
+            task("multiclass", 6, 0),  # too few datasets to judge
+        ]
+    )
+    assert unsafe_default_tasks(outcomes) == ("regression",)
+    assert unsafe_default_tasks(outcomes, min_share=0.5) == ("binary", "regression")
+    assert unsafe_default_tasks(outcomes, min_datasets=5) == ("multiclass", "regression")
+    rows = _rows(400, np.random.default_rng(2))
+    cal = fit_calibration(rows, distance_threshold=0.9, unsafe_default_tasks=("regression",))
+    assert Calibration.from_json(cal.to_json()).unsafe_default_tasks == ("regression",)
+    # Metadata written before the field existed reads as "every default is a fallback".
+    old = {k: v for k, v in cal.to_json().items() if k != "unsafe_default_tasks"}
+    assert Calibration.from_json(old).unsafe_default_tasks == ()
+
+
 def test_the_bar_is_the_lowest_whose_held_out_picks_kept_the_not_lose_target() -> None:
     grid = [0.5, 0.6, 0.7, 0.8]
     lost_share = {0.5: 0.10, 0.6: 0.06, 0.7: 0.03, 0.8: 0.01}
@@ -284,6 +322,35 @@ def test_far_from_the_history_the_default_comes_first_and_says_why(
     assert answer.suggestions[0].source == "default"
     assert answer.suggestions[0].config == get_space(FAMILY).default("binary")
     assert any("library default" in w and "distance" in w for w in answer.warnings)
+
+
+def test_far_from_the_history_an_unsafe_default_is_not_put_first(
+    calibrated: tuple[Surrogate, pd.DataFrame],
+) -> None:
+    surrogate, frame = calibrated
+    meta = dict(surrogate.metadata)
+    meta["confidence"] = {
+        **meta["confidence"],
+        "calibration": {
+            **meta["confidence"]["calibration"],
+            "unsafe_default_tasks": ["binary"],
+            "min_p": 0.0,  # so the bar cannot put the default first either
+        },
+    }
+    policy = SuggestionPolicy(
+        FAMILY, surrogate=Surrogate(surrogate.text, meta),
+        portfolio=Portfolio.from_frame(frame, FAMILY),
+    )  # fmt: skip
+    far = {"n_rows": 3_000_000, "n_features": 9000, "n_classes": 2, "class_prob_min": 0.001}
+    answer = policy.suggest(SuggestionRequest(FAMILY, "binary", far, n=3, seed=0))
+    assert answer.distance > answer.distance_threshold
+    assert answer.suggestions[0].source != "default"
+    assert any("not put first" in w and "binary" in w for w in answer.warnings)
+    # The other tasks keep the fallback.
+    multi = {**far, "n_classes": 5}
+    answer = policy.suggest(SuggestionRequest(FAMILY, "multiclass", multi, n=3, seed=0))
+    assert answer.distance > answer.distance_threshold
+    assert answer.suggestions[0].source == "default"
 
 
 def test_without_a_likely_winner_the_default_leads(

@@ -332,7 +332,19 @@ class SuggestionPolicy:
         neighbors = self.portfolio.nearest(meta, request.task, self.settings.n_neighbors)
         distance = neighbors[0].distance if neighbors else None
         far = distance is not None and distance > self.distance_threshold
-        if far and self.calibration is not None:
+        unsafe = () if self.calibration is None else self.calibration.unsafe_default_tasks
+        if far and request.task in unsafe:
+            # The default is no fallback here: the surrogate's picks stay first.
+            far = False
+            warnings.append(
+                f"no dataset in the history is close to this one (nearest: "
+                f"{neighbors[0].name} at distance {distance:.2f}, beyond the "
+                f"{self.distance_threshold:.2f} up to which held-out datasets were covered): "
+                f"predictions extrapolate, but {self.family}'s library default is not put "
+                f"first, as it rarely matched the surrogate's picks on held-out {request.task} "
+                "datasets; verify the suggestions (POST /v1/refinements)"
+            )
+        elif far and self.calibration is not None:
             warnings.append(
                 f"no dataset in the history is close to this one (nearest: "
                 f"{neighbors[0].name} at distance {distance:.2f}, beyond the "
