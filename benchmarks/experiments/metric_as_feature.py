@@ -42,12 +42,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[2]
-for path in (ROOT, ROOT / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from surrogate_cv import load_runs  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The sibling experiment sets up the paths and reads the runs the same way.
+from metric_surrogates import RESULTS, ROOT, _as_dict, load_runs  # noqa: E402
 
 from hyperprior.training.confidence import group_folds  # noqa: E402
 from hyperprior.training.features import (  # noqa: E402
@@ -59,16 +56,7 @@ from hyperprior.training.features import (  # noqa: E402
 from hyperprior.training.retrain import targets_with_data  # noqa: E402
 from hyperprior.training.surrogate import SurrogateParams, cross_validate  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "experiments"
 SEP = "#"  # run id suffix naming the metric a pooled row stands for
-
-
-def _as_dict(value: object) -> dict | None:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value:
-        return json.loads(value)
-    return None
 
 
 def pooled_set(runs: pd.DataFrame, family: str, targets: list[str], params) -> TrainingSet:
