@@ -33,7 +33,6 @@ Writes ``benchmarks/results/experiments/metric_as_feature.json`` and prints the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -44,7 +43,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The sibling experiment sets up the paths and reads the runs the same way.
-from metric_surrogates import RESULTS, ROOT, _as_dict, load_runs  # noqa: E402
+from metric_surrogates import RESULTS, ROOT, _as_dict, load_runs, write_results  # noqa: E402
 
 from hyperprior.training.confidence import group_folds  # noqa: E402
 from hyperprior.training.features import (  # noqa: E402
@@ -171,11 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         ["datasets", "own", "own_flat", "pooled", "own_better", "pooled_better"]
     ].mean()
     print(summary.round(4).to_string())
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / "metric_as_feature.json"
-    payload = {"folds": args.folds, "seeds": args.seeds, "results": results}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_results(args, "metric_as_feature.json", results)
     return 0
 
 

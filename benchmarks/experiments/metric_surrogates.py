@@ -232,12 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = table.groupby(["family", "target"], sort=False).mean()
     print(summary.round(4).to_string())
     print(markdown(summary))
+    write_results(args, "metric_surrogates.json", results)
+    return 0
+
+
+def write_results(args: argparse.Namespace, name: str, results: list[dict]) -> Path:
+    """The rows as ``name`` in ``--output-dir``, with the folds and seeds they used."""
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / "metric_surrogates.json"
+    path = args.output_dir / name
     payload = {"folds": args.folds, "seeds": args.seeds, "results": results}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}")
-    return 0
+    return path
 
 
 if __name__ == "__main__":
