@@ -333,25 +333,25 @@ class SuggestionPolicy:
         distance = neighbors[0].distance if neighbors else None
         far = distance is not None and distance > self.distance_threshold
         unsafe = () if self.calibration is None else self.calibration.unsafe_default_tasks
-        if far and request.task in unsafe:
-            # The default is no fallback here: the surrogate's picks stay first.
-            far = False
-            warnings.append(
+        if far and self.calibration is not None:
+            beyond = (
                 f"no dataset in the history is close to this one (nearest: "
                 f"{neighbors[0].name} at distance {distance:.2f}, beyond the "
                 f"{self.distance_threshold:.2f} up to which held-out datasets were covered): "
-                f"predictions extrapolate, but {self.family}'s library default is not put "
-                f"first, as it rarely matched the surrogate's picks on held-out {request.task} "
-                "datasets; verify the suggestions (POST /v1/refinements)"
             )
-        elif far and self.calibration is not None:
-            warnings.append(
-                f"no dataset in the history is close to this one (nearest: "
-                f"{neighbors[0].name} at distance {distance:.2f}, beyond the "
-                f"{self.distance_threshold:.2f} up to which held-out datasets were covered): "
-                "the first suggestion is the library default, the others are the surrogate's "
-                "extrapolations; verify them (POST /v1/refinements)"
-            )
+            if request.task in unsafe:
+                # The default is no fallback here: the surrogate's picks stay first.
+                far = False
+                warnings.append(
+                    beyond + f"predictions extrapolate, but {self.family}'s library default "
+                    "is not put first, as it rarely matched the surrogate's picks on held-out "
+                    f"{request.task} datasets; verify the suggestions (POST /v1/refinements)"
+                )
+            else:
+                warnings.append(
+                    beyond + "the first suggestion is the library default, the others are the "
+                    "surrogate's extrapolations; verify them (POST /v1/refinements)"
+                )
         elif far:
             warnings.append(
                 f"no dataset in the history is close to this one (nearest: "
